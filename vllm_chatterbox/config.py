@@ -1,0 +1,239 @@
+"""Every dimension and constant of the Chatterbox models, in one typed place.
+
+The defaults are the released English model's values. A model directory may carry
+``chatterbox_config.json`` (nested like :class:`ChatterboxConfig`) that overrides any field;
+the test models use it for their reduced sizes. Unknown keys are an error, so a typo in an
+override file cannot silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE_NAME = "chatterbox_config.json"
+
+
+@dataclass(frozen=True)
+class T3Config:
+    # Token ids and vocabularies (English; multilingual differs in text_vocab_size).
+    start_text_token: int = 255
+    stop_text_token: int = 0
+    text_vocab_size: int = 704
+    max_text_tokens: int = 2048
+    start_speech_token: int = 6561
+    stop_speech_token: int = 6562
+    speech_vocab_size: int = 8194
+    max_speech_tokens: int = 4096
+    speech_cond_prompt_len: int = 150
+    speaker_embed_size: int = 256
+    # Llama_520M backbone.
+    hidden_size: int = 1024
+    num_layers: int = 30
+    num_heads: int = 16
+    num_kv_heads: int = 16
+    head_dim: int = 64
+    intermediate_size: int = 4096
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    rope_factor: float = 8.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_position: int = 8192
+    # Conditioning encoder: perceiver resampler.
+    perceiver_queries: int = 32
+    perceiver_heads: int = 4
+    perceiver_norm_eps: float = 1e-5
+    # The prefix is speaker (1) + perceiver (perceiver_queries) + emotion (1) rows.
+
+    @property
+    def cond_len(self) -> int:
+        return 1 + self.perceiver_queries + 1
+
+    @property
+    def text_pos_table_size(self) -> int:
+        return self.max_text_tokens + 2
+
+    @property
+    def speech_pos_table_size(self) -> int:
+        return self.max_speech_tokens + 4
+
+    @property
+    def max_text_len(self) -> int:
+        """Largest text length in tokens (without start/stop) the position table allows."""
+        return self.text_pos_table_size - 2
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.text_vocab_size == 2454
+
+
+@dataclass(frozen=True)
+class VoiceEncoderConfig:
+    sample_rate: int = 16000
+    n_fft: int = 400
+    hop_length: int = 160
+    win_length: int = 400
+    n_mels: int = 40
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    hidden_size: int = 256
+    num_layers: int = 3
+    embed_size: int = 256
+    partial_frames: int = 160
+    partial_rate: float = 1.3
+    min_coverage: float = 0.8
+    trim_top_db: float = 20.0
+
+
+@dataclass(frozen=True)
+class S3TokenizerConfig:
+    sample_rate: int = 16000
+    n_mels: int = 128
+    n_fft: int = 400
+    hop_length: int = 160
+    n_state: int = 1280
+    n_head: int = 20
+    n_layer: int = 6
+    fsmn_kernel_size: int = 31
+    codebook_size: int = 6561
+    token_rate: int = 25
+
+
+@dataclass(frozen=True)
+class CAMPPlusConfig:
+    feat_dim: int = 80
+    embedding_size: int = 192
+    growth_rate: int = 32
+    bn_size: int = 4
+    init_channels: int = 128
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Token embedding + upsampling conformer encoder of S3Gen."""
+
+    vocab_size: int = 6561
+    input_size: int = 512
+    output_size: int = 80
+    spk_embed_dim: int = 192
+    encoder_size: int = 512
+    attention_heads: int = 8
+    linear_units: int = 2048
+    num_blocks: int = 6
+    num_up_blocks: int = 4
+    pre_lookahead_len: int = 3
+    token_mel_ratio: int = 2
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """The conditional flow-matching decoder (a 1-D U-Net with transformer blocks)."""
+
+    in_channels: int = 320
+    out_channels: int = 80
+    channels: int = 256
+    attention_head_dim: int = 64
+    num_heads: int = 8
+    n_blocks: int = 4
+    num_mid_blocks: int = 12
+    inference_cfg_rate: float = 0.7
+    default_n_timesteps: int = 10
+
+
+@dataclass(frozen=True)
+class HiFTConfig:
+    in_channels: int = 80
+    base_channels: int = 512
+    f0_cond_channels: int = 512
+    nb_harmonics: int = 8
+    sampling_rate: int = 24000
+    nsf_alpha: float = 0.1
+    nsf_sigma: float = 0.003
+    nsf_voiced_threshold: float = 10.0
+    upsample_rates: tuple[int, ...] = (8, 5, 3)
+    upsample_kernel_sizes: tuple[int, ...] = (16, 11, 7)
+    istft_n_fft: int = 16
+    istft_hop_length: int = 4
+    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
+    resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    source_resblock_kernel_sizes: tuple[int, ...] = (7, 7, 11)
+    source_resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    lrelu_slope: float = 0.1
+    audio_limit: float = 0.99
+
+
+@dataclass(frozen=True)
+class ChatterboxConfig:
+    t3: T3Config = field(default_factory=T3Config)
+    voice_encoder: VoiceEncoderConfig = field(default_factory=VoiceEncoderConfig)
+    s3_tokenizer: S3TokenizerConfig = field(default_factory=S3TokenizerConfig)
+    campplus: CAMPPlusConfig = field(default_factory=CAMPPlusConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    hift: HiFTConfig = field(default_factory=HiFTConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ChatterboxConfig":
+        return _build(cls, data, "config")
+
+    @classmethod
+    def for_model_dir(cls, model_dir: str | Path) -> "ChatterboxConfig":
+        """Released values, overridden by ``chatterbox_config.json`` when the directory has one."""
+        path = Path(model_dir) / CONFIG_FILE_NAME
+        if not path.exists():
+            return cls()
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+    def save(self, model_dir: str | Path) -> None:
+        (Path(model_dir) / CONFIG_FILE_NAME).write_text(json.dumps(self.to_dict(), indent=1))
+
+
+def _build(cls: type, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+        elif isinstance(default, tuple):
+            kwargs[name] = _to_tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _to_tuple(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_to_tuple(v) for v in value)
+    return value
+
+
+def tiny_config() -> ChatterboxConfig:
+    """The reduced sizes of the tiny test model (equal to ``shared/fixtures/tiny``)."""
+    return ChatterboxConfig(
+        t3=T3Config(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32,
+                    intermediate_size=128),
+        s3_tokenizer=S3TokenizerConfig(n_state=64, n_head=1, n_layer=2),
+        campplus=CAMPPlusConfig(growth_rate=4, bn_size=2, init_channels=16),
+        flow=FlowConfig(input_size=32, encoder_size=32, attention_heads=2, linear_units=64,
+                        num_blocks=2),
+        estimator=EstimatorConfig(channels=32, attention_head_dim=16, num_heads=2, n_blocks=1,
+                                  num_mid_blocks=1),
+        hift=HiFTConfig(base_channels=32, f0_cond_channels=16),
+    )

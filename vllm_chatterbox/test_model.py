@@ -1,0 +1,131 @@
+"""Random-weight Chatterbox models in the official file layout, for tests, benchmarks and demos.
+
+``make_test_model(dir, size="tiny"|"full", seed)`` writes ``t3_cfg.safetensors``,
+``s3gen.safetensors``, ``ve.safetensors``, ``tokenizer.json`` and ``conds.pt`` with the official
+key names, plus ``chatterbox_config.json`` for the tiny size. The files load through the same
+code path as the released weights. The output is noise, not speech.
+
+T3 weights are scaled with the model width so that raw logits have a standard deviation near
+10 at any size: greedy decoding is then decided by the weights, not by float rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from vllm_chatterbox.config import ChatterboxConfig, T3Config, tiny_config
+from vllm_chatterbox.voice.voice import Voice
+
+logger = logging.getLogger(__name__)
+
+SIZES = ("tiny", "full")
+
+
+def config_for_size(size: str) -> ChatterboxConfig:
+    if size == "tiny":
+        return tiny_config()
+    if size == "full":
+        return ChatterboxConfig()
+    raise ValueError(f"unknown test-model size {size!r}; choose one of {SIZES}")
+
+
+def random_t3_state_dict(cfg: T3Config, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    d, inner, hd = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
+
+    def normal(shape, std, mean=0.0):
+        return torch.randn(*shape, generator=generator) * std + mean
+
+    state = {"tfmr.embed_tokens.weight": normal((8, d), 0.02)}
+    for i in range(cfg.num_layers):
+        p = f"tfmr.layers.{i}."
+        state[p + "self_attn.q_proj.weight"] = normal((cfg.num_heads * hd, d), 1.28 / math.sqrt(d))
+        state[p + "self_attn.k_proj.weight"] = normal((cfg.num_kv_heads * hd, d), 1.28 / math.sqrt(d))
+        state[p + "self_attn.v_proj.weight"] = normal((cfg.num_kv_heads * hd, d), 0.8 / math.sqrt(d))
+        state[p + "self_attn.o_proj.weight"] = normal((d, cfg.num_heads * hd), 0.8 / math.sqrt(d))
+        state[p + "mlp.gate_proj.weight"] = normal((inner, d), 0.8 / math.sqrt(d))
+        state[p + "mlp.up_proj.weight"] = normal((inner, d), 0.8 / math.sqrt(d))
+        state[p + "mlp.down_proj.weight"] = normal((d, inner), 0.96 / math.sqrt(inner))
+        state[p + "input_layernorm.weight"] = normal((d,), 0.1, 1.0)
+        state[p + "post_attention_layernorm.weight"] = normal((d,), 0.1, 1.0)
+    state["tfmr.norm.weight"] = normal((d,), 0.1, 1.0)
+
+    state["cond_enc.spkr_enc.weight"] = normal((d, cfg.speaker_embed_size), 1.0)
+    state["cond_enc.spkr_enc.bias"] = normal((d,), 0.05)
+    state["cond_enc.emotion_adv_fc.weight"] = normal((d, 1), 2.0)
+    state["cond_enc.perceiver.pre_attention_query"] = normal((1, cfg.perceiver_queries, d), 0.5)
+    state["cond_enc.perceiver.attn.norm.weight"] = normal((d,), 0.1, 1.0)
+    state["cond_enc.perceiver.attn.norm.bias"] = normal((d,), 0.05)
+    for name, std in (("to_q", 1.92), ("to_k", 1.92), ("to_v", 0.96), ("proj_out", 0.96)):
+        state[f"cond_enc.perceiver.attn.{name}.weight"] = normal((d, d), std / math.sqrt(d))
+        state[f"cond_enc.perceiver.attn.{name}.bias"] = normal((d,), 0.05)
+
+    state["text_emb.weight"] = normal((cfg.text_vocab_size, d), 1.0)
+    state["speech_emb.weight"] = normal((cfg.speech_vocab_size, d), 1.0)
+    state["text_pos_emb.emb.weight"] = normal((cfg.text_pos_table_size, d), 0.5)
+    state["speech_pos_emb.emb.weight"] = normal((cfg.speech_pos_table_size, d), 0.5)
+    state["text_head.weight"] = normal((cfg.text_vocab_size, d), 0.02)
+    # Row scales vary so some tokens are systematically likelier; control rows are damped so
+    # random weights rarely stop or emit start-of-speech.
+    row_scale = torch.exp(torch.randn(cfg.speech_vocab_size, 1, generator=generator) * 0.5)
+    row_scale[cfg.start_speech_token:] *= 0.25
+    state["speech_head.weight"] = normal((cfg.speech_vocab_size, d), 9.6 / math.sqrt(d)) * row_scale
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+def random_voice(generator: torch.Generator, *, prompt_tokens: int = 150, ref_tokens: int = 100) -> Voice:
+    """A builtin-like voice: random embeddings, prompt tokens and a plausible log-mel."""
+    speaker = torch.randn(1, 256, generator=generator).abs()
+    speaker = speaker / speaker.norm()
+    return Voice(
+        speaker_emb=speaker,
+        cond_prompt_speech_tokens=torch.randint(0, 6561, (1, prompt_tokens), generator=generator),
+        exaggeration=0.5,
+        prompt_token=torch.randint(0, 6561, (1, ref_tokens), generator=generator),
+        prompt_feat=torch.randn(1, 2 * ref_tokens, 80, generator=generator) * 1.5 - 5.0,
+        embedding=torch.randn(1, 192, generator=generator) * 0.1,
+    )
+
+
+def _s3gen_state_dict(config: ChatterboxConfig) -> dict[str, torch.Tensor]:
+    from vllm_chatterbox.s3gen.model import S3Gen
+    from vllm_chatterbox.voice.campplus import CAMPPlus
+    from vllm_chatterbox.voice.s3_tokenizer import S3Tokenizer
+
+    state = dict(S3Gen(config).official_state_dict())
+    state.update({f"tokenizer.{k}": v for k, v in S3Tokenizer(config.s3_tokenizer).state_dict().items()})
+    state.update({f"speaker_encoder.{k}": v for k, v in CAMPPlus(config.campplus).state_dict().items()})
+    return {k: v.detach().contiguous() for k, v in state.items()}
+
+
+def _voice_encoder_state_dict(config: ChatterboxConfig) -> dict[str, torch.Tensor]:
+    from vllm_chatterbox.voice.voice_encoder import VoiceEncoder
+
+    return {k: v.detach().contiguous() for k, v in VoiceEncoder(config.voice_encoder).state_dict().items()}
+
+
+def make_test_model(directory: str | Path, size: str = "tiny", seed: int = 0) -> Path:
+    config = config_for_size(size)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    logger.info("writing a random-weight %s Chatterbox model to %s", size, directory)
+
+    save_file(random_t3_state_dict(config.t3, generator), str(directory / "t3_cfg.safetensors"))
+    # Module initialisation draws from the global RNG; seed it for reproducible files.
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        save_file(_s3gen_state_dict(config), str(directory / "s3gen.safetensors"))
+        save_file(_voice_encoder_state_dict(config), str(directory / "ve.safetensors"))
+    random_voice(generator).save(directory / "conds.pt")
+    with resources.as_file(resources.files("vllm_chatterbox") / "data" / "en_tokenizer.json") as tokenizer:
+        shutil.copyfile(tokenizer, directory / "tokenizer.json")
+    if size != "full":
+        config.save(directory)
+    return directory
