@@ -1,0 +1,154 @@
+"""Reference audio -> :class:`Voice`, exactly as the original ``prepare_conditionals``.
+
+Two 16 kHz versions of the reference feed different networks, as in the original:
+soxr-resampled audio of the whole file for the voice encoder and the T3 prompt tokens,
+sinc-resampled audio of the first 10 s for CAMPPlus and the S3Gen prompt tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Mapping, Union
+
+import numpy as np
+import torch
+
+from vllm_chatterbox.config import ChatterboxConfig
+from vllm_chatterbox.voice.audio import AudioSource, load_audio, resample_sinc_hann, resample_soxr_hq
+from vllm_chatterbox.voice.campplus import CAMPPlus
+from vllm_chatterbox.voice.features import PROMPT_MEL_SAMPLE_RATE, prompt_mel_spectrogram
+from vllm_chatterbox.voice.s3_tokenizer import S3Tokenizer
+from vllm_chatterbox.voice.voice import Voice
+from vllm_chatterbox.voice.voice_encoder import VoiceEncoder
+
+logger = logging.getLogger(__name__)
+
+S3GEN_SR = PROMPT_MEL_SAMPLE_RATE  # 24 kHz: S3Gen's output rate and prompt-mel rate
+TOKENIZER_SR = 16000
+T3_PROMPT_SECONDS = 6  # ENC_COND_LEN of the original
+S3GEN_PROMPT_SECONDS = 10  # DEC_COND_LEN of the original
+
+StateSource = Union[str, Path, Mapping[str, torch.Tensor]]
+
+
+def _load_state(source: StateSource, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Tensors under ``prefix`` (prefix removed) from a safetensors/.pt file or a loaded dict."""
+    if isinstance(source, Mapping):
+        return {k[len(prefix):]: v for k, v in source.items() if k.startswith(prefix)}
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    return _load_state(state, prefix)
+
+
+def audio_key(wav: np.ndarray, sample_rate: int) -> str:
+    """Content hash of decoded audio + its rate: equal audio gives the same voice."""
+    digest = hashlib.sha256(np.ascontiguousarray(wav, dtype=np.float32).tobytes())
+    digest.update(str(int(sample_rate)).encode())
+    return digest.hexdigest()
+
+
+class VoiceBuilder:
+    def __init__(
+        self,
+        voice_encoder: VoiceEncoder,
+        tokenizer: S3Tokenizer,
+        speaker_encoder: CAMPPlus,
+        config: ChatterboxConfig,
+        cache_size: int = 16,
+    ) -> None:
+        self.voice_encoder = voice_encoder.eval()
+        self.tokenizer = tokenizer.eval()
+        self.speaker_encoder = speaker_encoder.eval()
+        self.config = config
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Voice] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_files(
+        cls,
+        ve_path: StateSource,
+        s3gen_path: StateSource,
+        config: ChatterboxConfig,
+        device: torch.device | str = "cpu",
+        cache_size: int = 16,
+    ) -> "VoiceBuilder":
+        """Paths (or loaded state dicts) of ``ve.*`` and ``s3gen.*``; only the ``tokenizer.`` and
+        ``speaker_encoder.`` entries of S3Gen are read."""
+        ve = VoiceEncoder.from_state_dict(_load_state(ve_path), config.voice_encoder)
+        tokenizer = S3Tokenizer.from_state_dict(_load_state(s3gen_path, "tokenizer."), config.s3_tokenizer)
+        campplus = CAMPPlus.from_state_dict(_load_state(s3gen_path, "speaker_encoder."), config.campplus)
+        return cls(ve.to(device), tokenizer.to(device), campplus.to(device), config, cache_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tokenizer.window.device
+
+    def build(self, source: AudioSource, sample_rate: int | None = None, *, exaggeration: float = 0.5) -> Voice:
+        """Voice of a reference clip (path, bytes, file object or samples); cached by content."""
+        if not math.isfinite(float(exaggeration)):
+            raise ValueError(f"exaggeration must be a finite number, got {exaggeration}")
+        wav, sample_rate = load_audio(source, sample_rate)
+        key = audio_key(wav, sample_rate)
+        with self._lock:
+            voice = self._cache.get(key)
+            if voice is not None:
+                self._cache.move_to_end(key)
+                return voice.with_exaggeration(exaggeration)
+        voice = self._compute(wav, sample_rate, exaggeration)
+        with self._lock:
+            self._cache[key] = voice
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return voice
+
+    def _compute(self, wav: np.ndarray, sample_rate: int, exaggeration: float) -> Voice:
+        with torch.inference_mode():
+            parts = self._conditionals(wav, sample_rate)
+        # Clone outside inference mode so callers get ordinary tensors.
+        speaker_emb, t3_tokens, prompt_token, prompt_feat, embedding = (p.cpu().clone() for p in parts)
+        return Voice(
+            speaker_emb=speaker_emb.float(),
+            cond_prompt_speech_tokens=t3_tokens.long(),
+            exaggeration=float(exaggeration),
+            prompt_token=prompt_token.long(),
+            prompt_feat=prompt_feat.float(),
+            embedding=embedding.float(),
+        )
+
+    def _conditionals(self, wav: np.ndarray, sample_rate: int) -> tuple[torch.Tensor, ...]:
+        ref24 = resample_soxr_hq(wav, sample_rate, S3GEN_SR)
+        ref16 = resample_soxr_hq(ref24, S3GEN_SR, TOKENIZER_SR)
+        device = self.device
+
+        # S3Gen reference (embed_ref): first 10 s only.
+        s3gen_ref24 = torch.from_numpy(ref24[: S3GEN_PROMPT_SECONDS * S3GEN_SR]).to(device)[None]
+        prompt_feat = prompt_mel_spectrogram(s3gen_ref24).transpose(1, 2)
+        s3gen_ref16 = resample_sinc_hann(s3gen_ref24, S3GEN_SR, TOKENIZER_SR)
+        embedding = self.speaker_encoder.inference(s3gen_ref16)
+        prompt_token, _ = self.tokenizer([s3gen_ref16[0]])
+        n_mel = prompt_feat.shape[1]
+        if n_mel != 2 * prompt_token.shape[1]:
+            # The tokenizer's length rounds differently from the mel's; the original keeps
+            # at most n_mel // 2 tokens so the prompt mel and tokens line up.
+            prompt_token = prompt_token[:, : n_mel // 2]
+
+        # T3 conditioning: prompt tokens of the first 6 s, speaker embedding of everything.
+        t3_ref16 = torch.from_numpy(ref16[: T3_PROMPT_SECONDS * TOKENIZER_SR]).to(device)
+        t3_tokens, _ = self.tokenizer([t3_ref16], max_len=self.config.t3.speech_cond_prompt_len)
+        speaker_emb = self.voice_encoder.embed_utterance(ref16)
+        logger.debug("built voice: %d T3 prompt tokens, %d S3Gen prompt tokens, %d mel frames",
+                     t3_tokens.shape[1], prompt_token.shape[1], n_mel)
+        return speaker_emb, t3_tokens, prompt_token, prompt_feat, embedding
