@@ -115,13 +115,14 @@ class T3Engine:
         if _is_cpu_platform() and "gpu_memory_utilization" not in engine_options:
             options["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_BYTES
         options.update(engine_options)
-        options["logits_processors"] = [GUIDANCE_PROCESSOR, *extra_logits_processors]
+        # Extra processors (tests) see the raw [cond | uncond] logits, before guidance.
+        options["logits_processors"] = [*extra_logits_processors, GUIDANCE_PROCESSOR]
         logger.info("starting vLLM for T3 (%s)", model_dir)
         self.llm = LLM(model=str(model_dir), **options)
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
         self._next_id = 0
 
-    def sampling_params(self, request: T3Request, **overrides):
+    def sampling_params(self, request: T3Request, extra_args: dict | None = None, **overrides):
         from vllm import SamplingParams
 
         params = {
@@ -134,12 +135,12 @@ class T3Engine:
             "seed": request.seed,
             "stop_token_ids": [self.cfg.stop_speech_token],
             "detokenize": False,
-            "extra_args": t3_extra_args(request.cfg_weight, request.repetition_penalty),
+            "extra_args": {**t3_extra_args(request.cfg_weight, request.repetition_penalty), **(extra_args or {})},
         }
         params.update(overrides)
         return SamplingParams(**params)
 
-    def submit(self, request: T3Request, **sampling_overrides) -> str:
+    def submit(self, request: T3Request, extra_args: dict | None = None, **sampling_overrides) -> str:
         """Queue one request; returns its id."""
         prompt_len = request.prompt_embeds.shape[0]
         if prompt_len + request.max_new_tokens > self.max_model_len:
@@ -150,7 +151,7 @@ class T3Engine:
         request_id = f"t3-{self._next_id}"
         self._next_id += 1
         prompt = {"prompt_embeds": request.prompt_embeds, "cache_salt": request.cache_salt}
-        self.llm.llm_engine.add_request(request_id, prompt, self.sampling_params(request, **sampling_overrides))
+        self.llm.llm_engine.add_request(request_id, prompt, self.sampling_params(request, extra_args, **sampling_overrides))
         return request_id
 
     def step(self):
@@ -168,6 +169,10 @@ class T3Engine:
                 index = ids.pop(out.request_id, None)
                 if index is not None:
                     yield index, out
+
+    def shutdown(self) -> None:
+        """Stop vLLM's engine processes now rather than at interpreter exit."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     def generate(self, requests: list[T3Request], **sampling_overrides) -> list:
         results: list = [None] * len(requests)

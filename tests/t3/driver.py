@@ -1,0 +1,78 @@
+"""Helpers that drive a T3Engine request by request, with the test-only logits recorder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tests.paths import FIXTURE_CKPT, FIXTURE_DIR, FIXTURE_REF
+from tests.t3.recorder import read_recorded
+from vllm_chatterbox.voice.voice import Voice
+
+RECORDER = "tests.t3.recorder:RecordingLogitsProcessor"
+
+
+@dataclass(frozen=True)
+class FixtureCase:
+    name: str
+    text: str
+    voice: str
+    exaggeration: float
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        with np.load(FIXTURE_REF / f"{self.name}.npz") as data:
+            return {k: data[k] for k in data.files}
+
+    def full_logits(self) -> np.ndarray:
+        with np.load(FIXTURE_REF / f"{self.name}_full_logits.npz") as data:
+            return data["tf_logits"]
+
+
+def fixture_cases() -> list[FixtureCase]:
+    index = json.loads((FIXTURE_DIR / "index.json").read_text())
+    return [FixtureCase(c["case"], c["text"], c["voice"], c["exaggeration"]) for c in index["t3"]]
+
+
+def fixture_voices() -> dict[str, Voice]:
+    """The builtin voice (conds.pt) and voice2 (its T3 conditioning arrays; S3Gen part reused)."""
+    builtin = Voice.load(FIXTURE_CKPT / "conds.pt")
+    with np.load(FIXTURE_REF / "voice_voice2.npz") as data:
+        voice2 = Voice(
+            speaker_emb=torch.from_numpy(data["ve_speaker_emb"]),
+            cond_prompt_speech_tokens=torch.from_numpy(data["t3_cond_prompt_tokens"]).long(),
+            exaggeration=0.5,
+            prompt_token=torch.from_numpy(data["gen_prompt_token"]).long(),
+            prompt_feat=torch.from_numpy(data["gen_prompt_feat"]),
+            embedding=torch.from_numpy(data["xvector"]),
+        )
+    return {"builtin": builtin, "voice2": voice2}
+
+
+def run_recorded(engine, requests, record_dir, tags, forced=None, steps_before=None, **sampling_overrides):
+    """Submit requests (tag per request, optional forced tokens), drain, return outputs by tag.
+
+    ``steps_before[i]`` engine steps run before request i is submitted, so requests can arrive
+    while earlier ones are decoding.
+    """
+    ids, outputs = {}, {}
+
+    def step():
+        for out in engine.step():
+            if out.request_id in ids:
+                outputs[ids[out.request_id]] = out
+
+    for i, (request, tag) in enumerate(zip(requests, tags)):
+        for _ in range(steps_before[i] if steps_before else 0):
+            step()
+        record = {"dir": str(record_dir), "tag": tag, "forced": None if forced is None else list(map(int, forced[i]))}
+        ids[engine.submit(request, extra_args={"record": record}, **sampling_overrides)] = tag
+    while len(outputs) < len(ids):
+        step()
+    return outputs
+
+
+def recorded_logits(record_dir, tag: str, steps: int) -> np.ndarray:
+    return read_recorded(record_dir, tag, steps)

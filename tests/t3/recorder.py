@@ -1,0 +1,69 @@
+"""A test-only vLLM logits processor: records the raw [cond | uncond] logits, optionally forces tokens.
+
+It runs before the guidance processor, so it sees the model's raw output. Each request that
+carries ``extra_args["record"] = {"dir": ..., "tag": ..., "forced": [...] | None}`` gets one
+file per step, ``{dir}/{tag}.{step}.npy``, where ``step`` is the number of tokens generated so
+far. A step's file is rewritten if the step is recomputed (a chunked-prefill partial row, a
+preemption), so the last write, the one the token was sampled from, is what remains. Files are
+written before the sampler runs, so they exist once the request's output is returned.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor, MoveDirectionality
+
+
+class RecordingLogitsProcessor(LogitsProcessor):
+    def __init__(self, vllm_config, device, is_pin_memory):
+        self.states: dict[int, tuple[dict, list[int]]] = {}
+
+    def is_argmax_invariant(self) -> bool:
+        return False
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        if batch_update is None:
+            return
+        for index in batch_update.removed:
+            self.states.pop(index, None)
+        for index, params, _prompt, output_tok_ids in batch_update.added:
+            record = (params.extra_args or {}).get("record")
+            if record is None:
+                self.states.pop(index, None)
+            else:
+                self.states[index] = (record, output_tok_ids)
+        for a, b, direction in batch_update.moved:
+            state_a, state_b = self.states.pop(a, None), self.states.pop(b, None)
+            if state_a is not None:
+                self.states[b] = state_a
+            if direction == MoveDirectionality.SWAP and state_b is not None:
+                self.states[a] = state_b
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        for index, (record, output_tok_ids) in self.states.items():
+            if index >= logits.shape[0]:
+                continue
+            step = len(output_tok_ids)
+            path = os.path.join(record["dir"], f"{record['tag']}.{step}.npy")
+            tmp = path + ".tmp.npy"
+            np.save(tmp, logits[index].float().cpu().numpy())
+            os.replace(tmp, path)
+            forced = record.get("forced")
+            if forced is not None and step < len(forced):
+                keep = logits[index].clone()
+                logits[index] = float("-inf")
+                vocab = logits.shape[1] // 2
+                token = forced[step]
+                logits[index, token] = keep[token]
+                logits[index, vocab + token] = keep[vocab + token]
+        return logits
+
+
+def read_recorded(directory, tag: str, steps: int) -> np.ndarray:
+    """(steps, 2, V) raw logits recorded for one request."""
+    rows = [np.load(os.path.join(directory, f"{tag}.{step}.npy")) for step in range(steps)]
+    stacked = np.stack(rows)
+    return stacked.reshape(steps, 2, -1)

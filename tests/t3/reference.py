@@ -1,0 +1,137 @@
+"""A plain-PyTorch T3 that follows the original inference loop step by step.
+
+It shares nothing with the vLLM path: transformers' ``LlamaModel`` is the backbone (sdpa,
+DynamicCache, implicit positions 0..), the conditioning and prompt are rebuilt here from the
+checkpoint tensors, and each step runs the original's batch of two rows (cond, uncond):
+
+    prefill   [cond(34) | text_emb + text_pos | BOS | BOS]   (uncond: text_emb zeroed)
+    step k    speech_emb(g_k) + speech_pos[k + 1] fed to both rows, KV cache
+    logits    CFG  ->  repetition penalty over {BOS} + generated  ->  (temperature, min_p, top_p)
+
+``perturb`` switches on deliberate deviations used to show the equivalence tests can fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from safetensors.torch import load_file
+from transformers import DynamicCache, LlamaConfig, LlamaModel
+
+from vllm_chatterbox.config import T3Config
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    speech_position_offset: int = 0  # learned index k + 1 + offset for fed-back tokens
+    single_bos: bool = False  # the community ports' single start-of-speech row
+    uncond_keeps_text: bool = False  # uncond row without zeroed text embeddings
+
+
+class ReferenceT3:
+    def __init__(self, t3_path, cfg: T3Config, perturb: Perturbation = Perturbation()):
+        self.cfg = cfg
+        self.perturb = perturb
+        self.w = load_file(str(t3_path))
+        llama_cfg = LlamaConfig(
+            vocab_size=8, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, rms_norm_eps=cfg.rms_norm_eps,
+            max_position_embeddings=131072, tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
+            rope_parameters={"rope_type": "llama3", "rope_theta": cfg.rope_theta, "factor": cfg.rope_factor,
+                             "low_freq_factor": cfg.rope_low_freq_factor,
+                             "high_freq_factor": cfg.rope_high_freq_factor,
+                             "original_max_position_embeddings": cfg.rope_original_max_position},
+            attn_implementation="sdpa",
+        )
+        self.tfmr = LlamaModel(llama_cfg).eval()
+        self.tfmr.load_state_dict({k[len("tfmr."):]: v for k, v in self.w.items() if k.startswith("tfmr.")})
+
+    # --- conditioning and prompt ------------------------------------------------------------
+
+    def _perceiver_block(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        p = "cond_enc.perceiver.attn."
+        w = self.w
+        ln = lambda x: torch.nn.functional.layer_norm(  # noqa: E731
+            x, (x.shape[-1],), w[p + "norm.weight"], w[p + "norm.bias"], self.cfg.perceiver_norm_eps)
+        lin = lambda x, n: x @ w[p + n + ".weight"].T + w[p + n + ".bias"]  # noqa: E731
+        heads = self.cfg.perceiver_heads
+        q, k, v = lin(ln(x1), "to_q"), lin(ln(x2), "to_k"), lin(ln(x2), "to_v")
+        split = lambda t: t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+        att = torch.softmax(split(q) @ split(k).transpose(-1, -2) / (q.shape[-1] // heads) ** 0.5, -1)
+        out = (att @ split(v)).transpose(1, 2).reshape(x1.shape)
+        return x1 + lin(out, "proj_out")
+
+    def conditioning(self, speaker_emb: torch.Tensor, prompt_tokens: torch.Tensor, exaggeration: float) -> torch.Tensor:
+        w = self.w
+        speaker = speaker_emb.reshape(1, -1) @ w["cond_enc.spkr_enc.weight"].T + w["cond_enc.spkr_enc.bias"]
+        tokens = prompt_tokens.reshape(-1).long()
+        h = w["speech_emb.weight"][tokens] + w["speech_pos_emb.emb.weight"][: tokens.numel()]
+        query = w["cond_enc.perceiver.pre_attention_query"]
+        cross = self._perceiver_block(query, h[None])
+        resampled = self._perceiver_block(cross, cross)[0]
+        emotion = (w["cond_enc.emotion_adv_fc.weight"] * exaggeration).T
+        return torch.cat([speaker, resampled, emotion], dim=0)
+
+    def prefill_embeds(self, conditioning: torch.Tensor, text_ids: list[int]) -> torch.Tensor:
+        """(2, L, D): row 0 conditional, row 1 unconditional."""
+        w = self.w
+        text = torch.tensor(text_ids)
+        text_pos = w["text_pos_emb.emb.weight"][: text.numel()]
+        bos = (w["speech_emb.weight"][self.cfg.start_speech_token] + w["speech_pos_emb.emb.weight"][0])[None]
+        bos_rows = bos if self.perturb.single_bos else torch.cat([bos, bos])
+        text_cond = w["text_emb.weight"][text] + text_pos
+        text_uncond = text_cond if self.perturb.uncond_keeps_text else text_pos
+        cond = torch.cat([conditioning, text_cond, bos_rows])
+        uncond = torch.cat([conditioning, text_uncond, bos_rows])
+        return torch.stack([cond, uncond])
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def _speech_input(self, token: int, k: int) -> torch.Tensor:
+        w = self.w
+        index = k + 1 + self.perturb.speech_position_offset
+        emb = w["speech_emb.weight"][token] + w["speech_pos_emb.emb.weight"][index]
+        return emb[None, None].expand(2, 1, -1)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden[:, -1] @ self.w["speech_head.weight"].T  # (2, V)
+
+    @torch.inference_mode()
+    def teacher_forced_logits(self, prefill: torch.Tensor, forced: list[int]) -> torch.Tensor:
+        """Raw (cond, uncond) logits (steps, 2, V): step i after feeding BOS and forced[:i]."""
+        cache = DynamicCache()
+        out = self.tfmr(inputs_embeds=prefill, past_key_values=cache, use_cache=True)
+        logits = [self._logits(out.last_hidden_state)]
+        for k, token in enumerate(forced[:-1]):
+            out = self.tfmr(inputs_embeds=self._speech_input(token, k), past_key_values=cache, use_cache=True)
+            logits.append(self._logits(out.last_hidden_state))
+        return torch.stack(logits)
+
+    @staticmethod
+    def guided(raw: torch.Tensor, cfg_weight: float, penalised: set[int], penalty: float) -> torch.Tensor:
+        """CFG then the HF repetition penalty over the set ``penalised``."""
+        cond, uncond = raw[0], raw[1]
+        logits = cond + cfg_weight * (cond - uncond)
+        if penalised:
+            ids = torch.tensor(sorted(penalised))
+            values = logits[ids]
+            logits[ids] = torch.where(values < 0, values * penalty, values / penalty)
+        return logits
+
+    @torch.inference_mode()
+    def greedy(self, prefill: torch.Tensor, steps: int, cfg_weight: float, penalty: float) -> list[int]:
+        cache = DynamicCache()
+        out = self.tfmr(inputs_embeds=prefill, past_key_values=cache, use_cache=True)
+        generated: list[int] = []
+        penalised = {self.cfg.start_speech_token}
+        for k in range(steps):
+            logits = self.guided(self._logits(out.last_hidden_state), cfg_weight, penalised, penalty)
+            token = int(logits.argmax())
+            generated.append(token)
+            penalised.add(token)
+            if token == self.cfg.stop_speech_token:
+                break
+            out = self.tfmr(inputs_embeds=self._speech_input(token, k), past_key_values=cache, use_cache=True)
+        return generated
