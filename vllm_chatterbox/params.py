@@ -69,6 +69,12 @@ def check_seed(value: Any, where: str = "") -> int | None:
     return value
 
 
+def check_timesteps(value: Any, where: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+        raise ValueError(f"n_timesteps{where} must be an integer in [1, 100], got {value!r}")
+    return value
+
+
 def t3_params(count: int, values: dict[str, Any]) -> list[T3Params]:
     """Validated parameters for ``count`` texts from scalar-or-list ``values``."""
     columns = {name: per_text(name, values[name], count) for name in (*T3_PARAMETERS, "seed")}

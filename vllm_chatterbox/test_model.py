@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ from vllm_chatterbox.voice.voice import Voice
 logger = logging.getLogger(__name__)
 
 SIZES = ("tiny", "full")
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 
 
 def config_for_size(size: str) -> ChatterboxConfig:
@@ -124,8 +124,7 @@ def make_test_model(directory: str | Path, size: str = "tiny", seed: int = 0) ->
         save_file(_s3gen_state_dict(config), str(directory / "s3gen.safetensors"))
         save_file(_voice_encoder_state_dict(config), str(directory / "ve.safetensors"))
     random_voice(generator).save(directory / "conds.pt")
-    with resources.as_file(resources.files("vllm_chatterbox") / "data" / "en_tokenizer.json") as tokenizer:
-        shutil.copyfile(tokenizer, directory / "tokenizer.json")
+    shutil.copyfile(PACKAGE_DATA / "en_tokenizer.json", directory / "tokenizer.json")
     if size != "full":
         config.save(directory)
     return directory

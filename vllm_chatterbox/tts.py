@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
 from vllm_chatterbox.config import ChatterboxConfig
 from vllm_chatterbox.model_files import DEFAULT_REPO, ModelFiles, download
-from vllm_chatterbox.params import T3_PARAMETERS, T3Params, per_text, reject_unknown, t3_params
+from vllm_chatterbox.engine.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAUSE_MS,
+                                              check_join_options, join_with_crossfade)
+from vllm_chatterbox.engine.pipeline import AudioJob, s3gen_generator, synthesize
+from vllm_chatterbox.params import (T3_PARAMETERS, T3Params, check_seed, check_timesteps, per_text, reject_unknown,
+                                    t3_params)
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
 from vllm_chatterbox.t3.prefix import T3PromptBuilder
 from vllm_chatterbox.t3.tokens import clean_speech_tokens
-from vllm_chatterbox.text import EnglishTokenizer, text_to_token_ids
+from vllm_chatterbox.text import EnglishTokenizer, normalize_text, text_to_token_ids
+from vllm_chatterbox.text.chunking import split_text
 from vllm_chatterbox.voice.voice import Voice
 
 logger = logging.getLogger(__name__)
@@ -32,9 +40,11 @@ class ChatterboxTTS:
     Extra keyword arguments go to ``vllm.LLM`` (e.g. ``max_num_seqs``, ``max_model_len``).
     """
 
-    def __init__(self, files: ModelFiles, config: ChatterboxConfig, engine_options: dict[str, Any]):
+    def __init__(self, files: ModelFiles, config: ChatterboxConfig, engine_options: dict[str, Any],
+                 device: str | torch.device = "cpu"):
         self.files = files
         self.config = config
+        self.device = torch.device(device)
         self.tokenizer = EnglishTokenizer.from_file(files.tokenizer)
         self.prompt_builder = T3PromptBuilder.from_file(files.t3, config.t3)
         self.builtin_voice = Voice.load(files.conds)
@@ -42,25 +52,47 @@ class ChatterboxTTS:
         self.t3_engine = T3Engine(files.t3, config.t3, **engine_options)
 
     @classmethod
-    def from_dir(cls, path: str | Path, **engine_options) -> "ChatterboxTTS":
+    def from_dir(cls, path: str | Path, *, device: str | torch.device | None = None,
+                 **engine_options) -> "ChatterboxTTS":
+        """Load a model directory in the official layout. ``device`` runs S3Gen and the voice
+        networks (default: CUDA when available); T3 runs wherever vLLM runs."""
         files = ModelFiles.from_dir(path)
-        return cls(files, ChatterboxConfig.for_model_dir(files.directory), engine_options)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(files, ChatterboxConfig.for_model_dir(files.directory), engine_options, device)
 
     @classmethod
     def from_pretrained(cls, repo_id: str = DEFAULT_REPO, *, revision: str | None = None,
-                        **engine_options) -> "ChatterboxTTS":
-        return cls.from_dir(download(repo_id, revision), **engine_options)
+                        **options) -> "ChatterboxTTS":
+        return cls.from_dir(download(repo_id, revision), **options)
+
+    @functools.cached_property
+    def s3gen(self):
+        from vllm_chatterbox.s3gen.model import S3Gen
+
+        return S3Gen.from_file(self.files.s3gen, self.config, device=self.device)
+
+    @functools.cached_property
+    def voice_builder(self):
+        from vllm_chatterbox.voice.builder import VoiceBuilder
+
+        return VoiceBuilder.from_files(self.files.voice_encoder, self.files.s3gen, self.config, device=self.device)
 
     # --- voices ---------------------------------------------------------------------------
 
+    def voice_from_audio(self, audio: str | Path | np.ndarray | torch.Tensor, sample_rate: int | None = None, *,
+                         exaggeration: float = 0.5) -> Voice:
+        """Clone a voice from reference audio (cached by content, so a repeated clip costs nothing)."""
+        return self.voice_builder.build(audio, sample_rate, exaggeration=exaggeration)
+
     def resolve_voice(self, voice: VoiceLike | None) -> Voice:
+        """None (the built-in voice), a Voice, a saved ``.pt`` voice, or a reference audio file."""
         if voice is None:
             return self.builtin_voice
         if isinstance(voice, Voice):
             return voice
-        if isinstance(voice, (str, Path)) and Path(voice).suffix == ".pt":
-            return Voice.load(voice)
-        raise ValueError(f"voice must be None, a Voice or a .pt voice file, got {voice!r}")
+        if isinstance(voice, (str, Path)):
+            return Voice.load(voice) if Path(voice).suffix == ".pt" else self.voice_from_audio(voice)
+        raise ValueError(f"voice must be None, a Voice, a .pt voice file or an audio file, got {voice!r}")
 
     def conditioning(self, voice: Voice) -> torch.Tensor:
         """The voice's T3 conditioning rows, computed once per (voice, exaggeration)."""
@@ -141,6 +173,103 @@ class ChatterboxTTS:
         )
         outputs = self.t3_engine.generate(requests)
         return [clean_speech_tokens(out.outputs[0].token_ids, self.config.t3) for out in outputs]
+
+    # --- S3Gen and the whole pipeline -------------------------------------------------------
+
+    def speech_tokens_to_audio(
+        self,
+        token_lists: Sequence[Sequence[int]],
+        voice: VoiceLike | Sequence[VoiceLike] | None = None,
+        *,
+        n_timesteps: int = 10,
+        noise: Sequence[torch.Tensor | np.ndarray] | None = None,
+        seed: int | None | Sequence[int | None] = None,
+    ) -> list[np.ndarray]:
+        """24 kHz float32 waveforms, one per token list, computed in length-sorted batches.
+
+        ``noise[i]`` is item i's initial flow-matching noise, shape (80, 2 * (prompt tokens +
+        len(token_lists[i]))); ``seed`` seeds each item's random draws instead.
+        """
+        if not isinstance(token_lists, (list, tuple)) or not token_lists:
+            raise ValueError("token_lists must be a non-empty list of token lists")
+        count = len(token_lists)
+        voices = [self.resolve_voice(v) for v in per_text("voice", voice, count)]
+        seeds = [check_seed(s, f" (item {i})") for i, s in enumerate(per_text("seed", seed, count))]
+        if noise is not None:
+            if len(noise) != count:
+                raise ValueError(f"noise: got {len(noise)} arrays for {count} token lists")
+            noise = [torch.as_tensor(n, dtype=torch.float32, device=self.device) for n in noise]
+        return self.s3gen.inference(
+            [list(t) for t in token_lists], voices, n_timesteps=check_timesteps(n_timesteps), noise=noise,
+            generators=[s3gen_generator(s, self.device) for s in seeds],
+        )
+
+    def generate(
+        self,
+        texts: str | Sequence[str],
+        voice: VoiceLike | Sequence[VoiceLike] | None = None,
+        *,
+        n_timesteps: int | Sequence[int] = 10,
+        **parameters,
+    ) -> list[np.ndarray]:
+        """Text(s) to 24 kHz float32 waveforms, in input order.
+
+        Takes every parameter of :meth:`generate_speech_tokens` plus ``n_timesteps``, each a
+        scalar or one value per text. T3 decodes on vLLM while finished texts are vocoded.
+        """
+        return [wav for _, wav in sorted(self._synthesize(texts, voice, n_timesteps, parameters))]
+
+    def generate_long(
+        self,
+        text: str,
+        voice: VoiceLike | None = None,
+        *,
+        max_chunk_tokens: int = DEFAULT_MAX_CHUNK_TOKENS,
+        crossfade_ms: float = DEFAULT_CROSSFADE_MS,
+        pause_ms: float = DEFAULT_PAUSE_MS,
+        n_timesteps: int = 10,
+        progress: bool = True,
+        **parameters,
+    ) -> np.ndarray:
+        """A long text (up to a book chapter) to one 24 kHz float32 waveform.
+
+        The text is cut at sentence boundaries (clauses, words as a last resort) into chunks of
+        at most ``max_chunk_tokens`` text tokens; all chunks run as one batch, as in
+        :meth:`generate`, and are joined with a short pause and crossfade. Takes the parameters
+        of :meth:`generate_speech_tokens`, one value each for the whole text; with ``seed``,
+        chunk i uses ``seed + i``.
+        """
+        limit = self.config.t3.max_text_len
+        if isinstance(max_chunk_tokens, bool) or not isinstance(max_chunk_tokens, int) or \
+                not 1 <= max_chunk_tokens <= limit:
+            raise ValueError(f"max_chunk_tokens must be an integer in [1, {limit}], got {max_chunk_tokens!r}")
+        check_join_options(self.config.hift.sampling_rate, crossfade_ms, pause_ms)
+        for name, value in parameters.items():
+            if isinstance(value, (list, tuple)):
+                raise ValueError(f"{name}: generate_long takes one value for the whole text, got {value!r}")
+        seed = check_seed(parameters.pop("seed", None))
+
+        # Counted as text_token_ids would (normalised, no start/stop), minus its length check.
+        chunks = split_text(text, max_chunk_tokens, lambda chunk: len(self.tokenizer.encode(normalize_text(chunk))))
+        logger.info("long text: %d characters in %d chunks", len(text), len(chunks))
+        if seed is not None:
+            parameters["seed"] = [seed + i for i in range(len(chunks))]
+        voice = self.resolve_voice(voice)  # a reference clip is cloned once, not once per chunk
+        wavs: list[np.ndarray | None] = [None] * len(chunks)
+        with tqdm(total=len(chunks), unit="chunk", desc="generate_long", disable=not progress) as bar:
+            for index, wav in self._synthesize(chunks, voice, n_timesteps, parameters):
+                wavs[index] = wav
+                bar.update()
+        return join_with_crossfade(wavs, self.config.hift.sampling_rate, crossfade_ms, pause_ms)
+
+    def _synthesize(self, texts, voice, n_timesteps, parameters):
+        count = len(_text_list(texts))
+        voices = [self.resolve_voice(v) for v in per_text("voice", voice, count)]
+        requests = self.prepare_t3_requests(texts, voices, **parameters)
+        steps = [check_timesteps(n, f" (text {i})") for i, n in enumerate(per_text("n_timesteps", n_timesteps, count))]
+        jobs = [AudioJob(request=r, voice=v, n_timesteps=n, seed=r.seed) for r, v, n in zip(requests, voices, steps)]
+        for index, _tokens, wav in synthesize(self.t3_engine, self.s3gen, jobs):
+            yield index, wav
 
 
 def _text_list(texts: str | Sequence[str]) -> list[str]:

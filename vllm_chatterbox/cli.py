@@ -1,0 +1,153 @@
+"""``vllm-chatterbox``: speak, clone a voice, or make a random-weight test model.
+
+Errors are one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("vllm_chatterbox")
+
+DEMO_WARNING = (
+    "No --model given: using a RANDOM-WEIGHT demo model generated on this machine. "
+    "It produces noise, not speech. Pass --model ResembleAI/chatterbox (or a local directory) for real speech."
+)
+DEMO_MAX_NEW_TOKENS = 150  # 6 s of audio
+
+
+def _demo_model_dir() -> Path:
+    from vllm_chatterbox.t3.engine import cache_root
+    from vllm_chatterbox.test_model import make_test_model
+
+    directory = cache_root() / "demo-tiny"
+    if not (directory / "conds.pt").exists():
+        make_test_model(directory, "tiny", seed=0)
+    return directory
+
+
+def _load_model(model: str | None, args):
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    options = {}
+    if args.max_num_seqs:
+        options["max_num_seqs"] = args.max_num_seqs
+    if model is None:
+        logger.warning(DEMO_WARNING)
+        return ChatterboxTTS.from_dir(_demo_model_dir(), max_model_len=2048, **options)
+    if Path(model).expanduser().exists():
+        return ChatterboxTTS.from_dir(model, **options)
+    return ChatterboxTTS.from_pretrained(model, **options)
+
+
+def _write_wav(path: Path, wav, sample_rate: int = 24000) -> None:
+    import soundfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), wav, sample_rate, subtype="PCM_16")
+
+
+def cmd_speak(args) -> None:
+    if (args.text is None) == (args.file is None):
+        raise ValueError("give either TEXT or --file, not both")
+    text = args.text
+    if args.file is not None:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read --file {args.file}: {exc.strerror}") from None
+    tts = _load_model(args.model, args)
+    voice = tts.resolve_voice(args.voice) if args.voice else None
+    params = {
+        "exaggeration": args.exaggeration, "cfg_weight": args.cfg_weight, "temperature": args.temperature,
+        "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
+        "seed": args.seed, "n_timesteps": args.n_timesteps,
+    }
+    if args.max_new_tokens is not None:
+        params["max_new_tokens"] = args.max_new_tokens
+    elif args.model is None:
+        # Random weights rarely emit the stop token; keep the demo short.
+        params["max_new_tokens"] = DEMO_MAX_NEW_TOKENS
+    if args.file is not None or len(text) > 300:
+        wav = tts.generate_long(text, voice, **params)
+    else:
+        wav = tts.generate(text, voice, **params)[0]
+    _write_wav(Path(args.output), wav)
+    logger.info("wrote %s (%.2f s of audio)", args.output, len(wav) / 24000)
+    if args.model is None:
+        logger.warning("reminder: %s was made with random weights (noise, not speech)", args.output)
+
+
+def cmd_voice(args) -> None:
+    tts = _load_model(args.model, args)
+    voice = tts.voice_from_audio(args.audio, exaggeration=args.exaggeration)
+    voice.save(args.output)
+    logger.info("wrote voice %s", args.output)
+
+
+def cmd_make_test_model(args) -> None:
+    from vllm_chatterbox.test_model import make_test_model
+
+    make_test_model(args.directory, args.size, args.seed)
+    logger.info("wrote a random-weight %s model to %s", args.size, args.directory)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vllm-chatterbox", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="show vLLM's logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    speak = sub.add_parser("speak", help="text to a .wav file")
+    speak.add_argument("text", nargs="?", help="text to speak (or use --file)")
+    speak.add_argument("--file", help="a UTF-8 text file to speak (long text is split into chunks)")
+    speak.add_argument("-o", "--output", required=True, help="output .wav (24 kHz)")
+    speak.add_argument("--voice", help="reference audio (.wav/.flac/.mp3/.ogg) or a saved voice (.pt)")
+    speak.add_argument("--exaggeration", type=float, default=0.5)
+    speak.add_argument("--cfg-weight", type=float, default=0.5)
+    speak.add_argument("--temperature", type=float, default=0.8)
+    speak.add_argument("--top-p", type=float, default=1.0)
+    speak.add_argument("--min-p", type=float, default=0.05)
+    speak.add_argument("--repetition-penalty", type=float, default=1.2)
+    speak.add_argument("--max-new-tokens", type=int, default=None)
+    speak.add_argument("--n-timesteps", type=int, default=10, help="flow-matching steps of S3Gen")
+    speak.add_argument("--seed", type=int, default=None)
+    speak.set_defaults(func=cmd_speak)
+
+    voice = sub.add_parser("voice", help="clone a voice from reference audio into a .pt voice file")
+    voice.add_argument("audio")
+    voice.add_argument("-o", "--output", required=True)
+    voice.add_argument("--exaggeration", type=float, default=0.5)
+    voice.set_defaults(func=cmd_voice)
+
+    for command in (speak, voice):
+        command.add_argument("--model", help="model directory or hub repo id (default: random demo model)")
+        command.add_argument("--max-num-seqs", type=int, default=None, help="vLLM concurrent sequences")
+
+    make = sub.add_parser("make-test-model", help="write a random-weight model in the official layout")
+    make.add_argument("directory")
+    make.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    make.add_argument("--seed", type=int, default=0)
+    make.set_defaults(func=cmd_make_test_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if not args.verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        logging.getLogger("vllm").setLevel(logging.ERROR)
+    try:
+        args.func(args)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"vllm-chatterbox: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

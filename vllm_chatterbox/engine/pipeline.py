@@ -1,0 +1,75 @@
+"""Text to audio with T3 and S3Gen overlapped.
+
+vLLM's engine core decodes T3 in its own process. While it works, this process collects the
+requests that have finished and turns them into audio with S3Gen, in batches of similar length,
+so vocoding starts long before the last text has its tokens (no "all T3 first" barrier).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vllm_chatterbox.t3.engine import T3Engine, T3Request
+from vllm_chatterbox.t3.tokens import clean_speech_tokens
+from vllm_chatterbox.voice.voice import Voice
+
+logger = logging.getLogger(__name__)
+
+# Finished T3 requests gathered before an S3Gen batch starts while T3 is still decoding.
+DEFAULT_S3GEN_BATCH = 8
+
+
+@dataclass(frozen=True)
+class AudioJob:
+    request: T3Request
+    voice: Voice
+    n_timesteps: int
+    seed: int | None
+
+
+def s3gen_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    """The RNG of one item's S3Gen noise: seeded per item, so batching cannot change it."""
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def synthesize(t3_engine: T3Engine, s3gen, jobs: Sequence[AudioJob], *,
+               s3gen_batch: int = DEFAULT_S3GEN_BATCH) -> Iterator[tuple[int, list[int], np.ndarray]]:
+    """Yield ``(index, speech_tokens, waveform)`` per job as soon as its audio is ready."""
+    ids = {t3_engine.submit(job.request): i for i, job in enumerate(jobs)}
+    ready: list[tuple[int, list[int]]] = []
+    while ids or ready:
+        if ids:
+            for out in t3_engine.step():
+                index = ids.pop(out.request_id, None)
+                if index is not None:
+                    ready.append((index, clean_speech_tokens(out.outputs[0].token_ids, t3_engine.cfg)))
+        # Vocode when a batch is full, or when T3 has nothing left to hand over.
+        if ready and (len(ready) >= s3gen_batch or not ids):
+            batch, ready = ready, []
+            yield from _vocode(s3gen, jobs, batch)
+
+
+def _vocode(s3gen, jobs, batch):
+    empty = [(i, tokens) for i, tokens in batch if not tokens]
+    for index, tokens in empty:
+        logger.warning("text %d produced no speech tokens; returning silence", index)
+        yield index, tokens, np.zeros(0, dtype=np.float32)
+    batch = [(i, tokens) for i, tokens in batch if tokens]
+    if not batch:
+        return
+    # All items of one call share n_timesteps; group by it.
+    for steps in sorted({jobs[i].n_timesteps for i, _ in batch}):
+        group = [(i, tokens) for i, tokens in batch if jobs[i].n_timesteps == steps]
+        wavs = s3gen.inference(
+            [tokens for _, tokens in group], [jobs[i].voice for i, _ in group], n_timesteps=steps,
+            generators=[s3gen_generator(jobs[i].seed, s3gen.device) for i, _ in group],
+        )
+        for (index, tokens), wav in zip(group, wavs):
+            yield index, tokens, wav
