@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from vllm_chatterbox.config import ChatterboxConfig
-from vllm_chatterbox.model_files import DEFAULT_REPO, ModelFiles, download
+from vllm_chatterbox.model_files import DEFAULT_REPO, MULTILINGUAL_TEXT_VOCAB_SIZE, ModelFiles, download
 from vllm_chatterbox.engine.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAUSE_MS,
                                               check_join_options, join_with_crossfade)
 from vllm_chatterbox.engine.pipeline import AudioJob, s3gen_generator, synthesize
@@ -23,7 +25,7 @@ from vllm_chatterbox.params import (T3_PARAMETERS, T3Params, check_seed, check_t
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
 from vllm_chatterbox.t3.prefix import T3PromptBuilder
 from vllm_chatterbox.t3.tokens import clean_speech_tokens
-from vllm_chatterbox.text import EnglishTokenizer, normalize_text, text_to_token_ids
+from vllm_chatterbox.text import EnglishTokenizer, MultilingualTokenizer, text_to_token_ids
 from vllm_chatterbox.text.chunking import split_text
 from vllm_chatterbox.voice.voice import Voice
 
@@ -45,25 +47,33 @@ class ChatterboxTTS:
         self.files = files
         self.config = config
         self.device = torch.device(device)
-        self.tokenizer = EnglishTokenizer.from_file(files.tokenizer)
+        tokenizer_class = MultilingualTokenizer if files.multilingual else EnglishTokenizer
+        self.tokenizer = tokenizer_class.from_file(files.tokenizer)
         self.prompt_builder = T3PromptBuilder.from_file(files.t3, config.t3)
         self.builtin_voice = Voice.load(files.conds)
         self._conditioning_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.t3_engine = T3Engine(files.t3, config.t3, **engine_options)
 
     @classmethod
-    def from_dir(cls, path: str | Path, *, device: str | torch.device | None = None,
-                 **engine_options) -> "ChatterboxTTS":
+    def from_dir(cls, path: str | Path, *, multilingual: bool | None = None, version: str | None = None,
+                 device: str | torch.device | None = None, **engine_options) -> "ChatterboxTTS":
         """Load a model directory in the official layout. ``device`` runs S3Gen and the voice
-        networks (default: CUDA when available); T3 runs wherever vLLM runs."""
-        files = ModelFiles.from_dir(path)
+        networks (default: CUDA when available); T3 runs wherever vLLM runs.
+
+        English or multilingual is recognised by the files (``multilingual`` forces one);
+        ``version`` picks the multilingual T3, "v2" (default) or "v3".
+        """
+        files = ModelFiles.from_dir(path, multilingual=multilingual, version=version)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(files, ChatterboxConfig.for_model_dir(files.directory), engine_options, device)
+        return cls(files, _model_config(files), engine_options, device)
 
     @classmethod
-    def from_pretrained(cls, repo_id: str = DEFAULT_REPO, *, revision: str | None = None,
-                        **options) -> "ChatterboxTTS":
-        return cls.from_dir(download(repo_id, revision), **options)
+    def from_pretrained(cls, repo_id: str = DEFAULT_REPO, *, revision: str | None = None, multilingual: bool = False,
+                        version: str | None = None, **options) -> "ChatterboxTTS":
+        """Download (or reuse the cached) English or, with ``multilingual=True``, multilingual
+        model; ``version`` picks the multilingual T3 ("v2", the default, or "v3")."""
+        path = download(repo_id, revision, multilingual=multilingual, version=version)
+        return cls.from_dir(path, multilingual=multilingual, version=version, **options)
 
     @functools.cached_property
     def s3gen(self):
@@ -109,13 +119,20 @@ class ChatterboxTTS:
 
     # --- T3 ---------------------------------------------------------------------------------
 
-    def text_token_ids(self, text: str) -> list[int]:
-        return text_to_token_ids(text, self.tokenizer, max_text_tokens=self.config.t3.max_text_len)
+    def text_token_ids(self, text: str, language: str | None = None) -> list[int]:
+        """``[start] + ids + [stop]``; the multilingual model needs ``language``, the English
+        one takes only None or "en"."""
+        return text_to_token_ids(text, self.tokenizer, language=language, max_text_tokens=self.config.t3.max_text_len)
+
+    def _count_text_tokens(self, text: str, language: str | None) -> int:
+        """Tokens of ``text`` as :meth:`text_token_ids` counts them, without start/stop or length limit."""
+        return len(text_to_token_ids(text, self.tokenizer, language=language, max_text_tokens=sys.maxsize)) - 2
 
     def prepare_t3_requests(self, texts: str | Sequence[str], voice: VoiceLike | Sequence[VoiceLike] | None = None,
-                            **parameters) -> list[T3Request]:
+                            *, language: str | None | Sequence[str | None] = None, **parameters) -> list[T3Request]:
         """Validate everything and build the vLLM requests (nothing is run)."""
         texts = _text_list(texts)
+        languages = per_text("language", language, len(texts))
         known = (*T3_PARAMETERS, "seed")
         reject_unknown({k: v for k, v in parameters.items() if k not in known}, known)
         values = {name: parameters.get(name, T3_PARAMETERS[name][0]) for name in T3_PARAMETERS}
@@ -123,9 +140,9 @@ class ChatterboxTTS:
         params = t3_params(len(texts), values)
         voices = [self.resolve_voice(v) for v in per_text("voice", voice, len(texts))]
         requests = []
-        for i, (text, voice_i, p) in enumerate(zip(texts, voices, params)):
+        for i, (text, language_i, voice_i, p) in enumerate(zip(texts, languages, voices, params)):
             try:
-                text_ids = self.text_token_ids(text)
+                text_ids = self.text_token_ids(text, language_i)
             except ValueError as exc:
                 raise ValueError(f"text {i}: {exc}" if len(texts) > 1 else str(exc)) from None
             requests.append(self._t3_request(text_ids, voice_i.with_exaggeration(p.exaggeration), p))
@@ -152,6 +169,7 @@ class ChatterboxTTS:
         texts: str | Sequence[str],
         voice: VoiceLike | Sequence[VoiceLike] | None = None,
         *,
+        language: str | None | Sequence[str | None] = None,
         exaggeration: float | Sequence[float] = 0.5,
         cfg_weight: float | Sequence[float] = 0.5,
         temperature: float | Sequence[float] = 0.8,
@@ -165,9 +183,10 @@ class ChatterboxTTS:
         """Speech tokens for each text (input order), cleaned as the original cleans them.
 
         Every parameter is a scalar or one value per text; ``temperature=0`` is greedy.
+        ``language`` (e.g. "es") is required by the multilingual model.
         """
         requests = self.prepare_t3_requests(
-            texts, voice, exaggeration=exaggeration, cfg_weight=cfg_weight, temperature=temperature,
+            texts, voice, language=language, exaggeration=exaggeration, cfg_weight=cfg_weight, temperature=temperature,
             top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens,
             seed=seed, **unknown,
         )
@@ -199,10 +218,18 @@ class ChatterboxTTS:
             if len(noise) != count:
                 raise ValueError(f"noise: got {len(noise)} arrays for {count} token lists")
             noise = [torch.as_tensor(n, dtype=torch.float32, device=self.device) for n in noise]
-        return self.s3gen.inference(
+        wavs = self.s3gen.inference(
             [list(t) for t in token_lists], voices, n_timesteps=check_timesteps(n_timesteps), noise=noise,
             generators=[s3gen_generator(s, self.device) for s in seeds],
         )
+        return [self._trim_last_token(wav, len(tokens)) for wav, tokens in zip(wavs, token_lists)]
+
+    def _trim_last_token(self, wav: np.ndarray, n_tokens: int) -> np.ndarray:
+        """The multilingual model (as at the original's HEAD) drops the last speech token's audio."""
+        if not self.files.multilingual:
+            return wav
+        samples_per_token = self.config.hift.sampling_rate // self.config.s3_tokenizer.token_rate
+        return wav[: max(1, n_tokens - 1) * samples_per_token]
 
     def generate(
         self,
@@ -249,8 +276,8 @@ class ChatterboxTTS:
                 raise ValueError(f"{name}: generate_long takes one value for the whole text, got {value!r}")
         seed = check_seed(parameters.pop("seed", None))
 
-        # Counted as text_token_ids would (normalised, no start/stop), minus its length check.
-        chunks = split_text(text, max_chunk_tokens, lambda chunk: len(self.tokenizer.encode(normalize_text(chunk))))
+        language = parameters.get("language")
+        chunks = split_text(text, max_chunk_tokens, lambda chunk: self._count_text_tokens(chunk, language))
         logger.info("long text: %d characters in %d chunks", len(text), len(chunks))
         if seed is not None:
             parameters["seed"] = [seed + i for i in range(len(chunks))]
@@ -266,10 +293,31 @@ class ChatterboxTTS:
         count = len(_text_list(texts))
         voices = [self.resolve_voice(v) for v in per_text("voice", voice, count)]
         requests = self.prepare_t3_requests(texts, voices, **parameters)
-        steps = [check_timesteps(n, f" (text {i})") for i, n in enumerate(per_text("n_timesteps", n_timesteps, count))]
+        steps = [check_timesteps(n, f" (text {i})" if count > 1 else "")
+                 for i, n in enumerate(per_text("n_timesteps", n_timesteps, count))]
         jobs = [AudioJob(request=r, voice=v, n_timesteps=n, seed=r.seed) for r, v, n in zip(requests, voices, steps)]
-        for index, _tokens, wav in synthesize(self.t3_engine, self.s3gen, jobs):
-            yield index, wav
+        for index, tokens, wav in synthesize(self.t3_engine, self.s3gen, jobs):
+            yield index, self._trim_last_token(wav, len(tokens))
+
+
+def _model_config(files: ModelFiles) -> ChatterboxConfig:
+    """The directory's configuration; a multilingual T3 gets its text vocabulary, checked
+    against the checkpoint (the released files carry no configuration)."""
+    config = ChatterboxConfig.for_model_dir(files.directory)
+    if not files.multilingual:
+        return config
+    from safetensors import safe_open
+
+    with safe_open(str(files.t3), framework="pt") as f:
+        if "text_emb.weight" not in f.keys():
+            raise ValueError(f"{files.t3}: not a T3 checkpoint (no text_emb.weight)")
+        rows = f.get_slice("text_emb.weight").get_shape()[0]
+    if rows != MULTILINGUAL_TEXT_VOCAB_SIZE:
+        raise ValueError(
+            f"{files.t3}: text_emb.weight has {rows} rows, but the multilingual T3 (v2/v3) has a text "
+            f"vocabulary of {MULTILINGUAL_TEXT_VOCAB_SIZE}; is this the right file?"
+        )
+    return dataclasses.replace(config, t3=dataclasses.replace(config.t3, text_vocab_size=rows))
 
 
 def _text_list(texts: str | Sequence[str]) -> list[str]:

@@ -8,6 +8,7 @@ so vocoding starts long before the last text has its tokens (no "all T3 first" b
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -20,8 +21,10 @@ from vllm_chatterbox.voice.voice import Voice
 
 logger = logging.getLogger(__name__)
 
-# Finished T3 requests gathered before an S3Gen batch starts while T3 is still decoding.
+# While T3 is still decoding, finished requests wait for company at most this long (or until
+# this many have gathered) before S3Gen runs on them: batches for throughput, bounded latency.
 DEFAULT_S3GEN_BATCH = 8
+DEFAULT_MAX_WAIT_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -39,20 +42,25 @@ def s3gen_generator(seed: int | None, device: torch.device) -> torch.Generator |
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def synthesize(t3_engine: T3Engine, s3gen, jobs: Sequence[AudioJob], *,
-               s3gen_batch: int = DEFAULT_S3GEN_BATCH) -> Iterator[tuple[int, list[int], np.ndarray]]:
+def synthesize(t3_engine: T3Engine, s3gen, jobs: Sequence[AudioJob], *, s3gen_batch: int = DEFAULT_S3GEN_BATCH,
+               max_wait_s: float = DEFAULT_MAX_WAIT_S) -> Iterator[tuple[int, list[int], np.ndarray]]:
     """Yield ``(index, speech_tokens, waveform)`` per job as soon as its audio is ready."""
     ids = {t3_engine.submit(job.request): i for i, job in enumerate(jobs)}
     ready: list[tuple[int, list[int]]] = []
+    oldest_ready = 0.0
     while ids or ready:
         if ids:
             for out in t3_engine.step():
                 index = ids.pop(out.request_id, None)
                 if index is not None:
+                    if not ready:
+                        oldest_ready = time.monotonic()
                     ready.append((index, clean_speech_tokens(out.outputs[0].token_ids, t3_engine.cfg)))
-        # Vocode when a batch is full, or when T3 has nothing left to hand over.
-        if ready and (len(ready) >= s3gen_batch or not ids):
-            batch, ready = ready, []
+        if ready and (len(ready) >= s3gen_batch or not ids or time.monotonic() - oldest_ready >= max_wait_s):
+            # Once T3 is done, S3Gen gets everything left and sorts it into length groups itself.
+            take = len(ready) if not ids else s3gen_batch
+            batch, ready = ready[:take], ready[take:]
+            oldest_ready = time.monotonic()
             yield from _vocode(s3gen, jobs, batch)
 
 

@@ -1,0 +1,286 @@
+"""S3Gen front door: speech tokens + voices -> 24 kHz waveforms, batched.
+
+``S3Gen`` = the flow (tokens -> mel, :mod:`vllm_chatterbox.s3gen.flow`) + the HiFT vocoder
+(mel -> waveform). Requests are grouped by length (sorted, with a cap on padded frames per
+batch) so padding stays small; each group runs as one padded batch through the flow and the
+vocoder. Outputs come back in input order and equal running each item alone, up to float
+rounding.
+
+Loads the ``flow.*`` and ``mel2wav.*`` entries of the official ``s3gen.safetensors`` (the
+``tokenizer.*`` / ``speaker_encoder.*`` entries belong to the voice side and are skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from vllm_chatterbox.config import ChatterboxConfig
+from vllm_chatterbox.s3gen.flow import CausalMaskedDiffWithXvec
+from vllm_chatterbox.s3gen.hift import HiFTGenerator, trim_fade
+from vllm_chatterbox.voice.voice import Voice
+
+logger = logging.getLogger(__name__)
+
+VOICE_SIDE_PREFIXES = ("tokenizer.", "speaker_encoder.")
+DEFAULT_MAX_BATCH_FRAMES = 8192  # batch size x longest item, in 50 Hz frames (CFG rows not counted)
+
+
+class S3Gen(nn.Module):
+    def __init__(self, config: ChatterboxConfig):
+        super().__init__()
+        self.config = config
+        self.flow = CausalMaskedDiffWithXvec(config.flow, config.estimator)
+        self.mel2wav = HiFTGenerator(config.hift)
+        self.register_buffer("trim_fade", trim_fade(), persistent=False)
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.flow.input_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.flow.input_embedding.weight.dtype
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_file(cls, source: str | Path | dict[str, torch.Tensor], config: ChatterboxConfig,
+                  device: str | torch.device = "cpu") -> "S3Gen":
+        """Build from an official ``s3gen.safetensors`` / ``s3gen.pt`` path or an already loaded state dict."""
+        state_dict = _read_state_dict(source) if isinstance(source, (str, Path)) else source
+        model = cls(config)
+        model.load_official_state_dict(state_dict)
+        return model.to(device)
+
+    def load_official_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        flow_sd, hift_sd, unknown = {}, {}, []
+        for key, value in state_dict.items():
+            if key.startswith("flow."):
+                flow_sd[key[len("flow."):]] = value
+            elif key.startswith("mel2wav."):
+                hift_sd[key[len("mel2wav."):]] = value
+            elif not key.startswith(VOICE_SIDE_PREFIXES):
+                unknown.append(key)
+        if unknown:
+            raise ValueError(f"s3gen state dict has {len(unknown)} unexpected key(s): {_preview(unknown)}")
+
+        expected = self.flow.state_dict()
+        missing = [f"flow.{k}" for k in expected if k not in flow_sd]
+        unexpected = [f"flow.{k}" for k in flow_sd if k not in expected]
+        if missing:
+            raise ValueError(f"s3gen state dict lacks {len(missing)} flow key(s): {_preview(missing)}")
+        if unexpected:
+            raise ValueError(f"s3gen state dict has {len(unexpected)} unexpected flow key(s) "
+                             f"(a meanflow checkpoint?): {_preview(unexpected)}")
+        wrong_shape = [f"flow.{k} {tuple(flow_sd[k].shape)} != {tuple(v.shape)}"
+                       for k, v in expected.items() if flow_sd[k].shape != v.shape]
+        if wrong_shape:
+            raise ValueError(f"s3gen flow tensors have unexpected shapes (wrong config?): {_preview(wrong_shape)}")
+        self.flow.load_state_dict(flow_sd, strict=True)
+        self.mel2wav.load_official_state_dict(hift_sd)
+
+    def official_state_dict(self) -> dict[str, torch.Tensor]:
+        """``flow.*`` and ``mel2wav.*`` under the official names (weight norm as ``parametrizations.*``)."""
+        out = {f"flow.{k}": v for k, v in self.flow.state_dict().items()}
+        out.update({f"mel2wav.{k}": v for k, v in self.mel2wav.official_state_dict().items()})
+        return out
+
+    # ---------------------------------------------------------------- inference
+
+    @torch.inference_mode()
+    def tokens_to_mel(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice], *,
+                      n_timesteps: int = 10, noise: Sequence[torch.Tensor] | None = None,
+                      generators: Sequence[torch.Generator | None] | None = None,
+                      max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES) -> list[torch.Tensor]:
+        """Mel (80, 2*(Tp+Ts) - Tm) per item, in input order (Tp/Tm: the voice's prompt tokens/frames)."""
+        items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators)
+        mels: list[torch.Tensor | None] = [None] * len(items)
+        for group in length_groups([it.frames for it in items], max_batch_frames):
+            for i, mel in zip(group, self._flow_batch([items[i] for i in group], n_timesteps)):
+                mels[i] = mel
+        return mels
+
+    @torch.inference_mode()
+    def vocode(self, mels: Sequence[torch.Tensor], generators: Sequence[torch.Generator | None] | None = None,
+               sources: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Mels (80, T_i) -> waveforms (480*T_i,) with the start fade applied, as one padded batch."""
+        if not mels:
+            raise ValueError("mels is empty: nothing to vocode")
+        lengths = [m.shape[-1] for m in mels]
+        batch = self._pad_mels(mels)
+        wavs = self.mel2wav.inference(batch, torch.tensor(lengths, device=self.device),
+                                      generators=None if generators is None else list(generators),
+                                      sources=None if sources is None else list(sources))
+        return [self._fade_in(w) for w in wavs]
+
+    @torch.inference_mode()
+    def inference(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice], *,
+                  n_timesteps: int = 10, noise: Sequence[torch.Tensor] | None = None,
+                  generators: Sequence[torch.Generator | None] | None = None,
+                  max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES) -> list[np.ndarray]:
+        """Speech tokens (ids < 6561) per item + its voice -> float32 24 kHz waveforms, in input order.
+
+        ``noise[i]``: the initial CFM noise of item i, shape (80, 2*(Tp_i + Ts_i)) covering the
+        prompt frames too (the original's ``randn_like(mu)``). Without it the noise is drawn
+        from ``generators[i]`` (or the global RNG), followed by the vocoder's own draws; given
+        noise takes precedence over generators for the CFM (the vocoder still uses them).
+        """
+        items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators)
+        groups = length_groups([it.frames for it in items], max_batch_frames)
+        logger.debug("s3gen: %d items in %d length groups of sizes %s", len(items), len(groups), [len(g) for g in groups])
+        wavs: list[np.ndarray | None] = [None] * len(items)
+        for group in groups:
+            mels = self._flow_batch([items[i] for i in group], n_timesteps)
+            group_generators = None if generators is None else [generators[i] for i in group]
+            for i, wav in zip(group, self.vocode(mels, generators=group_generators)):
+                wavs[i] = wav.float().cpu().numpy()
+        return wavs
+
+    # ----------------------------------------------------------------- helpers
+
+    def _pad_mels(self, mels: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Right-pad (80, T_i) mels to one (B, 80, max T) batch."""
+        batch = torch.zeros(len(mels), mels[0].shape[0], max(m.shape[-1] for m in mels),
+                            device=self.device, dtype=self.dtype)
+        for i, mel in enumerate(mels):
+            batch[i, :, :mel.shape[-1]] = mel
+        return batch
+
+    def _fade_in(self, wav: torch.Tensor) -> torch.Tensor:
+        n = min(wav.shape[-1], self.trim_fade.shape[0])
+        return torch.cat([wav[:n] * self.trim_fade[:n].to(wav.dtype), wav[n:]])
+
+    def _flow_batch(self, items: list[_Item], n_timesteps: int) -> list[torch.Tensor]:
+        inputs = self.flow.prepare(
+            [it.tokens for it in items], [it.voice.prompt_token[0].to(self.device) for it in items],
+            [it.voice.prompt_feat[0].to(self.device) for it in items],
+            torch.cat([it.voice.embedding for it in items]).to(self.device))
+        noise = torch.zeros_like(inputs.mu)
+        for i, it in enumerate(items):
+            noise[i, :, :it.frames] = it.noise
+        mel = self.flow(inputs, noise, n_timesteps)
+        return [mel[i, :, inputs.prompt_frames[i]:inputs.frames[i]] for i in range(len(items))]
+
+    def _prepare_items(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice],
+                       n_timesteps: int, noise: Sequence[torch.Tensor] | None,
+                       generators: Sequence[torch.Generator | None] | None) -> list[_Item]:
+        if isinstance(n_timesteps, bool) or not isinstance(n_timesteps, int) or n_timesteps < 1:
+            raise ValueError(f"n_timesteps must be an integer >= 1, got {n_timesteps!r}")
+        n = len(token_lists)
+        if n == 0:
+            raise ValueError("token_lists is empty: nothing to synthesise")
+        if len(voices) != n:
+            raise ValueError(f"got {n} token lists but {len(voices)} voices")
+        for name, per_item in (("noise", noise), ("generators", generators)):
+            if per_item is not None and len(per_item) != n:
+                raise ValueError(f"{name} has {len(per_item)} entries for {n} items")
+
+        vocab = self.config.flow.vocab_size
+        n_mels = self.config.flow.output_size
+        ratio = self.config.flow.token_mel_ratio
+        checked = []
+        for i, (tokens, voice) in enumerate(zip(token_lists, voices)):
+            tokens = _token_tensor(tokens, i, vocab)
+            _check_voice(voice, i, vocab, n_mels, self.config.flow.spk_embed_dim)
+            frames = ratio * (voice.prompt_token.shape[1] + tokens.shape[0])
+            prompt_frames = voice.prompt_feat.shape[1]
+            if frames <= prompt_frames:
+                raise ValueError(f"item {i}: {tokens.shape[0]} tokens give {frames} frames with the voice's "
+                                 f"{voice.prompt_token.shape[1]} prompt tokens, not more than its "
+                                 f"{prompt_frames} prompt mel frames; nothing would be generated")
+            if noise is not None:
+                z = torch.as_tensor(noise[i])
+                if z.dim() == 3 and z.shape[0] == 1:
+                    z = z[0]
+                if tuple(z.shape) != (n_mels, frames):
+                    raise ValueError(f"noise[{i}] has shape {tuple(torch.as_tensor(noise[i]).shape)}, "
+                                     f"expected ({n_mels}, {frames}) = (mels, 2 * (prompt + speech tokens))")
+                checked.append((tokens, voice, frames, z))
+            else:
+                checked.append((tokens, voice, frames, None))
+
+        # Noise is drawn only after every item validated, in input order, so a rejected call
+        # leaves the RNG streams untouched.
+        items = []
+        for i, (tokens, voice, frames, z) in enumerate(checked):
+            if z is None:
+                g = None if generators is None else generators[i]
+                z = torch.randn((n_mels, frames), generator=g, device=g.device if g is not None else self.device)
+            items.append(_Item(tokens.to(self.device), voice, z.to(self.device, self.dtype), frames))
+        return items
+
+
+@dataclass(frozen=True)
+class _Item:
+    tokens: torch.Tensor  # (Ts,) int64 on the model device
+    voice: Voice
+    noise: torch.Tensor  # (80, frames) initial CFM noise
+    frames: int  # 2 * (prompt tokens + speech tokens)
+
+
+def length_groups(frames: list[int], max_batch_frames: int) -> list[list[int]]:
+    """Indices sorted by length, cut into runs whose count x longest stays <= max_batch_frames."""
+    if max_batch_frames < 1:
+        raise ValueError(f"max_batch_frames must be >= 1, got {max_batch_frames}")
+    groups: list[list[int]] = []
+    for i in sorted(range(len(frames)), key=lambda j: frames[j]):
+        # Sorted ascending, so item i is the longest of any group it joins.
+        if groups and (len(groups[-1]) + 1) * frames[i] <= max_batch_frames:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _token_tensor(tokens: Sequence[int] | torch.Tensor, index: int, vocab: int) -> torch.Tensor:
+    t = torch.as_tensor(tokens)
+    if t.dim() == 2 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 1:
+        raise ValueError(f"item {index}: tokens must be 1-D (or (1, T)), got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError(f"item {index}: empty token list")
+    if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"item {index}: token ids must be integers, got {t.dtype}")
+    t = t.to(torch.int64)
+    bad = (t < 0) | (t >= vocab)
+    if bool(bad.any()):
+        pos = int(bad.nonzero()[0, 0])
+        raise ValueError(f"item {index}: token id {int(t[pos])} at position {pos} is outside [0, {vocab}) "
+                         f"(drop start/stop/special tokens before S3Gen)")
+    return t
+
+
+def _check_voice(voice: Voice, index: int, vocab: int, n_mels: int, spk_dim: int) -> None:
+    if voice.prompt_token.dim() != 2 or voice.prompt_token.shape[0] != 1:
+        raise ValueError(f"voice of item {index}: prompt_token must be (1, Tp), got {tuple(voice.prompt_token.shape)}")
+    if voice.prompt_feat.dim() != 3 or voice.prompt_feat.shape[0] != 1 or voice.prompt_feat.shape[2] != n_mels:
+        raise ValueError(f"voice of item {index}: prompt_feat must be (1, Tm, {n_mels}), "
+                         f"got {tuple(voice.prompt_feat.shape)}")
+    if tuple(voice.embedding.shape) != (1, spk_dim):
+        raise ValueError(f"voice of item {index}: embedding must be (1, {spk_dim}), got {tuple(voice.embedding.shape)}")
+    if voice.prompt_token.numel() and (int(voice.prompt_token.min()) < 0 or int(voice.prompt_token.max()) >= vocab):
+        raise ValueError(f"voice of item {index}: prompt tokens outside [0, {vocab})")
+
+
+def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"s3gen checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def _preview(keys: list[str], n: int = 8) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
