@@ -64,3 +64,29 @@ def test_clean_up_follows_the_original():
     assert clean_speech_tokens([1, 7000, 2, 6561, 3], cfg) == [3]
     assert clean_speech_tokens([1, 7000, 2], cfg) == [1, 2]
     assert clean_speech_tokens([6562], cfg) == []
+
+
+def test_stop_token_ends_the_request_and_is_removed(tts, tmp_path):
+    """Random weights never choose 6562 by themselves, so the recorder forces it at step 6."""
+    from tests.t3.driver import run_recorded
+
+    forced = [11, 12, 13, 14, 15, 16, tts.config.t3.stop_speech_token, 17, 18]
+    request = tts.prepare_t3_requests("Stop here.", temperature=0, max_new_tokens=30)[0]
+    out = run_recorded(tts.t3_engine, [request], tmp_path, ["stop"], forced=[forced])["stop"]
+    assert list(out.outputs[0].token_ids) == forced[:7]
+    assert out.outputs[0].finish_reason == "stop"
+    assert clean_speech_tokens(out.outputs[0].token_ids, tts.config.t3) == forced[:6]
+
+
+def test_vllm_sees_only_the_t3_weights(fixture_model_dir):
+    from vllm_chatterbox.t3.engine import vllm_model_dir
+
+    directory = vllm_model_dir(fixture_model_dir / "t3_cfg.safetensors", tts_config(fixture_model_dir))
+    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "t3_cfg.safetensors"]
+    assert (directory / "t3_cfg.safetensors").resolve() == (fixture_model_dir / "t3_cfg.safetensors").resolve()
+
+
+def tts_config(model_dir):
+    from vllm_chatterbox.config import ChatterboxConfig
+
+    return ChatterboxConfig.for_model_dir(model_dir).t3
