@@ -20,13 +20,13 @@ DEMO_WARNING = (
 DEMO_MAX_NEW_TOKENS = 150  # 6 s of audio
 
 
-def _demo_model_dir() -> Path:
+def _demo_model_dir(multilingual: bool = False) -> Path:
     from vllm_chatterbox.t3.engine import cache_root
     from vllm_chatterbox.test_model import make_test_model
 
-    directory = cache_root() / "demo-tiny"
+    directory = cache_root() / ("demo-tiny-multilingual" if multilingual else "demo-tiny")
     if not (directory / "conds.pt").exists():
-        make_test_model(directory, "tiny", seed=0)
+        make_test_model(directory, "tiny", seed=0, multilingual=multilingual)
     return directory
 
 
@@ -36,12 +36,15 @@ def _load_model(model: str | None, args):
     options = {}
     if args.max_num_seqs:
         options["max_num_seqs"] = args.max_num_seqs
+    multilingual = args.multilingual or args.t3_version is not None
     if model is None:
         logger.warning(DEMO_WARNING)
-        return ChatterboxTTS.from_dir(_demo_model_dir(), max_model_len=2048, **options)
+        return ChatterboxTTS.from_dir(_demo_model_dir(multilingual), version=args.t3_version, max_model_len=2048,
+                                      **options)
     if Path(model).expanduser().exists():
-        return ChatterboxTTS.from_dir(model, **options)
-    return ChatterboxTTS.from_pretrained(model, **options)
+        # A local directory is recognised by its files unless --multilingual says so.
+        return ChatterboxTTS.from_dir(model, multilingual=multilingual or None, version=args.t3_version, **options)
+    return ChatterboxTTS.from_pretrained(model, multilingual=multilingual, version=args.t3_version, **options)
 
 
 def _write_wav(path: Path, wav, sample_rate: int = 24000) -> None:
@@ -65,7 +68,7 @@ def cmd_speak(args) -> None:
     params = {
         "exaggeration": args.exaggeration, "cfg_weight": args.cfg_weight, "temperature": args.temperature,
         "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
-        "seed": args.seed, "n_timesteps": args.n_timesteps,
+        "seed": args.seed, "n_timesteps": args.n_timesteps, "language": args.language,
     }
     if args.max_new_tokens is not None:
         params["max_new_tokens"] = args.max_new_tokens
@@ -92,8 +95,9 @@ def cmd_voice(args) -> None:
 def cmd_make_test_model(args) -> None:
     from vllm_chatterbox.test_model import make_test_model
 
-    make_test_model(args.directory, args.size, args.seed)
-    logger.info("wrote a random-weight %s model to %s", args.size, args.directory)
+    make_test_model(args.directory, args.size, args.seed, multilingual=args.multilingual)
+    logger.info("wrote a random-weight %s%s model to %s", args.size, " multilingual" if args.multilingual else "",
+                args.directory)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     speak.add_argument("--file", help="a UTF-8 text file to speak (long text is split into chunks)")
     speak.add_argument("-o", "--output", required=True, help="output .wav (24 kHz)")
     speak.add_argument("--voice", help="reference audio (.wav/.flac/.mp3/.ogg) or a saved voice (.pt)")
+    speak.add_argument("--language", help="language id of the text, e.g. es, en, fr (required by the "
+                                          "multilingual model; the English model takes only en)")
     speak.add_argument("--exaggeration", type=float, default=0.5)
     speak.add_argument("--cfg-weight", type=float, default=0.5)
     speak.add_argument("--temperature", type=float, default=0.8)
@@ -126,11 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (speak, voice):
         command.add_argument("--model", help="model directory or hub repo id (default: random demo model)")
         command.add_argument("--max-num-seqs", type=int, default=None, help="vLLM concurrent sequences")
+        command.add_argument("--multilingual", action="store_true",
+                             help="the multilingual model (23 languages) for a hub repo id or the demo model "
+                                  "(a local directory is recognised by its files)")
+        command.add_argument("--t3-version", choices=("v2", "v3"), default=None,
+                             help="multilingual T3 version (default v2); implies --multilingual")
 
     make = sub.add_parser("make-test-model", help="write a random-weight model in the official layout")
     make.add_argument("directory")
     make.add_argument("--size", choices=("tiny", "full"), default="tiny")
     make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--multilingual", action="store_true", help="the multilingual layout (23 languages)")
     make.set_defaults(func=cmd_make_test_model)
     return parser
 

@@ -1,4 +1,11 @@
-"""Finding a model's files: a local directory in the official layout, or a hub snapshot."""
+"""Finding a model's files: a local directory in the official layout, or a hub snapshot.
+
+Two layouts live in the same hub repository. English: ``t3_cfg.safetensors``,
+``s3gen.safetensors``, ``ve.safetensors``, ``tokenizer.json``, ``conds.pt``. Multilingual (23
+languages): ``t3_mtl23ls_v2.safetensors`` and/or ``t3_mtl23ls_v3.safetensors``, ``s3gen.pt``,
+``ve.pt`` (plain state dicts), ``grapheme_mtl_merged_expanded_v1.json``, ``conds.pt`` and, for
+Chinese, ``Cangjie5_TC.json``. A directory is recognised by its contents.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,15 @@ logger = logging.getLogger(__name__)
 DEFAULT_REPO = "ResembleAI/chatterbox"
 ENGLISH_FILES = ("t3_cfg.safetensors", "s3gen.safetensors", "ve.safetensors", "tokenizer.json", "conds.pt")
 
+MULTILINGUAL_T3_FILES = {"v2": "t3_mtl23ls_v2.safetensors", "v3": "t3_mtl23ls_v3.safetensors"}
+DEFAULT_MULTILINGUAL_VERSION = "v2"
+MULTILINGUAL_TOKENIZER = "grapheme_mtl_merged_expanded_v1.json"
+# Besides the chosen T3 file; the Cangjie table is optional (only Chinese text needs it).
+MULTILINGUAL_FILES = ("s3gen.pt", "ve.pt", MULTILINGUAL_TOKENIZER, "conds.pt")
+CANGJIE_TABLE = "Cangjie5_TC.json"
+# Text-token vocabulary of the v2/v3 multilingual T3 (the English one has 704).
+MULTILINGUAL_TEXT_VOCAB_SIZE = 2454
+
 
 @dataclass(frozen=True)
 class ModelFiles:
@@ -20,12 +36,27 @@ class ModelFiles:
     voice_encoder: Path
     tokenizer: Path
     conds: Path
+    multilingual: bool = False
 
     @classmethod
-    def from_dir(cls, directory: str | Path) -> "ModelFiles":
+    def from_dir(cls, directory: str | Path, *, multilingual: bool | None = None,
+                 version: str | None = None) -> "ModelFiles":
+        """The model files of ``directory``.
+
+        ``multilingual=None`` decides by the contents: a complete English set is English (a full
+        hub snapshot holds both), otherwise multilingual files make it multilingual. ``version``
+        picks the multilingual T3 ("v2", the default, or "v3") and implies multilingual.
+        """
         directory = Path(directory).expanduser()
         if not directory.is_dir():
             raise ValueError(f"model directory not found: {directory}")
+        if version is not None and multilingual is False:
+            raise ValueError(f"version={version!r} applies to the multilingual model only")
+        if multilingual is None:
+            multilingual = version is not None or (
+                not _all_present(directory, ENGLISH_FILES) and _has_multilingual_files(directory))
+        if multilingual:
+            return cls._multilingual(directory, version)
         missing = [name for name in ENGLISH_FILES if not (directory / name).is_file()]
         if missing:
             raise ValueError(
@@ -41,23 +72,75 @@ class ModelFiles:
             conds=directory / "conds.pt",
         )
 
+    @classmethod
+    def _multilingual(cls, directory: Path, version: str | None) -> "ModelFiles":
+        version = version or DEFAULT_MULTILINGUAL_VERSION
+        t3_name = multilingual_t3_file(version)
+        if not (directory / t3_name).is_file():
+            present = [v for v, name in MULTILINGUAL_T3_FILES.items() if (directory / name).is_file()]
+            hint = (f"it has version {', '.join(present)} (pass version=...)" if present
+                    else f"expected one of {', '.join(MULTILINGUAL_T3_FILES.values())}")
+            raise ValueError(f"{directory}: multilingual T3 file {t3_name} (version {version!r}) not found; {hint}")
+        missing = [name for name in MULTILINGUAL_FILES if not (directory / name).is_file()]
+        if missing:
+            raise ValueError(
+                f"{directory} is not a multilingual Chatterbox model directory: missing {', '.join(missing)} "
+                f"(expected {t3_name}, {', '.join(MULTILINGUAL_FILES)})"
+            )
+        return cls(
+            directory=directory,
+            t3=directory / t3_name,
+            s3gen=directory / "s3gen.pt",
+            voice_encoder=directory / "ve.pt",
+            tokenizer=directory / MULTILINGUAL_TOKENIZER,
+            conds=directory / "conds.pt",
+            multilingual=True,
+        )
 
-def download(repo_id: str = DEFAULT_REPO, revision: str | None = None) -> Path:
-    """Local snapshot of a hub repository's English model files (cached copy first)."""
+
+def multilingual_t3_file(version: str | None) -> str:
+    """The T3 file name of a multilingual version (None means the default, v2)."""
+    version = DEFAULT_MULTILINGUAL_VERSION if version is None else version
+    if version not in MULTILINGUAL_T3_FILES:
+        raise ValueError(
+            f"unknown multilingual T3 version {version!r}; choose one of {', '.join(MULTILINGUAL_T3_FILES)}"
+        )
+    return MULTILINGUAL_T3_FILES[version]
+
+
+def _all_present(directory: Path, names) -> bool:
+    return all((directory / name).is_file() for name in names)
+
+
+def _has_multilingual_files(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in (MULTILINGUAL_TOKENIZER, *MULTILINGUAL_T3_FILES.values()))
+
+
+def download(repo_id: str = DEFAULT_REPO, revision: str | None = None, *, multilingual: bool = False,
+             version: str | None = None) -> Path:
+    """Local snapshot of a hub repository's English (or multilingual) model files (cached copy first)."""
+    if multilingual:
+        files = [multilingual_t3_file(version), *MULTILINGUAL_FILES, CANGJIE_TABLE]
+    elif version is not None:
+        raise ValueError(f"version={version!r} applies to the multilingual model only (pass multilingual=True)")
+    else:
+        files = list(ENGLISH_FILES)
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:  # pragma: no cover - huggingface_hub is a dependency
         raise RuntimeError("huggingface_hub is required to download models") from exc
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(ENGLISH_FILES),
-                                      local_files_only=True))
+        path = Path(snapshot_download(repo_id, revision=revision, allow_patterns=files, local_files_only=True))
+        if _all_present(path, files[:-1] if multilingual else files):
+            return path
     except Exception:
-        logger.info("%s not in the local hub cache; downloading", repo_id)
+        pass
+    logger.info("%s not in the local hub cache; downloading", repo_id)
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(ENGLISH_FILES)))
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=files))
     except Exception as exc:
         raise RuntimeError(
             f"could not download {repo_id!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
-            f"If this machine is offline, copy the model files ({', '.join(ENGLISH_FILES)}) into a "
+            f"If this machine is offline, copy the model files ({', '.join(files)}) into a "
             f"directory and use ChatterboxTTS.from_dir(path) / --model PATH instead."
         ) from exc

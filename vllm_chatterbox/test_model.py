@@ -2,8 +2,11 @@
 
 ``make_test_model(dir, size="tiny"|"full", seed)`` writes ``t3_cfg.safetensors``,
 ``s3gen.safetensors``, ``ve.safetensors``, ``tokenizer.json`` and ``conds.pt`` with the official
-key names, plus ``chatterbox_config.json`` for the tiny size. The files load through the same
-code path as the released weights. The output is noise, not speech.
+key names, plus ``chatterbox_config.json`` for the tiny size. With ``multilingual=True`` it
+writes the multilingual layout instead: ``t3_mtl23ls_v2.safetensors`` (text vocabulary 2454),
+``s3gen.pt`` and ``ve.pt`` (plain state dicts), ``grapheme_mtl_merged_expanded_v1.json`` and
+``conds.pt``. The files load through the same code path as the released weights. The output
+is noise, not speech.
 
 T3 weights are scaled with the model width so that raw logits have a standard deviation near
 10 at any size: greedy decoding is then decided by the weights, not by float rounding.
@@ -11,6 +14,7 @@ T3 weights are scaled with the model width so that raw logits have a standard de
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -20,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from vllm_chatterbox.config import ChatterboxConfig, T3Config, tiny_config
+from vllm_chatterbox.model_files import MULTILINGUAL_T3_FILES, MULTILINGUAL_TEXT_VOCAB_SIZE, MULTILINGUAL_TOKENIZER
 from vllm_chatterbox.voice.voice import Voice
 
 logger = logging.getLogger(__name__)
@@ -110,21 +115,34 @@ def _voice_encoder_state_dict(config: ChatterboxConfig) -> dict[str, torch.Tenso
     return {k: v.detach().contiguous() for k, v in VoiceEncoder(config.voice_encoder).state_dict().items()}
 
 
-def make_test_model(directory: str | Path, size: str = "tiny", seed: int = 0) -> Path:
+def make_test_model(directory: str | Path, size: str = "tiny", seed: int = 0, multilingual: bool = False) -> Path:
     config = config_for_size(size)
+    if multilingual:
+        config = dataclasses.replace(
+            config, t3=dataclasses.replace(config.t3, text_vocab_size=MULTILINGUAL_TEXT_VOCAB_SIZE))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
-    logger.info("writing a random-weight %s Chatterbox model to %s", size, directory)
+    logger.info("writing a random-weight %s %s Chatterbox model to %s", size,
+                "multilingual" if multilingual else "English", directory)
 
-    save_file(random_t3_state_dict(config.t3, generator), str(directory / "t3_cfg.safetensors"))
+    t3_name = MULTILINGUAL_T3_FILES["v2"] if multilingual else "t3_cfg.safetensors"
+    save_file(random_t3_state_dict(config.t3, generator), str(directory / t3_name))
     # Module initialisation draws from the global RNG; seed it for reproducible files.
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        save_file(_s3gen_state_dict(config), str(directory / "s3gen.safetensors"))
-        save_file(_voice_encoder_state_dict(config), str(directory / "ve.safetensors"))
+        s3gen, voice_encoder = _s3gen_state_dict(config), _voice_encoder_state_dict(config)
+    if multilingual:  # the multilingual release ships these two as torch.save'd state dicts
+        torch.save(s3gen, directory / "s3gen.pt")
+        torch.save(voice_encoder, directory / "ve.pt")
+    else:
+        save_file(s3gen, str(directory / "s3gen.safetensors"))
+        save_file(voice_encoder, str(directory / "ve.safetensors"))
     random_voice(generator).save(directory / "conds.pt")
-    shutil.copyfile(PACKAGE_DATA / "en_tokenizer.json", directory / "tokenizer.json")
+    if multilingual:
+        shutil.copyfile(PACKAGE_DATA / MULTILINGUAL_TOKENIZER, directory / MULTILINGUAL_TOKENIZER)
+    else:
+        shutil.copyfile(PACKAGE_DATA / "en_tokenizer.json", directory / "tokenizer.json")
     if size != "full":
         config.save(directory)
     return directory

@@ -1,0 +1,26 @@
+"""One vLLM engine on a tiny random-weight multilingual model, shared by the multilingual tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.t3.driver import RECORDER
+from vllm_chatterbox.test_model import make_test_model
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def mtl_model_dir(tmp_path_factory):
+    return make_test_model(tmp_path_factory.mktemp("mtl-model"), "tiny", seed=5, multilingual=True)
+
+
+@pytest.fixture(scope="session")
+def mtl_tts(mtl_model_dir):
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    model = ChatterboxTTS.from_dir(mtl_model_dir, extra_logits_processors=[RECORDER], max_num_seqs=16,
+                                   max_model_len=512)
+    yield model
+    model.t3_engine.shutdown()
