@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.t3.driver import recorded_logits, run_recorded
+from tests.t3.driver import assert_matches_reference, run_recorded
 from tests.t3.reference import ReferenceT3
 from vllm_chatterbox.engine.pipeline import s3gen_generator
 from vllm_chatterbox.test_model import random_voice
@@ -73,22 +73,9 @@ def test_mixed_language_batch_matches_reference(mtl_tts, reference, jobs, tmp_pa
         tokens = list(outputs[job.tag].outputs[0].token_ids)
         assert len(tokens) == STEPS or tokens[-1] == stop
         assert len(tokens) >= 40, f"{job.tag}: stopped after {len(tokens)} tokens"
-        voice = job.voice
-        conditioning = reference.conditioning(voice.speaker_emb, voice.cond_prompt_speech_tokens, job.exaggeration)
-        prefill = reference.prefill_embeds(conditioning, mtl_tts.text_token_ids(job.text, job.language))
-        expected = reference.teacher_forced_logits(prefill, tokens)
-        ours = recorded_logits(tmp_path, job.tag, len(tokens))
-        diff = np.abs(ours - expected.numpy()).max(axis=(1, 2))
-        assert diff.max() < LOGITS_ATOL, f"{job.tag}: step {diff.argmax()} |Δlogit| {diff.max():.2e}"
-
-        penalised = {mtl_tts.config.t3.start_speech_token}
-        for step, token in enumerate(tokens):
-            guided = ReferenceT3.guided(expected[step].clone(), job.cfg_weight, penalised, REPETITION_PENALTY)
-            top2 = torch.topk(guided, 2)
-            if token != int(top2.indices[0]):
-                margin = float(top2.values[0] - top2.values[1])
-                assert margin < FLIP_MARGIN, f"{job.tag}: step {step} chose {token}, reference {int(top2.indices[0])}"
-            penalised.add(token)
+        assert_matches_reference(reference, mtl_tts, job, mtl_tts.text_token_ids(job.text, job.language), tokens,
+                                 tmp_path, repetition_penalty=REPETITION_PENALTY, logits_atol=LOGITS_ATOL,
+                                 flip_margin=FLIP_MARGIN)
 
 
 def test_audio_drops_the_last_tokens_samples(mtl_tts):

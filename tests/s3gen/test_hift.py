@@ -1,6 +1,5 @@
 """HiFT vocoder against the original's recorded outputs (tiny fixture, README §2d and §3)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

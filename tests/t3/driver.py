@@ -76,3 +76,30 @@ def run_recorded(engine, requests, record_dir, tags, forced=None, steps_before=N
 
 def recorded_logits(record_dir, tag: str, steps: int) -> np.ndarray:
     return read_recorded(record_dir, tag, steps)
+
+
+def assert_matches_reference(reference, tts, job, text_ids, tokens, record_dir, *, repetition_penalty,
+                             logits_atol=1e-3, flip_margin=1e-2) -> None:
+    """Every decode step of one request against the plain-PyTorch reference.
+
+    (a) the recorded raw cond/uncond logits equal the reference's, teacher-forced on the tokens
+    vLLM produced; (b) each token is the argmax of the reference's guided logits (CFG, then the
+    repetition penalty over {BOS} + generated), unless the reference's top-2 margin is below
+    ``flip_margin`` (then either token is legitimate). ``job`` has tag, voice, exaggeration and
+    cfg_weight.
+    """
+    voice = job.voice
+    conditioning = reference.conditioning(voice.speaker_emb, voice.cond_prompt_speech_tokens, job.exaggeration)
+    expected = reference.teacher_forced_logits(reference.prefill_embeds(conditioning, text_ids), tokens)
+    ours = recorded_logits(record_dir, job.tag, len(tokens))
+    diff = np.abs(ours - expected.numpy()).max(axis=(1, 2))
+    assert diff.max() < logits_atol, f"{job.tag}: step {diff.argmax()} |Δlogit| {diff.max():.2e}"
+
+    penalised = {tts.config.t3.start_speech_token}
+    for step, token in enumerate(tokens):
+        guided = type(reference).guided(expected[step].clone(), job.cfg_weight, penalised, repetition_penalty)
+        top2 = torch.topk(guided, 2)
+        if token != int(top2.indices[0]):
+            margin = float(top2.values[0] - top2.values[1])
+            assert margin < flip_margin, f"{job.tag}: step {step} chose {token}, reference {int(top2.indices[0])}"
+        penalised.add(token)

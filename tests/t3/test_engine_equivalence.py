@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 import torch
 
 from tests.paths import FIXTURE_CKPT
-from tests.t3.driver import fixture_voices, recorded_logits, run_recorded
+from tests.t3.driver import assert_matches_reference, fixture_voices, run_recorded
 from tests.t3.reference import ReferenceT3
 from vllm_chatterbox.config import tiny_config
 from vllm_chatterbox.test_model import random_voice
@@ -78,22 +77,8 @@ def submit_and_check(tts, reference, jobs, tmp_path, steps_before=None):
 def check_against_reference(tts, reference, job: Job, output, record_dir) -> None:
     tokens = list(output.outputs[0].token_ids)
     assert len(tokens) == STEPS or tokens[-1] == tts.config.t3.stop_speech_token
-    voice = job.voice
-    conditioning = reference.conditioning(voice.speaker_emb, voice.cond_prompt_speech_tokens, job.exaggeration)
-    prefill = reference.prefill_embeds(conditioning, tts.text_token_ids(job.text))
-    expected = reference.teacher_forced_logits(prefill, tokens)
-    ours = recorded_logits(record_dir, job.tag, len(tokens))
-    diff = np.abs(ours - expected.numpy()).max(axis=(1, 2))
-    assert diff.max() < LOGITS_ATOL, f"{job.tag}: step {diff.argmax()} |Δlogit| {diff.max():.2e}"
-
-    penalised = {tts.config.t3.start_speech_token}
-    for step, token in enumerate(tokens):
-        guided = ReferenceT3.guided(expected[step].clone(), job.cfg_weight, penalised, REPETITION_PENALTY)
-        top2 = torch.topk(guided, 2)
-        if token != int(top2.indices[0]):
-            margin = float(top2.values[0] - top2.values[1])
-            assert margin < FLIP_MARGIN, f"{job.tag}: step {step} chose {token}, reference {int(top2.indices[0])}"
-        penalised.add(token)
+    assert_matches_reference(reference, tts, job, tts.text_token_ids(job.text), tokens, record_dir,
+                             repetition_penalty=REPETITION_PENALTY, logits_atol=LOGITS_ATOL, flip_margin=FLIP_MARGIN)
 
 
 def test_mixed_batch_matches_reference(tts, reference, voices, tmp_path):

@@ -1,6 +1,5 @@
 """normalize_text must equal the original punc_norm character for character."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
