@@ -132,6 +132,8 @@ def test_sentence_boundaries_and_abbreviations():
         "The U.S. economy grew last year.",
         "Wait... The lights went out again!",
         "Use tools, e.g. hammers and saws.",
+        "Nobody knew it, not even I.",
+        "Then the bell rang twice more.",
     ]
     assert split_text(" ".join(sentences), 8, count_words) == sentences
 

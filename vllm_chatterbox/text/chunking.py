@@ -110,7 +110,7 @@ def _is_sentence_end(text: str, match: re.Match) -> bool:
     if match.group().rstrip(_CLOSERS) != ".":
         return True
     word = text[:match.start()].rsplit(" ", 1)[-1].lstrip(_OPENERS).lower()
-    if word in _NEVER_FINAL or (len(word) == 1 and word.isalpha()):  # titles, initials
+    if word in _NEVER_FINAL or (len(word) == 1 and word.isalpha() and word != "i"):  # titles, initials (not "I.")
         return False
     return not (word in _BEFORE_NUMBER and following[:1].isdigit())
 
