@@ -63,12 +63,17 @@ def cmd_speak(args) -> None:
             text = Path(args.file).read_text(encoding="utf-8")
         except OSError as exc:
             raise ValueError(f"cannot read --file {args.file}: {exc.strerror}") from None
+    if args.watermark:
+        from vllm_chatterbox.engine.watermark import load_watermarker
+
+        load_watermarker()  # fail before the model loads
     tts = _load_model(args.model, args)
     voice = tts.resolve_voice(args.voice) if args.voice else None
     params = {
         "exaggeration": args.exaggeration, "cfg_weight": args.cfg_weight, "temperature": args.temperature,
         "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
         "seed": args.seed, "n_timesteps": args.n_timesteps, "language": args.language,
+        "watermark": args.watermark,
     }
     if args.max_new_tokens is not None:
         params["max_new_tokens"] = args.max_new_tokens
@@ -121,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     speak.add_argument("--max-new-tokens", type=int, default=None)
     speak.add_argument("--n-timesteps", type=int, default=10, help="flow-matching steps of S3Gen")
     speak.add_argument("--seed", type=int, default=None)
+    speak.add_argument("--watermark", action="store_true",
+                       help="mark the audio with Perth as the original does (needs resemble-perth + torchaudio)")
     speak.set_defaults(func=cmd_speak)
 
     voice = sub.add_parser("voice", help="clone a voice from reference audio into a .pt voice file")

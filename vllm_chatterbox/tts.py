@@ -20,6 +20,7 @@ from vllm_chatterbox.model_files import DEFAULT_REPO, MULTILINGUAL_TEXT_VOCAB_SI
 from vllm_chatterbox.engine.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAUSE_MS,
                                               check_join_options, join_with_crossfade)
 from vllm_chatterbox.engine.pipeline import AudioJob, s3gen_generator, synthesize
+from vllm_chatterbox.engine.watermark import Watermarker, apply_watermark, check_watermark_flag, load_watermarker
 from vllm_chatterbox.params import (T3_PARAMETERS, T3Params, check_seed, check_timesteps, per_text, reject_unknown,
                                     t3_params)
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
@@ -237,14 +238,19 @@ class ChatterboxTTS:
         voice: VoiceLike | Sequence[VoiceLike] | None = None,
         *,
         n_timesteps: int | Sequence[int] = 10,
+        watermark: bool = False,
         **parameters,
     ) -> list[np.ndarray]:
         """Text(s) to 24 kHz float32 waveforms, in input order.
 
         Takes every parameter of :meth:`generate_speech_tokens` plus ``n_timesteps``, each a
         scalar or one value per text. T3 decodes on vLLM while finished texts are vocoded.
+        ``watermark=True`` marks each waveform with Perth, as the original does (see
+        :mod:`vllm_chatterbox.engine.watermark` for when that is available).
         """
-        return [wav for _, wav in sorted(self._synthesize(texts, voice, n_timesteps, parameters))]
+        watermarker = self._watermarker_for(watermark)
+        wavs = [wav for _, wav in sorted(self._synthesize(texts, voice, n_timesteps, parameters))]
+        return [self._mark(watermarker, wav) for wav in wavs]
 
     def generate_long(
         self,
@@ -256,6 +262,7 @@ class ChatterboxTTS:
         pause_ms: float = DEFAULT_PAUSE_MS,
         n_timesteps: int = 10,
         progress: bool = True,
+        watermark: bool = False,
         **parameters,
     ) -> np.ndarray:
         """A long text (up to a book chapter) to one 24 kHz float32 waveform.
@@ -271,6 +278,7 @@ class ChatterboxTTS:
                 not 1 <= max_chunk_tokens <= limit:
             raise ValueError(f"max_chunk_tokens must be an integer in [1, {limit}], got {max_chunk_tokens!r}")
         check_join_options(self.config.hift.sampling_rate, crossfade_ms, pause_ms)
+        watermarker = self._watermarker_for(watermark)
         for name, value in parameters.items():
             if isinstance(value, (list, tuple)):
                 raise ValueError(f"{name}: generate_long takes one value for the whole text, got {value!r}")
@@ -287,7 +295,14 @@ class ChatterboxTTS:
             for index, wav in self._synthesize(chunks, voice, n_timesteps, parameters):
                 wavs[index] = wav
                 bar.update()
-        return join_with_crossfade(wavs, self.config.hift.sampling_rate, crossfade_ms, pause_ms)
+        return self._mark(watermarker, join_with_crossfade(wavs, self.config.hift.sampling_rate, crossfade_ms, pause_ms))
+
+    def _watermarker_for(self, watermark: bool) -> Watermarker | None:
+        """The Perth watermarker when asked for; fails before any synthesis."""
+        return load_watermarker() if check_watermark_flag(watermark) else None
+
+    def _mark(self, watermarker: Watermarker | None, wav: np.ndarray) -> np.ndarray:
+        return wav if watermarker is None else apply_watermark(watermarker, wav, self.config.hift.sampling_rate)
 
     def _synthesize(self, texts, voice, n_timesteps, parameters):
         count = len(_text_list(texts))
