@@ -13,6 +13,7 @@ checkpoint tensors, and each step runs the original's batch of two rows (cond, u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -121,17 +122,40 @@ class ReferenceT3:
         return logits
 
     @torch.inference_mode()
-    def greedy(self, prefill: torch.Tensor, steps: int, cfg_weight: float, penalty: float) -> list[int]:
+    def _decode(self, prefill: torch.Tensor, max_new_tokens: int, cfg_weight: float, penalty: float,
+                pick: Callable[[torch.Tensor], int]) -> list[int]:
+        """The original's loop: guided logits -> ``pick`` a token -> feed it back, until the stop token."""
         cache = DynamicCache()
         out = self.tfmr(inputs_embeds=prefill, past_key_values=cache, use_cache=True)
         generated: list[int] = []
         penalised = {self.cfg.start_speech_token}
-        for k in range(steps):
-            logits = self.guided(self._logits(out.last_hidden_state), cfg_weight, penalised, penalty)
-            token = int(logits.argmax())
+        for k in range(max_new_tokens):
+            token = pick(self.guided(self._logits(out.last_hidden_state), cfg_weight, penalised, penalty))
             generated.append(token)
             penalised.add(token)
             if token == self.cfg.stop_speech_token:
                 break
             out = self.tfmr(inputs_embeds=self._speech_input(token, k), past_key_values=cache, use_cache=True)
         return generated
+
+    def greedy(self, prefill: torch.Tensor, steps: int, cfg_weight: float, penalty: float) -> list[int]:
+        return self._decode(prefill, steps, cfg_weight, penalty, lambda logits: int(logits.argmax()))
+
+    def generate(self, prefill: torch.Tensor, max_new_tokens: int, *, cfg_weight: float, temperature: float,
+                 min_p: float, top_p: float, repetition_penalty: float, generator: torch.Generator) -> list[int]:
+        """The original's sampling: guided logits -> temperature -> min_p -> top_p -> one draw."""
+
+        def sample(logits: torch.Tensor) -> int:
+            if temperature != 1.0:
+                logits = logits / temperature
+            # min_p: drop ids whose probability is below min_p times the top one (the top survives).
+            probs = torch.softmax(logits, -1)
+            logits = logits.masked_fill(probs < min_p * probs.max(), float("-inf"))
+            # top_p: drop the least likely ids whose cumulative mass stays within 1 - top_p; keep the top one.
+            ascending, order = torch.sort(logits)
+            drop = torch.softmax(ascending, -1).cumsum(-1) <= 1 - top_p
+            drop[-1] = False
+            logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+            return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+
+        return self._decode(prefill, max_new_tokens, cfg_weight, repetition_penalty, sample)

@@ -1,0 +1,19 @@
+"""What the benchmarks share: the sampling settings both sides use and the baseline's T3 call."""
+
+from __future__ import annotations
+
+import torch
+
+WARMUP_TEXT = "Warm up."
+WARMUP_TOKENS = 8
+# The public defaults of ChatterboxTTS (the original's defaults).
+SAMPLING = dict(cfg_weight=0.5, temperature=0.8, min_p=0.05, top_p=1.0, repetition_penalty=1.2)
+EXAGGERATION = 0.5
+
+
+def reference_speech_tokens(reference, voice, text_ids: list[int], max_new_tokens: int,
+                            generator: torch.Generator) -> list[int]:
+    """One text through ``tests.t3.reference.ReferenceT3`` as the original runs it (batch of one)."""
+    conditioning = reference.conditioning(voice.speaker_emb, voice.cond_prompt_speech_tokens, EXAGGERATION)
+    prefill = reference.prefill_embeds(conditioning, text_ids)
+    return reference.generate(prefill, max_new_tokens, generator=generator, **SAMPLING)
