@@ -30,21 +30,36 @@ def _demo_model_dir(multilingual: bool = False) -> Path:
     return directory
 
 
+def _model_files(model: str | None, args):
+    """The model's files: the demo model without --model, else a local directory or a hub repo."""
+    from vllm_chatterbox.model_files import ModelFiles, download
+
+    multilingual = args.multilingual or args.t3_version is not None
+    if model is None:
+        logger.warning(DEMO_WARNING)
+        return ModelFiles.from_dir(_demo_model_dir(multilingual), version=args.t3_version)
+    if Path(model).expanduser().exists():
+        # A local directory is recognised by its files unless --multilingual says so.
+        return ModelFiles.from_dir(model, multilingual=multilingual or None, version=args.t3_version)
+    path = download(model, multilingual=multilingual, version=args.t3_version)
+    return ModelFiles.from_dir(path, multilingual=multilingual, version=args.t3_version)
+
+
 def _load_model(model: str | None, args):
     from vllm_chatterbox.tts import ChatterboxTTS
 
     options = {}
     if args.max_num_seqs:
         options["max_num_seqs"] = args.max_num_seqs
-    multilingual = args.multilingual or args.t3_version is not None
     if model is None:
-        logger.warning(DEMO_WARNING)
-        return ChatterboxTTS.from_dir(_demo_model_dir(multilingual), version=args.t3_version, max_model_len=2048,
-                                      **options)
-    if Path(model).expanduser().exists():
-        # A local directory is recognised by its files unless --multilingual says so.
-        return ChatterboxTTS.from_dir(model, multilingual=multilingual or None, version=args.t3_version, **options)
-    return ChatterboxTTS.from_pretrained(model, multilingual=multilingual, version=args.t3_version, **options)
+        options["max_model_len"] = 2048  # the demo model is tiny; keep its KV cache small
+    return ChatterboxTTS.from_files(_model_files(model, args), **options)
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _write_wav(path: Path, wav, sample_rate: int = 24000) -> None:
@@ -91,8 +106,13 @@ def cmd_speak(args) -> None:
 
 
 def cmd_voice(args) -> None:
-    tts = _load_model(args.model, args)
-    voice = tts.voice_from_audio(args.audio, exaggeration=args.exaggeration)
+    from vllm_chatterbox.tts import model_config
+    from vllm_chatterbox.voice.builder import VoiceBuilder
+
+    # Cloning needs only the voice networks: no vLLM engine is started.
+    files = _model_files(args.model, args)
+    builder = VoiceBuilder.from_files(files.voice_encoder, files.s3gen, model_config(files), device=_default_device())
+    voice = builder.build(args.audio, exaggeration=args.exaggeration)
     voice.save(args.output)
     logger.info("wrote voice %s", args.output)
 

@@ -65,8 +65,14 @@ class ChatterboxTTS:
         ``version`` picks the multilingual T3, "v2" (default) or "v3".
         """
         files = ModelFiles.from_dir(path, multilingual=multilingual, version=version)
+        return cls.from_files(files, device=device, **engine_options)
+
+    @classmethod
+    def from_files(cls, files: ModelFiles, *, device: str | torch.device | None = None,
+                   **engine_options) -> "ChatterboxTTS":
+        """Load already located model files (see :class:`ModelFiles`)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(files, _model_config(files), engine_options, device)
+        return cls(files, model_config(files), engine_options, device)
 
     @classmethod
     def from_pretrained(cls, repo_id: str = DEFAULT_REPO, *, revision: str | None = None, multilingual: bool = False,
@@ -315,7 +321,7 @@ class ChatterboxTTS:
             yield index, self._trim_last_token(wav, len(tokens))
 
 
-def _model_config(files: ModelFiles) -> ChatterboxConfig:
+def model_config(files: ModelFiles) -> ChatterboxConfig:
     """The directory's configuration; a multilingual T3 gets its text vocabulary, checked
     against the checkpoint (the released files carry no configuration)."""
     config = ChatterboxConfig.for_model_dir(files.directory)

@@ -12,7 +12,7 @@ from vllm_chatterbox.config import CONFIG_FILE_NAME
 from vllm_chatterbox.model_files import (ENGLISH_FILES, MULTILINGUAL_FILES, MULTILINGUAL_T3_FILES, ModelFiles,
                                          download)
 from vllm_chatterbox.test_model import make_test_model
-from vllm_chatterbox.tts import ChatterboxTTS, _model_config
+from vllm_chatterbox.tts import ChatterboxTTS, model_config
 
 V2, V3 = MULTILINGUAL_T3_FILES["v2"], MULTILINGUAL_T3_FILES["v3"]
 
@@ -104,7 +104,7 @@ def test_text_vocabulary_comes_from_the_checkpoint(model_pair, tmp_path):
     for name in (V2, *MULTILINGUAL_FILES):
         (tmp_path / name).symlink_to(multilingual / name)
     (tmp_path / CONFIG_FILE_NAME).write_text(json.dumps(config_data))
-    assert _model_config(ModelFiles.from_dir(tmp_path)).t3.text_vocab_size == 2454
+    assert model_config(ModelFiles.from_dir(tmp_path)).t3.text_vocab_size == 2454
     # An English T3 under the multilingual name is refused before any engine starts.
     (tmp_path / V2).unlink()
     (tmp_path / V2).symlink_to(english / "t3_cfg.safetensors")
