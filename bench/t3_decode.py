@@ -191,10 +191,8 @@ def run_vllm(model_dir: Path, cfg: ChatterboxConfig, concurrencies: list[int], m
 
     kv_bytes = kv_cache_bytes(cfg, max_model_len, max(concurrencies))
     logger.info("starting vLLM: max_model_len %d, KV cache %.2f GiB", max_model_len, kv_bytes / 2**30)
-    # T3's vLLM model is not torch.compile'd, so enforce_eager changes nothing at run time; it
-    # skips vLLM's start-up warm-up pass over a dummy 4096-token batch (minutes on two cores).
     tts = ChatterboxTTS.from_dir(model_dir, max_model_len=max_model_len, kv_cache_memory_bytes=kv_bytes,
-                                 max_num_seqs=max(concurrencies), enforce_eager=True)
+                                 max_num_seqs=max(concurrencies))
     rows = []
     try:
         tts.t3_engine.generate(tts.prepare_t3_requests(WARMUP_TEXT, max_new_tokens=WARMUP_TOKENS))

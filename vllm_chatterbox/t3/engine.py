@@ -112,8 +112,13 @@ class T3Engine:
             "max_model_len": positions.max_prompt_len(cfg) + 1000,
             "seed": 0,
         }
-        if _is_cpu_platform() and "gpu_memory_utilization" not in engine_options:
-            options["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_BYTES
+        if _is_cpu_platform():
+            if "gpu_memory_utilization" not in engine_options:
+                options["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_BYTES
+            # The T3 model is not torch.compile'd, so eager mode changes nothing at run time on
+            # CPU; it skips vLLM's compile warm-up, a dummy forward over max_num_batched_tokens
+            # rows (two minutes for the full model on two cores).
+            options["enforce_eager"] = True
         options.update(engine_options)
         # Extra processors (tests) see the raw [cond | uncond] logits, before guidance.
         options["logits_processors"] = [*extra_logits_processors, GUIDANCE_PROCESSOR]
