@@ -112,3 +112,20 @@ def test_make_test_model(tmp_path, capsys):
     assert cli.main(["make-test-model", str(tmp_path / "m"), "--size", "tiny", "--seed", "2"]) == 0
     assert {"t3_cfg.safetensors", "s3gen.safetensors", "ve.safetensors", "tokenizer.json", "conds.pt"} <= \
         {p.name for p in (tmp_path / "m").iterdir()}
+
+
+def test_missing_language_package_is_a_one_line_error(monkeypatch, capsys, tmp_path):
+    """Japanese without pykakasi: the tokenizer's ImportError becomes the CLI's one-line error."""
+    from tests.paths import SHARED_DATA
+    from vllm_chatterbox.text import MultilingualTokenizer
+
+    tokenizer = MultilingualTokenizer.from_file(SHARED_DATA / "grapheme_mtl_merged_expanded_v1.json")
+
+    class TokenizingOnly:
+        def generate(self, text, voice, language=None, **params):
+            return [tokenizer.encode(text, language)]
+
+    monkeypatch.setitem(sys.modules, "pykakasi", None)
+    monkeypatch.setattr(cli, "_load_model", lambda *a: TokenizingOnly())
+    assert cli.main(["speak", "東京です。", "-o", str(tmp_path / "ja.wav"), "--language", "ja"]) == 2
+    assert "pykakasi" in error_line(capsys)

@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("vllm").setLevel(logging.ERROR)
     try:
         args.func(args)
-    except (ValueError, RuntimeError, OSError) as exc:
+    except (ValueError, RuntimeError, OSError, ImportError) as exc:  # ImportError: an optional language package
         print(f"vllm-chatterbox: error: {exc}", file=sys.stderr)
         return 2
     return 0
