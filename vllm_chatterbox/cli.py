@@ -56,12 +56,6 @@ def _load_model(model: str | None, args):
     return ChatterboxTTS.from_files(_model_files(model, args), **options)
 
 
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _write_wav(path: Path, wav, sample_rate: int = 24000) -> None:
     import soundfile
 
@@ -106,12 +100,12 @@ def cmd_speak(args) -> None:
 
 
 def cmd_voice(args) -> None:
-    from vllm_chatterbox.tts import model_config
+    from vllm_chatterbox.tts import default_device, model_config
     from vllm_chatterbox.voice.builder import VoiceBuilder
 
     # Cloning needs only the voice networks: no vLLM engine is started.
     files = _model_files(args.model, args)
-    builder = VoiceBuilder.from_files(files.voice_encoder, files.s3gen, model_config(files), device=_default_device())
+    builder = VoiceBuilder.from_files(files.voice_encoder, files.s3gen, model_config(files), device=default_device())
     voice = builder.build(args.audio, exaggeration=args.exaggeration)
     voice.save(args.output)
     logger.info("wrote voice %s", args.output)

@@ -71,8 +71,7 @@ class ChatterboxTTS:
     def from_files(cls, files: ModelFiles, *, device: str | torch.device | None = None,
                    **engine_options) -> "ChatterboxTTS":
         """Load already located model files (see :class:`ModelFiles`)."""
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(files, model_config(files), engine_options, device)
+        return cls(files, model_config(files), engine_options, device or default_device())
 
     @classmethod
     def from_pretrained(cls, repo_id: str = DEFAULT_REPO, *, revision: str | None = None, multilingual: bool = False,
@@ -319,6 +318,11 @@ class ChatterboxTTS:
         jobs = [AudioJob(request=r, voice=v, n_timesteps=n, seed=r.seed) for r, v, n in zip(requests, voices, steps)]
         for index, tokens, wav in synthesize(self.t3_engine, self.s3gen, jobs):
             yield index, self._trim_last_token(wav, len(tokens))
+
+
+def default_device() -> str:
+    """Where S3Gen and the voice networks run unless told: CUDA when available."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def model_config(files: ModelFiles) -> ChatterboxConfig:
