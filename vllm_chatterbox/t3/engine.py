@@ -73,6 +73,14 @@ def vllm_model_dir(t3_weights: Path, cfg: T3Config) -> Path:
     return directory
 
 
+class _DropChatTemplateWarmupFailure(logging.Filter):
+    """T3 runs without a tokenizer (``skip_tokenizer_init``), so ``vllm.LLM``'s chat-template
+    warm-up always fails; its warning and traceback at every start would only alarm users."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Chat template warmup failed"
+
+
 def _is_cpu_platform() -> bool:
     from vllm.platforms import current_platform
 
@@ -123,7 +131,13 @@ class T3Engine:
         # Extra processors (tests) see the raw [cond | uncond] logits, before guidance.
         options["logits_processors"] = [*extra_logits_processors, GUIDANCE_PROCESSOR]
         logger.info("starting vLLM for T3 (%s)", model_dir)
-        self.llm = LLM(model=str(model_dir), **options)
+        renderer_logger = logging.getLogger("vllm.renderers.base")
+        drop_warmup_failure = _DropChatTemplateWarmupFailure()
+        renderer_logger.addFilter(drop_warmup_failure)
+        try:
+            self.llm = LLM(model=str(model_dir), **options)
+        finally:
+            renderer_logger.removeFilter(drop_warmup_failure)
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
         self._next_id = 0
 
