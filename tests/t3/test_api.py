@@ -57,6 +57,30 @@ def test_seeded_sampling_is_reproducible_and_seed_dependent(tts):
     assert first[0] != first[1]
 
 
+def test_seeded_batch_needing_several_prefill_steps(tts):
+    """More prompt rows than vLLM prefills in one step (4096 on CPU), every request seeded.
+
+    vLLM 0.32 rewinds a seeded generator when a prompt is prefilled in parts, which kills the
+    engine on CPU; our CPU default prefills whole prompts. Seeds still decide the tokens.
+    """
+    texts = [f"Request {i}: the quick brown fox jumps over the lazy dog while the sleepy cat watches from "
+             f"the windowsill, and the rain keeps falling on the old tin roof of the barn all afternoon."
+             for i in range(32)]
+    prompt_rows = sum(len(tts.text_token_ids(t)) + 36 for t in texts)  # + 34 conditioning rows + 2 BOS
+    assert prompt_rows > 4096
+    tokens = tts.generate_speech_tokens(texts, seed=list(range(100, 132)), max_new_tokens=4)
+    assert all(len(t) == 4 for t in tokens)
+    alone = tts.generate_speech_tokens(texts[7], seed=107, max_new_tokens=4)
+    assert alone[0] == tokens[7]
+
+
+def test_seed_with_explicit_chunked_prefill_on_cpu_is_refused(tts_constrained):
+    with pytest.raises(ValueError, match="chunked prefill"):
+        tts_constrained.generate_speech_tokens("Hello.", seed=1, max_new_tokens=4)
+    # Greedy requests draw nothing, so they stay allowed.
+    assert len(tts_constrained.generate_speech_tokens("Hello.", seed=1, temperature=0, max_new_tokens=4)[0]) == 4
+
+
 def test_clean_up_follows_the_original():
     cfg = T3Config()
     assert clean_speech_tokens([5, 6, 6562], cfg) == [5, 6]

@@ -127,6 +127,10 @@ class T3Engine:
             # CPU; it skips vLLM's compile warm-up, a dummy forward over max_num_batched_tokens
             # rows (two minutes for the full model on two cores).
             options["enforce_eager"] = True
+            # vLLM 0.32 rewinds a seeded request's generator after sampling for a partly
+            # prefilled prompt, which CPU generators cannot do: the engine dies. Whole-prompt
+            # prefills never need the rewind.
+            options["enable_chunked_prefill"] = False
         options.update(engine_options)
         # Extra processors (tests) see the raw [cond | uncond] logits, before guidance.
         options["logits_processors"] = [*extra_logits_processors, GUIDANCE_PROCESSOR]
@@ -139,6 +143,8 @@ class T3Engine:
         finally:
             renderer_logger.removeFilter(drop_warmup_failure)
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
+        self._seeds_crash_vllm = _is_cpu_platform() and bool(
+            self.llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill)
         self._next_id = 0
 
     def sampling_params(self, request: T3Request, extra_args: dict | None = None, **overrides):
@@ -166,6 +172,12 @@ class T3Engine:
             raise ValueError(
                 f"prompt of {prompt_len} rows + max_new_tokens {request.max_new_tokens} exceeds the "
                 f"engine's max_model_len {self.max_model_len}"
+            )
+        if self._seeds_crash_vllm and request.seed is not None and request.temperature > 0:
+            raise ValueError(
+                "seed: seeded sampling with chunked prefill on vLLM's CPU backend would crash the engine "
+                "(vLLM 0.32 cannot rewind CPU generators); start the engine without enable_chunked_prefill=True "
+                "(the CPU default) or leave seed unset"
             )
         request_id = f"t3-{self._next_id}"
         self._next_id += 1
