@@ -182,3 +182,22 @@ def test_generate_long_rejects_bad_input(tts_tiny):
         tts_tiny.generate_long("Hello.", seed=-1, progress=False)
     with pytest.raises(ValueError, match="crossfade_ms"):
         tts_tiny.generate_long("Hello.", crossfade_ms=-5, progress=False)
+
+
+def test_a_half_hour_chapter(tts_tiny):
+    """~4500 words (30 minutes read aloud) in one call: every chunk is synthesised (seeded, so
+    several prefill steps of seeded prompts) and joined, in order."""
+    sentences = [f"Paragraph {p}, sentence {s}: the lantern swung in the wind while the ferry crossed the "
+                 f"dark river toward the harbour lights." for p in range(60) for s in range(4)]
+    text = "\n\n".join(" ".join(sentences[i:i + 4]) for i in range(0, len(sentences), 4))
+    assert len(text.split()) >= 4500
+    tokens = lambda chunk: len(tts_tiny.tokenizer.encode(normalize_text(chunk)))  # noqa: E731
+    chunks = split_text(text, 150, tokens)
+    assert len(chunks) >= 100
+
+    out = tts_tiny.generate_long(text, seed=1, max_new_tokens=6, n_timesteps=2, progress=False)
+
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    gap = 2400  # default pause of 100 ms
+    assert len(out) >= 0.9 * len(chunks) * (gap + 2 * 960)  # nearly every chunk spoke, >= 2 tokens each
+    assert len(out) <= (len(chunks) - 1) * gap + len(chunks) * 6 * 960
