@@ -120,7 +120,8 @@ class T3Engine:
             "max_model_len": positions.max_prompt_len(cfg) + 1000,
             "seed": 0,
         }
-        if _is_cpu_platform():
+        on_cpu = _is_cpu_platform()
+        if on_cpu:
             if "gpu_memory_utilization" not in engine_options:
                 options["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_BYTES
             # The T3 model is not torch.compile'd, so eager mode changes nothing at run time on
@@ -143,7 +144,7 @@ class T3Engine:
         finally:
             renderer_logger.removeFilter(drop_warmup_failure)
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
-        self._seeds_crash_vllm = _is_cpu_platform() and bool(
+        self._seeds_crash_vllm = on_cpu and bool(
             self.llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill)
         self._next_id = 0
 
