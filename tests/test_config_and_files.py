@@ -47,3 +47,10 @@ def test_hub_download_offline_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(RuntimeError, match="(?s)could not download 'ResembleAI/chatterbox'.*from_dir"):
         download("ResembleAI/chatterbox")
+
+
+def test_from_files_takes_model_files_only(tmp_path):
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    with pytest.raises(ValueError, match="files must be a ModelFiles"):
+        ChatterboxTTS.from_files(str(tmp_path))

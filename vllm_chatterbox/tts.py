@@ -71,6 +71,9 @@ class ChatterboxTTS:
     def from_files(cls, files: ModelFiles, *, device: str | torch.device | None = None,
                    **engine_options) -> "ChatterboxTTS":
         """Load already located model files (see :class:`ModelFiles`)."""
+        if not isinstance(files, ModelFiles):
+            raise ValueError(f"files must be a ModelFiles (see ModelFiles.from_dir), got {type(files).__name__}; "
+                             "use ChatterboxTTS.from_dir for a directory")
         return cls(files, model_config(files), engine_options, device or default_device())
 
     @classmethod
