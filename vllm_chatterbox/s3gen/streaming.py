@@ -39,9 +39,9 @@ How a piece is made (the original's streaming hooks, from CosyVoice2, plus joins
 Exactness: the encoder's and the estimator's attention are bidirectional over the whole
 utterance, so a frame depends on tokens after it; a piece computed before those tokens exist
 cannot equal the one-shot result (the measured gap is in the tests and ``bench/s3gen_stream.py``).
-With the whole prefix as context (``context_tokens=None``), a stream whose only piece is the
-final one equals ``S3Gen.inference(..., seeds=[seed])`` to the last bit, and the final piece's mel
-frames past the last join equal the one-shot's.
+While the context window covers the whole prefix (always with ``context_tokens=None``), a stream
+whose only piece is the final one equals ``S3Gen.inference(..., seeds=[seed])`` to the last bit,
+and the final piece's mel frames past the last join equal the one-shot's.
 """
 
 from __future__ import annotations
@@ -66,10 +66,12 @@ class StreamSchedule:
     # New speech tokens (25 per second) needed before each piece; the last value repeats. The
     # first piece gives (first - 3 look-ahead) tokens minus the held overlap of audio.
     chunk_tokens: tuple[int, ...] = (15, 30, 60)
-    # Past tokens the flow re-reads before the first frame still to emit; None: all of them.
-    context_tokens: int | None = None
-    # Mel frames (20 ms each) held back per piece and crossfaded into the next one.
-    overlap_frames: int = 4
+    # Past tokens the flow re-reads before the first frame still to emit (None: all of them).
+    # 250 (10 s) bounds each piece's cost on long utterances; shorter ones see their whole prefix.
+    context_tokens: int | None = 250
+    # Mel frames (20 ms each) held back per piece and crossfaded into the next one; they are also
+    # the vocoder's right context (4 frames left 3e-2 errors at joins on the fixture model, 6: 6e-3).
+    overlap_frames: int = 6
     # Committed mel frames the vocoder re-reads left of each piece.
     hift_context_frames: int = 16
 
