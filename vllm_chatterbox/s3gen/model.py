@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from vllm_chatterbox.s3gen.flow import CausalMaskedDiffWithXvec
 from vllm_chatterbox.s3gen.hift import HiFTGenerator, trim_fade
 from vllm_chatterbox.s3gen.noise import flow_noise
 from vllm_chatterbox.voice.voice import Voice
+
+if TYPE_CHECKING:
+    from vllm_chatterbox.s3gen.streaming import StreamSchedule, StreamState
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +101,8 @@ class S3Gen(nn.Module):
 
     # ---------------------------------------------------------------- inference
 
-    def new_stream(self, voice: Voice, *, n_timesteps: int = 10, seed: int | None = None, schedule=None):
+    def new_stream(self, voice: Voice, *, n_timesteps: int = 10, seed: int | None = None,
+                   schedule: StreamSchedule | None = None) -> StreamState:
         """A stream for :func:`vllm_chatterbox.s3gen.streaming.vocode_stream_chunks` (see that module)."""
         from vllm_chatterbox.s3gen.streaming import new_stream
 

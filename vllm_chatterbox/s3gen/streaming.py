@@ -140,10 +140,6 @@ def new_stream(s3gen: S3Gen, voice: Voice, *, n_timesteps: int = 10, seed: int |
                          f"got chunk_tokens={schedule.chunk_tokens}")
     _check_voice(voice, 0, s3gen.config.flow.vocab_size, s3gen.config.flow.output_size,
                  s3gen.config.flow.spk_embed_dim)
-    tp, tm = voice.prompt_token.shape[1], voice.prompt_feat.shape[1]
-    if tm > 2 * tp + 1:
-        raise ValueError(f"voice has {tm} prompt mel frames for {tp} prompt tokens; S3Gen needs at most "
-                         f"2 * tokens + 1 (re-create the voice)")
     n_mels = s3gen.config.flow.output_size
     device = s3gen.device
     harmonics = s3gen.mel2wav.m_source.num_harmonics
@@ -228,7 +224,9 @@ def _plan(s3gen: S3Gen, index: int, state: StreamState, final: bool) -> _Piece |
     tp, tm = state.voice.prompt_token.shape[1], state.voice.prompt_feat.shape[1]
     done = state.committed_frames
     first = 0
-    if state.schedule.context_tokens is not None:
+    # Windowing keeps frame positions aligned only for voices with 2 mel frames per prompt token
+    # (+1 odd frame, as the voice builder makes them); other voices always see the whole prefix.
+    if state.schedule.context_tokens is not None and 0 <= tm - ratio * tp <= 1:
         # The token whose frames start at generated frame `done`, minus the context; the flow's
         # first output frame must not come after `done`.
         first = max(0, (tm + done) // ratio - tp - state.schedule.context_tokens)
