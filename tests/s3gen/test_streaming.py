@@ -86,6 +86,11 @@ def test_one_shot_seeds_are_deterministic_and_batch_independent(model, builtin_v
         np.testing.assert_allclose(batched[i], alone, atol=BATCH_TOL, rtol=0)
     other, = model.inference(tokens[:1], voices[:1], n_timesteps=3, seeds=[13])
     assert np.abs(other - batched[0]).max() > 1e-2
+    torch.manual_seed(4)
+    drawn = model.inference(tokens, voices, n_timesteps=3, seeds=[None, 12])
+    torch.manual_seed(4)
+    np.testing.assert_array_equal(model.inference(tokens, voices, n_timesteps=3, seeds=[None, 12])[0], drawn[0])
+    np.testing.assert_allclose(drawn[1], batched[1], atol=BATCH_TOL, rtol=0)
     with pytest.raises(ValueError, match="generators or seeds"):
         model.inference(tokens[:1], voices[:1], seeds=[1], generators=[torch.Generator()])
     with pytest.raises(ValueError, match=r"seeds\[0\] must be an integer"):

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from vllm_chatterbox.s3gen.model import (DEFAULT_MAX_BATCH_FRAMES, S3Gen, _check_voice, _token_tensor,
-                                         check_stream_seed, length_groups)
+                                         check_stream_seed, length_groups, random_seed)
 from vllm_chatterbox.s3gen.noise import flow_noise
 from vllm_chatterbox.voice.voice import Voice
 
@@ -129,7 +129,7 @@ def new_stream(s3gen: S3Gen, voice: Voice, *, n_timesteps: int = 10, seed: int |
     if isinstance(n_timesteps, bool) or not isinstance(n_timesteps, int) or n_timesteps < 1:
         raise ValueError(f"n_timesteps must be an integer >= 1, got {n_timesteps!r}")
     if seed is None:
-        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        seed = random_seed()
     check_stream_seed(seed)
     schedule = schedule or StreamSchedule()
     if not isinstance(schedule, StreamSchedule):
