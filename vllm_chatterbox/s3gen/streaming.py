@@ -61,7 +61,8 @@ from vllm_chatterbox.voice.voice import Voice
 
 @dataclass(frozen=True)
 class StreamSchedule:
-    """When pieces are made and how they join (defaults tuned in ``bench/s3gen_stream.py``)."""
+    """When pieces are made and how they join (measurements: ``tests/s3gen/test_streaming.py``,
+    ``bench/s3gen_stream.py``)."""
 
     # New speech tokens (25 per second) needed before each piece; the last value repeats. The
     # first piece gives (first - 3 look-ahead) tokens minus the held overlap of audio.
