@@ -27,9 +27,10 @@ torch.set_num_threads(1)
 SEED = 7
 N_TOKENS = 150
 # Streamed vs one-shot mel, default schedule: measured max 2.97, mean 0.203 (whole prefix);
-# with a 25-token context window max 2.97, mean 0.304.
+# with a 25-token context window max 2.97, mean 0.304 (0.337 for a voice with an even number of
+# prompt mel frames).
 MEL_MAX_BOUND = 3.5
-MEL_MEAN_BOUND = {None: 0.25, 25: 0.35}
+MEL_MEAN_BOUND = {None: 0.25, 25: 0.36}
 # Same computation, other batch neighbours / padding: fp32 summation order only.
 BATCH_TOL = 1e-5
 
@@ -85,6 +86,11 @@ def test_one_shot_seeds_are_deterministic_and_batch_independent(model, builtin_v
         np.testing.assert_allclose(batched[i], alone, atol=BATCH_TOL, rtol=0)
     other, = model.inference(tokens[:1], voices[:1], n_timesteps=3, seeds=[13])
     assert np.abs(other - batched[0]).max() > 1e-2
+    torch.manual_seed(4)
+    drawn = model.inference(tokens, voices, n_timesteps=3, seeds=[None, 12])
+    torch.manual_seed(4)
+    np.testing.assert_array_equal(model.inference(tokens, voices, n_timesteps=3, seeds=[None, 12])[0], drawn[0])
+    np.testing.assert_allclose(drawn[1], batched[1], atol=BATCH_TOL, rtol=0)
     with pytest.raises(ValueError, match="generators or seeds"):
         model.inference(tokens[:1], voices[:1], seeds=[1], generators=[torch.Generator()])
     with pytest.raises(ValueError, match=r"seeds\[0\] must be an integer"):
@@ -116,9 +122,14 @@ def test_streamed_mel_stays_within_the_stated_bound_of_the_one_shot(default_stre
     assert delta[:, :last_join].mean() > 0.05
 
 
-def test_context_window_stays_within_its_bound(model, builtin_voice, one_shot):
-    tokens, mel, wav = one_shot
-    state, pieces = _stream(model, builtin_voice, tokens, StreamSchedule(context_tokens=25), step=7)
+@pytest.mark.parametrize("prompt_frames", [195, 194])
+def test_context_window_stays_within_its_bound(model, builtin_voice, one_shot, prompt_frames):
+    """The built-in voice has 2 x 97 + 1 prompt mel frames; 194 is the even layout."""
+    tokens = one_shot[0]
+    voice = dataclasses.replace(builtin_voice, prompt_feat=builtin_voice.prompt_feat[:, :prompt_frames])
+    mel, = model.tokens_to_mel([tokens], [voice], n_timesteps=10, seeds=[SEED])
+    wav, = model.inference([tokens], [voice], n_timesteps=10, seeds=[SEED])
+    state, pieces = _stream(model, voice, tokens, StreamSchedule(context_tokens=25), step=7)
     assert sum(len(p) for p in pieces) == len(wav)
     delta = (state.mel - mel).abs()
     assert delta.max() < MEL_MAX_BOUND and delta.mean() < MEL_MEAN_BOUND[25]
@@ -170,8 +181,8 @@ def test_joins_sound_like_one_vocoder_pass(model, builtin_voice, one_shot, monke
 
 def test_each_piece_starts_from_what_the_last_one_held_back(model, builtin_voice, one_shot):
     """Overlap + crossfade: a piece's first frames fade from the previous piece's held mel and
-    audio to the recomputed ones. Measured: first mel frame within 0.11 of the held one (0.5-1.1
-    without the mel crossfade), first 96 samples within 2e-4 (4e-3-3e-2 without the wav one)."""
+    audio to the recomputed ones. Measured: first mel frame within 0.065 of the held one (0.68-1.31
+    without the crossfades), first 96 samples within 2.2e-6 (1e-3-3e-3 without)."""
     tokens = one_shot[0]
     state = new_stream(model, builtin_voice, seed=SEED)
     held, joins = None, 0
@@ -181,8 +192,8 @@ def test_each_piece_starts_from_what_the_last_one_held_back(model, builtin_voice
             continue
         if held is not None:
             mel_tail, wav_tail, start = held
-            assert (state.mel[:, start] - mel_tail[:, 0]).abs().max() < 0.2
-            assert np.abs(piece[:96] - wav_tail[:96].numpy()).max() < 1e-3
+            assert (state.mel[:, start] - mel_tail[:, 0]).abs().max() < 0.15
+            assert np.abs(piece[:96] - wav_tail[:96].numpy()).max() < 1e-4
             joins += 1
         held = (state.mel_tail.clone(), state.wav_tail.clone(), state.committed_frames)
     assert joins == 3
@@ -297,3 +308,16 @@ def test_bad_input_is_rejected_before_any_state_changes(model, builtin_voice):
     with pytest.raises(ValueError, match="prompt_feat"):
         new_stream(model, dataclasses.replace(builtin_voice, prompt_feat=builtin_voice.prompt_feat[0]))
     assert state.tokens == [] and not state.finished
+
+
+def test_voices_with_unusual_prompt_lengths_stream_with_the_whole_prefix(model, builtin_voice):
+    """A voice with fewer than 2 mel frames per prompt token cannot keep frame positions aligned
+    in a context window; it streams with the whole prefix instead and still ends at the one-shot length."""
+    short = dataclasses.replace(builtin_voice, prompt_feat=builtin_voice.prompt_feat[:, :180])
+    tokens = _tokens(60)
+    windowed = _stream(model, short, tokens, StreamSchedule(context_tokens=5), step=6, n_timesteps=2)[1]
+    whole = _stream(model, short, tokens, StreamSchedule(context_tokens=None), step=6, n_timesteps=2)[1]
+    for a, b in zip(windowed, whole, strict=True):
+        np.testing.assert_array_equal(a, b)
+    one_shot, = model.inference([tokens], [short], n_timesteps=2, seeds=[SEED])
+    assert sum(len(p) for p in whole) == len(one_shot) == 480 * (2 * (97 + 60) - 180)

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from vllm_chatterbox.s3gen.flow import CausalMaskedDiffWithXvec
 from vllm_chatterbox.s3gen.hift import HiFTGenerator, trim_fade
 from vllm_chatterbox.s3gen.noise import flow_noise
 from vllm_chatterbox.voice.voice import Voice
+
+if TYPE_CHECKING:
+    from vllm_chatterbox.s3gen.streaming import StreamSchedule, StreamState
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +101,8 @@ class S3Gen(nn.Module):
 
     # ---------------------------------------------------------------- inference
 
-    def new_stream(self, voice: Voice, *, n_timesteps: int = 10, seed: int | None = None, schedule=None):
+    def new_stream(self, voice: Voice, *, n_timesteps: int = 10, seed: int | None = None,
+                   schedule: StreamSchedule | None = None) -> StreamState:
         """A stream for :func:`vllm_chatterbox.s3gen.streaming.vocode_stream_chunks` (see that module)."""
         from vllm_chatterbox.s3gen.streaming import new_stream
 
@@ -107,7 +112,7 @@ class S3Gen(nn.Module):
     def tokens_to_mel(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice], *,
                       n_timesteps: int = 10, noise: Sequence[torch.Tensor] | None = None,
                       generators: Sequence[torch.Generator | None] | None = None,
-                      seeds: Sequence[int] | None = None,
+                      seeds: Sequence[int | None] | None = None,
                       max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES) -> list[torch.Tensor]:
         """Mel (80, 2*(Tp+Ts) - Tm) per item, in input order (Tp/Tm: the voice's prompt tokens/frames)."""
         items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators, seeds)
@@ -119,7 +124,8 @@ class S3Gen(nn.Module):
 
     @torch.inference_mode()
     def vocode(self, mels: Sequence[torch.Tensor], generators: Sequence[torch.Generator | None] | None = None,
-               sources: Sequence[torch.Tensor] | None = None, seeds: Sequence[int] | None = None) -> list[torch.Tensor]:
+               sources: Sequence[torch.Tensor] | None = None,
+               seeds: Sequence[int | None] | None = None) -> list[torch.Tensor]:
         """Mels (80, T_i) -> waveforms (480*T_i,) with the start fade applied, as one padded batch.
 
         The excitation comes from ``sources``, else from ``seeds`` (positional noise, as a stream
@@ -127,8 +133,11 @@ class S3Gen(nn.Module):
         if not mels:
             raise ValueError("mels is empty: nothing to vocode")
         if sources is None and seeds is not None:
+            if len(seeds) != len(mels):
+                raise ValueError(f"seeds has {len(seeds)} entries for {len(mels)} mels")
+            seeds = [random_seed() if seed is None else check_stream_seed(seed, "seed") for seed in seeds]
             sources = [self.mel2wav.positional_source(self.mel2wav.item_f0(mel), seed)[0]
-                       for mel, seed in zip(mels, seeds, strict=True)]
+                       for mel, seed in zip(mels, seeds)]
         lengths = [m.shape[-1] for m in mels]
         batch = self._pad_mels(mels)
         wavs = self.mel2wav.inference(batch, torch.tensor(lengths, device=self.device),
@@ -140,7 +149,7 @@ class S3Gen(nn.Module):
     def inference(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice], *,
                   n_timesteps: int = 10, noise: Sequence[torch.Tensor] | None = None,
                   generators: Sequence[torch.Generator | None] | None = None,
-                  seeds: Sequence[int] | None = None,
+                  seeds: Sequence[int | None] | None = None,
                   max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES) -> list[np.ndarray]:
         """Speech tokens (ids < 6561) per item + its voice -> float32 24 kHz waveforms, in input order.
 
@@ -150,7 +159,8 @@ class S3Gen(nn.Module):
         noise takes precedence over generators for the CFM (the vocoder still uses them).
         ``seeds[i]`` (instead of generators) makes every draw a function of (seed, frame), as a
         stream draws it (:mod:`vllm_chatterbox.s3gen.noise`), so the result does not depend on
-        how the utterance is cut into pieces and matches :mod:`vllm_chatterbox.s3gen.streaming`.
+        how the utterance is cut into pieces and matches :mod:`vllm_chatterbox.s3gen.streaming`;
+        a ``None`` seed is drawn from torch's global RNG.
         """
         items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators, seeds)
         groups = length_groups([it.frames for it in items], max_batch_frames)
@@ -159,7 +169,7 @@ class S3Gen(nn.Module):
         for group in groups:
             mels = self._flow_batch([items[i] for i in group], n_timesteps)
             group_generators = None if generators is None else [generators[i] for i in group]
-            group_seeds = None if seeds is None else [seeds[i] for i in group]
+            group_seeds = None if seeds is None else [items[i].seed for i in group]
             for i, wav in zip(group, self.vocode(mels, generators=group_generators, seeds=group_seeds)):
                 wavs[i] = wav.float().cpu().numpy()
         return wavs
@@ -192,7 +202,7 @@ class S3Gen(nn.Module):
     def _prepare_items(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice],
                        n_timesteps: int, noise: Sequence[torch.Tensor] | None,
                        generators: Sequence[torch.Generator | None] | None,
-                       seeds: Sequence[int] | None = None) -> list[_Item]:
+                       seeds: Sequence[int | None] | None = None) -> list[_Item]:
         if isinstance(n_timesteps, bool) or not isinstance(n_timesteps, int) or n_timesteps < 1:
             raise ValueError(f"n_timesteps must be an integer >= 1, got {n_timesteps!r}")
         n = len(token_lists)
@@ -207,7 +217,8 @@ class S3Gen(nn.Module):
             if generators is not None:
                 raise ValueError("pass generators or seeds, not both")
             for i, seed in enumerate(seeds):
-                check_stream_seed(seed, f"seeds[{i}]")
+                if seed is not None:
+                    check_stream_seed(seed, f"seeds[{i}]")
 
         vocab = self.config.flow.vocab_size
         n_mels = self.config.flow.output_size
@@ -237,12 +248,15 @@ class S3Gen(nn.Module):
         # leaves the RNG streams untouched.
         items = []
         for i, (tokens, voice, frames, z) in enumerate(checked):
-            if z is None and seeds is not None:
-                z = flow_noise(seeds[i], 0, frames, n_mels)
+            seed = None
+            if seeds is not None:
+                seed = random_seed() if seeds[i] is None else seeds[i]
+            if z is None and seed is not None:
+                z = flow_noise(seed, 0, frames, n_mels)
             elif z is None:
                 g = None if generators is None else generators[i]
                 z = torch.randn((n_mels, frames), generator=g, device=g.device if g is not None else self.device)
-            items.append(_Item(tokens.to(self.device), voice, z.to(self.device, self.dtype), frames))
+            items.append(_Item(tokens.to(self.device), voice, z.to(self.device, self.dtype), frames, seed))
         return items
 
 
@@ -252,6 +266,12 @@ class _Item:
     voice: Voice
     noise: torch.Tensor  # (80, frames) initial CFM noise
     frames: int  # 2 * (prompt tokens + speech tokens)
+    seed: int | None  # positional-noise seed, when drawing that way
+
+
+def random_seed() -> int:
+    """A positional-noise seed from torch's global RNG (so ``torch.manual_seed`` reproduces it)."""
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
 
 
 def check_stream_seed(seed: object, name: str = "seed") -> int:

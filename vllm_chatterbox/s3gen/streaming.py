@@ -54,14 +54,15 @@ import numpy as np
 import torch
 
 from vllm_chatterbox.s3gen.model import (DEFAULT_MAX_BATCH_FRAMES, S3Gen, _check_voice, _token_tensor,
-                                         check_stream_seed, length_groups)
+                                         check_stream_seed, length_groups, random_seed)
 from vllm_chatterbox.s3gen.noise import flow_noise
 from vllm_chatterbox.voice.voice import Voice
 
 
 @dataclass(frozen=True)
 class StreamSchedule:
-    """When pieces are made and how they join (defaults tuned in ``bench/s3gen_stream.py``)."""
+    """When pieces are made and how they join (measurements: ``tests/s3gen/test_streaming.py``,
+    ``bench/s3gen_stream.py``)."""
 
     # New speech tokens (25 per second) needed before each piece; the last value repeats. The
     # first piece gives (first - 3 look-ahead) tokens minus the held overlap of audio.
@@ -129,7 +130,7 @@ def new_stream(s3gen: S3Gen, voice: Voice, *, n_timesteps: int = 10, seed: int |
     if isinstance(n_timesteps, bool) or not isinstance(n_timesteps, int) or n_timesteps < 1:
         raise ValueError(f"n_timesteps must be an integer >= 1, got {n_timesteps!r}")
     if seed is None:
-        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        seed = random_seed()
     check_stream_seed(seed)
     schedule = schedule or StreamSchedule()
     if not isinstance(schedule, StreamSchedule):
@@ -140,10 +141,6 @@ def new_stream(s3gen: S3Gen, voice: Voice, *, n_timesteps: int = 10, seed: int |
                          f"got chunk_tokens={schedule.chunk_tokens}")
     _check_voice(voice, 0, s3gen.config.flow.vocab_size, s3gen.config.flow.output_size,
                  s3gen.config.flow.spk_embed_dim)
-    tp, tm = voice.prompt_token.shape[1], voice.prompt_feat.shape[1]
-    if tm > 2 * tp + 1:
-        raise ValueError(f"voice has {tm} prompt mel frames for {tp} prompt tokens; S3Gen needs at most "
-                         f"2 * tokens + 1 (re-create the voice)")
     n_mels = s3gen.config.flow.output_size
     device = s3gen.device
     harmonics = s3gen.mel2wav.m_source.num_harmonics
@@ -228,7 +225,9 @@ def _plan(s3gen: S3Gen, index: int, state: StreamState, final: bool) -> _Piece |
     tp, tm = state.voice.prompt_token.shape[1], state.voice.prompt_feat.shape[1]
     done = state.committed_frames
     first = 0
-    if state.schedule.context_tokens is not None:
+    # Windowing keeps frame positions aligned only for voices with 2 mel frames per prompt token
+    # (+1 odd frame, as the voice builder makes them); other voices always see the whole prefix.
+    if state.schedule.context_tokens is not None and 0 <= tm - ratio * tp <= 1:
         # The token whose frames start at generated frame `done`, minus the context; the flow's
         # first output frame must not come after `done`.
         first = max(0, (tm + done) // ratio - tp - state.schedule.context_tokens)
