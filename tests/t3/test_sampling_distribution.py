@@ -16,6 +16,7 @@ temperature commute, x / p / T = x / T / p, so no test can or needs to tell thos
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, replace
 
@@ -101,6 +102,22 @@ def reference(flat_model_dir):
     return ReferenceT3(flat_model_dir / "t3_cfg.safetensors", tiny_config().t3)
 
 
+async def _tokens_and_logprobs(engine, request, request_id: str) -> tuple[list[int], list[dict]]:
+    """One request through vLLM's engine with full-vocabulary logprobs (the T3Engine's own
+    results carry token ids only)."""
+    params = engine.sampling_params(request, logprobs=-1)
+    prompt = {"prompt_embeds": request.prompt_embeds, "cache_salt": request.cache_salt}
+    tokens, logprobs = [], []
+    async for out in engine.engine.generate(prompt, params, request_id):
+        tokens += out.outputs[0].token_ids
+        logprobs += out.outputs[0].logprobs or []
+    return tokens, logprobs
+
+
+async def _decode_together(engine, requests):
+    yield await asyncio.gather(*(_tokens_and_logprobs(engine, r, f"dist-{i}") for i, r in enumerate(requests)))
+
+
 @pytest.fixture(scope="module")
 def sampled(tts_processed, voices):
     """Per job: the tokens vLLM sampled and its final log-probabilities (steps, 2V), all four
@@ -113,16 +130,17 @@ def sampled(tts_processed, voices):
                                 top_p=job.params.top_p, max_new_tokens=STEPS, seed=job.seed)[0]
         for job in JOBS
     ]
+    engine = tts.t3_engine
+    [outputs] = list(engine.iterate_in_loop(_decode_together(engine, requests)))
     width = 2 * tts.config.t3.speech_vocab_size
     results = {}
-    for index, output in tts.t3_engine.run(requests, logprobs=-1):
-        completion = output.outputs[0]
-        tokens = list(completion.token_ids)
+    for job, (tokens, logprobs) in zip(JOBS, outputs):
+        assert len(logprobs) == len(tokens)
         dense = np.full((len(tokens), width), -np.inf, dtype=np.float32)
-        for step, by_id in enumerate(completion.logprobs):
+        for step, by_id in enumerate(logprobs):
             ids = np.fromiter(by_id.keys(), dtype=np.int64, count=len(by_id))
             dense[step, ids] = [entry.logprob for entry in by_id.values()]
-        results[JOBS[index].tag] = (tokens, torch.from_numpy(dense))
+        results[job.tag] = (tokens, torch.from_numpy(dense))
     return results
 
 
