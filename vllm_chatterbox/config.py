@@ -101,6 +101,9 @@ class S3TokenizerConfig:
     fsmn_kernel_size: int = 31
     codebook_size: int = 6561
     token_rate: int = 25
+    # LayerNorm before each block's attention; s3tokenizer <= 0.2.0 used 1e-6, 0.3.0 (what
+    # chatterbox-tts installs today) uses 1e-5. The MLP LayerNorm is 1e-5 in both.
+    attention_norm_eps: float = 1e-5
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """HiFT vocoder against the original's recorded outputs (tiny fixture, README §2d and §3)."""
 
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -59,22 +61,25 @@ def test_trim_fade_and_window_match_the_original() -> None:
 
 @pytest.mark.parametrize("name,seed", CASES)
 def test_f0_matches_fixture(hift, name, seed) -> None:
-    # README §3: 1e-3 Hz (f0 ~173 Hz). Measured 0.0: same folded weights, same conv shapes.
+    # README §3 allows 1e-3 Hz (f0 ~173 Hz). Measured 0.0 (same folded weights, same conv
+    # shapes); our float64 predictor is 1.1e-5 Hz from the recorded fp32 values.
     case = _case(name)
     with torch.no_grad():
         f0 = hift.f0_predictor(case["mel"])
-    assert (f0 - case["f0"]).abs().max() < 1e-3
+        f0_64 = copy.deepcopy(hift.f0_predictor).double()(case["mel"].double())
+    assert (f0 - case["f0"]).abs().max() < 1e-4
+    assert (f0_64 - case["f0"].double()).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("name,seed", CASES)
 def test_wav_from_recorded_source_matches_fixture(hift, name, seed) -> None:
-    # README §3: wav from (mel, source) 1e-5 (|wav| <= 0.18). Measured 4.5e-8 (own iSTFT's
-    # overlap-add order).
+    # README §3 allows 1e-5 (|wav| <= 0.18). Measured 1.2e-7 (own iSTFT's overlap-add order;
+    # float64 run 1.0e-7).
     case = _case(name)
     frames = case["mel"].shape[-1]
     wav = hift.inference(case["mel"], _lengths(frames), sources=[case["source"]])[0]
     assert wav.shape == (SAMPLES_PER_FRAME * frames,)
-    assert (_faded(wav) - case["wav"][0]).abs().max() < 1e-5
+    assert (_faded(wav) - case["wav"][0]).abs().max() < 1e-6
 
 
 @pytest.mark.parametrize("name,seed", CASES)

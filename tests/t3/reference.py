@@ -6,13 +6,20 @@ checkpoint tensors, and each step runs the original's batch of two rows (cond, u
 
     prefill   [cond(34) | text_emb + text_pos | BOS | BOS]   (uncond: text_emb zeroed)
     step k    speech_emb(g_k) + speech_pos[k + 1] fed to both rows, KV cache
-    logits    CFG  ->  repetition penalty over {BOS} + generated  ->  (temperature, min_p, top_p)
+    logits    CFG  ->  repetition penalty over {BOS} + generated  ->  temperature  ->  min_p  ->  top_p
+
+The sampling order is that of the original's ``T3.inference`` loop (chatterbox-tts 0.1.7):
+``cond + w * (cond - uncond)``, ``RepetitionPenaltyLogitsProcessor`` over the ids generated so
+far (starting with BOS), ``logits / temperature`` (skipped at 1.0), ``MinPLogitsWarper``,
+``TopPLogitsWarper``, then ``softmax`` and ``multinomial``. The warpers are re-written here from
+transformers' definitions (5.2.0, the version chatterbox-tts pins; unchanged in 5.19).
 
 ``perturb`` switches on deliberate deviations used to show the equivalence tests can fail.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,11 +30,52 @@ from transformers import DynamicCache, LlamaConfig, LlamaModel
 from vllm_chatterbox.config import T3Config
 
 
+SAMPLING_ORDER = ("repetition_penalty", "temperature", "min_p", "top_p")  # each after CFG
+
+
 @dataclass(frozen=True)
 class Perturbation:
     speech_position_offset: int = 0  # learned index k + 1 + offset for fed-back tokens
     single_bos: bool = False  # the community ports' single start-of-speech row
     uncond_keeps_text: bool = False  # uncond row without zeroed text embeddings
+    sampling_order: tuple[str, ...] = SAMPLING_ORDER  # a permutation: steps applied in another order
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    cfg_weight: float
+    repetition_penalty: float
+    temperature: float
+    min_p: float
+    top_p: float
+
+
+def repetition_penalty(logits: torch.Tensor, penalised: set[int], penalty: float) -> torch.Tensor:
+    """HF ``RepetitionPenaltyLogitsProcessor``: each id in the set once, whatever its count."""
+    logits = logits.clone()
+    if penalised:
+        ids = torch.tensor(sorted(penalised))
+        values = logits[ids]
+        logits[ids] = torch.where(values < 0, values * penalty, values / penalty)
+    return logits
+
+
+def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """HF ``MinPLogitsWarper``: drop ids whose probability is below min_p times the top one's
+    (the top id always stays)."""
+    probs = torch.softmax(logits, -1)
+    drop = probs < min_p * probs.max()
+    drop[probs.argmax()] = False
+    return logits.masked_fill(drop, -math.inf)
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """HF ``TopPLogitsWarper``: in ascending order, drop ids while the cumulative probability
+    stays within 1 - top_p; the most likely id always stays."""
+    ascending, order = torch.sort(logits)
+    drop = torch.softmax(ascending, -1).cumsum(-1) <= 1 - top_p
+    drop[-1] = False
+    return logits.masked_fill(drop.scatter(0, order, drop), -math.inf)
 
 
 class ReferenceT3:
@@ -114,11 +162,21 @@ class ReferenceT3:
     def guided(raw: torch.Tensor, cfg_weight: float, penalised: set[int], penalty: float) -> torch.Tensor:
         """CFG then the HF repetition penalty over the set ``penalised``."""
         cond, uncond = raw[0], raw[1]
-        logits = cond + cfg_weight * (cond - uncond)
-        if penalised:
-            ids = torch.tensor(sorted(penalised))
-            values = logits[ids]
-            logits[ids] = torch.where(values < 0, values * penalty, values / penalty)
+        return repetition_penalty(cond + cfg_weight * (cond - uncond), penalised, penalty)
+
+    def sampling_logits(self, raw: torch.Tensor, params: SamplingParams, penalised: set[int]) -> torch.Tensor:
+        """(V,) logits the original draws from (softmax of them): -inf outside the kept ids."""
+        cond, uncond = raw[0], raw[1]
+        logits = cond + params.cfg_weight * (cond - uncond)
+        for step in self.perturb.sampling_order:
+            if step == "repetition_penalty":
+                logits = repetition_penalty(logits, penalised, params.repetition_penalty)
+            elif step == "temperature" and params.temperature != 1.0:
+                logits = logits / params.temperature
+            elif step == "min_p":
+                logits = min_p_filter(logits, params.min_p)
+            elif step == "top_p":
+                logits = top_p_filter(logits, params.top_p)
         return logits
 
     @torch.inference_mode()
@@ -140,22 +198,3 @@ class ReferenceT3:
 
     def greedy(self, prefill: torch.Tensor, steps: int, cfg_weight: float, penalty: float) -> list[int]:
         return self._decode(prefill, steps, cfg_weight, penalty, lambda logits: int(logits.argmax()))
-
-    def generate(self, prefill: torch.Tensor, max_new_tokens: int, *, cfg_weight: float, temperature: float,
-                 min_p: float, top_p: float, repetition_penalty: float, generator: torch.Generator) -> list[int]:
-        """The original's sampling: guided logits -> temperature -> min_p -> top_p -> one draw."""
-
-        def sample(logits: torch.Tensor) -> int:
-            if temperature != 1.0:
-                logits = logits / temperature
-            # min_p: drop ids whose probability is below min_p times the top one (the top survives).
-            probs = torch.softmax(logits, -1)
-            logits = logits.masked_fill(probs < min_p * probs.max(), float("-inf"))
-            # top_p: drop the least likely ids whose cumulative mass stays within 1 - top_p; keep the top one.
-            ascending, order = torch.sort(logits)
-            drop = torch.softmax(ascending, -1).cumsum(-1) <= 1 - top_p
-            drop[-1] = False
-            logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
-            return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
-
-        return self._decode(prefill, max_new_tokens, cfg_weight, repetition_penalty, sample)

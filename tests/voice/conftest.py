@@ -53,13 +53,8 @@ def voice_encoder() -> VoiceEncoder:
 
 def fsq_margins(tokenizer: S3Tokenizer, wav16: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
     """Per token, how far its closest FSQ digit lies from a rounding boundary (|0.999 tanh| = 0.5)."""
-    mel = tokenizer.log_mel(wav16)
-    if max_len is not None:
-        mel = mel[:, : 4 * max_len]
-    with torch.inference_mode():
-        hidden, _ = tokenizer.encoder(mel[None], torch.tensor([mel.shape[1]]))
-        h = torch.tanh(tokenizer.quantizer._codebook.project_down(hidden)) * 0.999
-    return ((h.abs() - 0.5).abs()).amin(dim=-1)[0]
+    values, _ = tokenizer.fsq_values(*tokenizer.padded_log_mels([wav16], max_len))
+    return ((values.abs() - 0.5).abs()).amin(dim=-1)[0]
 
 
 def assert_tokens_match(ours: torch.Tensor, expected: torch.Tensor, margins: torch.Tensor, tol: float = 1e-4):

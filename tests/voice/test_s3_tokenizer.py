@@ -1,15 +1,19 @@
-"""S3 tokenizer (``tokenizer.*`` of s3gen.safetensors) against the original's tokens of voice2."""
+"""S3 tokenizer (``tokenizer.*`` of s3gen.safetensors) against the original's tokens and FSQ values."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
 from vllm_chatterbox.config import S3TokenizerConfig, tiny_config
+from vllm_chatterbox.voice.audio import load_audio, resample_sinc_hann, resample_soxr_hq
 from vllm_chatterbox.voice.features import slaney_mel_filterbank
 from vllm_chatterbox.voice.s3_tokenizer import S3Tokenizer
 
-from .conftest import assert_tokens_match, fsq_margins, strip_prefix
+from .conftest import BUILTIN_WAV, FIXTURE_DIR, VOICE2_WAV, assert_tokens_match, fsq_margins, strip_prefix
 
 torch.set_num_threads(1)
 
@@ -103,3 +107,48 @@ def test_rejects_bad_input(tokenizer):
         tokenizer([torch.zeros(31 * 16000) + 0.01])
     with pytest.raises(ValueError, match="3\\^8"):
         S3Tokenizer(S3TokenizerConfig(codebook_size=4096))
+
+
+def _preround_inputs(voice: str) -> dict[str, tuple[torch.Tensor, int | None]]:
+    """16 kHz input of the original's two tokenizer calls (README 2.c2), made by our resamplers
+    (themselves checked against the recorded voice2 resamples in test_audio)."""
+    wav24, _ = load_audio(BUILTIN_WAV if voice == "builtin" else VOICE2_WAV)
+    ref16 = torch.from_numpy(resample_soxr_hq(wav24, 24000, 16000))
+    ref16_sinc = resample_sinc_hann(torch.from_numpy(wav24[: 10 * 24000])[None], 24000, 16000)[0]
+    return {"t3": (ref16[:96000], 150), "gen": (ref16_sinc, None)}
+
+
+@pytest.fixture(scope="module")
+def preround() -> dict[str, np.ndarray]:
+    with np.load(FIXTURE_DIR / "ref" / "s3tok_preround.npz") as data:
+        return dict(data)
+
+
+def _tokenizer(s3gen_state, dtype=torch.float32, **overrides) -> S3Tokenizer:
+    cfg = dataclasses.replace(tiny_config().s3_tokenizer, **overrides)
+    return S3Tokenizer.from_state_dict(strip_prefix(s3gen_state, "tokenizer."), cfg).to(dtype)
+
+
+@pytest.mark.parametrize("voice", ["builtin", "voice2"])
+def test_fsq_values_before_rounding_match_fixture(s3gen_state, preround, voice):
+    """The continuous FSQ values, not just the tokens (a token hides any deviation that does not
+    cross a rounding boundary). Measured max |diff| in fp32: 1.3e-6 (values in (-1, 1)); our fp64
+    run differs from the recorded fp32 values by 4.4e-6, i.e. the gap is the recording's own
+    fp32 rounding, so 5e-6 bounds any faithful implementation. The attention LayerNorm eps of
+    s3tokenizer <= 0.2.0 (1e-6) moves them by 2.5e-3."""
+    for dtype in (torch.float32, torch.float64):
+        tokenizer = _tokenizer(s3gen_state, dtype)
+        for call, (wav, max_len) in _preround_inputs(voice).items():
+            expected = torch.from_numpy(preround[f"{voice}_{call}"]).double()
+            values, lens = tokenizer.fsq_values(*tokenizer.padded_log_mels([wav.to(dtype)], max_len))
+            assert values.shape == (1, *expected.shape) and lens.tolist() == [expected.shape[0]]
+            diff = (values[0].double() - expected).abs().max().item()
+            assert diff <= 5e-6, f"{voice} {call} {dtype}: FSQ values differ by {diff:.2e}"
+
+
+def test_attention_norm_eps_of_old_s3tokenizer_is_detected(s3gen_state, preround):
+    # Keeps the check above honest: the pre-0.3.0 eps is far outside its tolerance.
+    tokenizer = _tokenizer(s3gen_state, attention_norm_eps=1e-6)
+    wav, max_len = _preround_inputs("voice2")["t3"]
+    values, _ = tokenizer.fsq_values(*tokenizer.padded_log_mels([wav], max_len))
+    assert (values[0] - torch.from_numpy(preround["voice2_t3"])).abs().max().item() > 1e-3

@@ -4,8 +4,13 @@ The model returns ``[cond | uncond]`` logits (width 2V). Here, for every request
 1. classifier-free guidance ``cond + w * (cond - uncond)`` with the request's own ``w``;
 2. the original's repetition penalty over the *set* {BOS} ∪ generated tokens (vLLM's built-in
    penalty would count the embedding-only prompt as token 0, so it is left at 1.0);
-and the uncond half is set to -inf so it can never be sampled. vLLM then applies temperature,
-min_p and top_p, the same order as the original.
+and the uncond half is set to -inf so it can never be sampled.
+
+Sampling order, the original's (``T3.inference``: CFG, ``RepetitionPenaltyLogitsProcessor``,
+``/ temperature``, ``MinPLogitsWarper``, ``TopPLogitsWarper``, multinomial):
+CFG -> repetition penalty (this processor; it must stay non-argmax-invariant so vLLM runs it
+before temperature) -> temperature -> min_p -> top_p -> draw (vLLM's sampler).
+``tests/t3/test_sampling_distribution.py`` checks the final distribution against the original's.
 
 Parameters travel in ``SamplingParams.extra_args["t3"]`` (see :func:`t3_extra_args`).
 """

@@ -74,10 +74,10 @@ class FSMNAttention(nn.Module):
 
 
 class TokenizerBlock(nn.Module):
-    def __init__(self, n_state: int, n_head: int, kernel_size: int) -> None:
+    def __init__(self, n_state: int, n_head: int, kernel_size: int, attention_norm_eps: float) -> None:
         super().__init__()
         self.attn = FSMNAttention(n_state, n_head, kernel_size)
-        self.attn_ln = nn.LayerNorm(n_state, eps=1e-6)
+        self.attn_ln = nn.LayerNorm(n_state, eps=attention_norm_eps)
         self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
         self.mlp_ln = nn.LayerNorm(n_state, eps=1e-5)
 
@@ -97,7 +97,8 @@ class TokenizerEncoder(nn.Module):
         self.conv1 = nn.Conv1d(cfg.n_mels, cfg.n_state, kernel_size=3, stride=2, padding=1)
         self.conv2 = nn.Conv1d(cfg.n_state, cfg.n_state, kernel_size=3, stride=2, padding=1)
         self.blocks = nn.ModuleList(
-            TokenizerBlock(cfg.n_state, cfg.n_head, cfg.fsmn_kernel_size) for _ in range(cfg.n_layer)
+            TokenizerBlock(cfg.n_state, cfg.n_head, cfg.fsmn_kernel_size, cfg.attention_norm_eps)
+            for _ in range(cfg.n_layer)
         )
         self.n_head = cfg.n_head
 
@@ -124,10 +125,9 @@ class FSQCodebook(nn.Module):
         super().__init__()
         self.project_down = nn.Linear(n_state, FSQ_DIGITS)
 
-    def encode(self, hidden: torch.Tensor) -> torch.Tensor:
-        digits = (self.project_down(hidden).float().tanh() * FSQ_SCALE).round() + 1
-        powers = FSQ_LEVELS ** torch.arange(FSQ_DIGITS, device=hidden.device, dtype=digits.dtype)
-        return (digits * powers).sum(dim=-1).long()
+    def values(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The continuous FSQ values (..., 8) in (-1, 1) that are rounded to ternary digits."""
+        return self.project_down(hidden).float().tanh() * FSQ_SCALE
 
 
 class FSQuantizer(nn.Module):
@@ -135,8 +135,8 @@ class FSQuantizer(nn.Module):
         super().__init__()
         self._codebook = FSQCodebook(n_state)
 
-    def encode(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self._codebook.encode(hidden)
+    def values(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._codebook.values(hidden)
 
 
 class S3Tokenizer(nn.Module):
@@ -170,19 +170,33 @@ class S3Tokenizer(nn.Module):
     @torch.inference_mode()
     def quantize(self, mels: torch.Tensor, mel_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, n_mels, T) padded log-mels -> tokens (B, T'), lengths (B,); padding tokens are 0."""
+        values, lens = self.fsq_values(mels, mel_lens)
+        digits = values.round() + 1
+        powers = FSQ_LEVELS ** torch.arange(FSQ_DIGITS, device=values.device, dtype=digits.dtype)
+        tokens = (digits * powers).sum(dim=-1).long()
+        valid = torch.arange(tokens.shape[1], device=tokens.device) < lens[:, None]
+        return tokens * valid, lens
+
+    @torch.inference_mode()
+    def fsq_values(self, mels: torch.Tensor, mel_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_mels, T) padded log-mels -> continuous FSQ values (B, T', 8) before rounding, lengths."""
         if int(mel_lens.max()) > MAX_MEL_FRAMES:
             raise ValueError(
                 f"S3 tokenizer input longer than {MAX_MEL_FRAMES // 100} s is not supported "
                 f"({int(mel_lens.max())} mel frames)"
             )
         hidden, lens = self.encoder(mels, mel_lens)
-        tokens = self.quantizer.encode(hidden)
-        valid = torch.arange(tokens.shape[1], device=tokens.device) < lens[:, None]
-        return tokens * valid, lens.long()
+        return self.quantizer.values(hidden), lens.long()
 
     @torch.inference_mode()
     def forward(self, wavs: list[torch.Tensor], max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokenize 1-D 16 kHz clips; ``max_len`` caps the tokens (mels cut to 4 * max_len frames)."""
+        return self.quantize(*self.padded_log_mels(wavs, max_len))
+
+    def padded_log_mels(
+        self, wavs: list[torch.Tensor], max_len: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_mels, T) zero-padded log-mels of 1-D 16 kHz clips and their lengths (B,)."""
         if len(wavs) == 0:
             raise ValueError("S3 tokenizer needs at least one waveform")
         mels = []
@@ -197,4 +211,4 @@ class S3Tokenizer(nn.Module):
         padded = torch.zeros(len(mels), self.cfg.n_mels, int(mel_lens.max()), device=self.window.device)
         for i, mel in enumerate(mels):
             padded[i, :, : mel.shape[1]] = mel
-        return self.quantize(padded.to(self.window.dtype), mel_lens)
+        return padded.to(self.window.dtype), mel_lens
