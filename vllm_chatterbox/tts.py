@@ -21,12 +21,12 @@ from vllm_chatterbox.engine.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MAX_
                                               check_join_options, join_with_crossfade)
 from vllm_chatterbox.engine.pipeline import AudioJob, s3gen_generator, synthesize
 from vllm_chatterbox.engine.watermark import Watermarker, apply_watermark, check_watermark_flag, load_watermarker
-from vllm_chatterbox.params import (T3_PARAMETERS, T3Params, check_seed, check_timesteps, per_text, reject_unknown,
-                                    t3_params)
+from vllm_chatterbox.params import (T3_PARAMETERS, T3Params, check_seed, check_timesteps, is_integer, per_text,
+                                    reject_unknown, t3_params)
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
 from vllm_chatterbox.t3.prefix import T3PromptBuilder
 from vllm_chatterbox.t3.tokens import clean_speech_tokens
-from vllm_chatterbox.text import EnglishTokenizer, MultilingualTokenizer, text_to_token_ids
+from vllm_chatterbox.text import EnglishTokenizer, MultilingualTokenizer, text_to_token_ids, warn_unknown_characters
 from vllm_chatterbox.text.chunking import split_text
 from vllm_chatterbox.voice.voice import Voice
 
@@ -51,7 +51,7 @@ class ChatterboxTTS:
         tokenizer_class = MultilingualTokenizer if files.multilingual else EnglishTokenizer
         self.tokenizer = tokenizer_class.from_file(files.tokenizer)
         self.prompt_builder = T3PromptBuilder.from_file(files.t3, config.t3)
-        self.builtin_voice = Voice.load(files.conds)
+        self.builtin_voice = Voice.load(files.conds).check_dims(config)
         self._conditioning_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.t3_engine = T3Engine(files.t3, config.t3, **engine_options)
 
@@ -74,6 +74,7 @@ class ChatterboxTTS:
         if not isinstance(files, ModelFiles):
             raise ValueError(f"files must be a ModelFiles (see ModelFiles.from_dir), got {type(files).__name__}; "
                              "use ChatterboxTTS.from_dir for a directory")
+        files.check_readable()
         return cls(files, model_config(files), engine_options, device or default_device())
 
     @classmethod
@@ -108,9 +109,11 @@ class ChatterboxTTS:
         if voice is None:
             return self.builtin_voice
         if isinstance(voice, Voice):
-            return voice
+            return voice.check_dims(self.config)
         if isinstance(voice, (str, Path)):
-            return Voice.load(voice) if Path(voice).suffix == ".pt" else self.voice_from_audio(voice)
+            if Path(voice).suffix == ".pt":
+                return Voice.load(voice).check_dims(self.config)
+            return self.voice_from_audio(voice)
         raise ValueError(f"voice must be None, a Voice, a .pt voice file or an audio file, got {voice!r}")
 
     def conditioning(self, voice: Voice) -> torch.Tensor:
@@ -130,8 +133,15 @@ class ChatterboxTTS:
 
     def text_token_ids(self, text: str, language: str | None = None) -> list[int]:
         """``[start] + ids + [stop]``; the multilingual model needs ``language``, the English
-        one takes only None or "en"."""
-        return text_to_token_ids(text, self.tokenizer, language=language, max_text_tokens=self.config.t3.max_text_len)
+        one takes only None or "en". Characters that become [UNK] are named in a warning."""
+        unknown: set[str] = set()
+        ids = self._text_token_ids(text, language, unknown)
+        warn_unknown_characters(unknown)
+        return ids
+
+    def _text_token_ids(self, text: str, language: str | None, unknown: set[str]) -> list[int]:
+        return text_to_token_ids(text, self.tokenizer, language=language, max_text_tokens=self.config.t3.max_text_len,
+                                 unknown=unknown)
 
     def _count_text_tokens(self, text: str, language: str | None) -> int:
         """Tokens of ``text`` as :meth:`text_token_ids` counts them, without start/stop or length limit."""
@@ -149,12 +159,16 @@ class ChatterboxTTS:
         params = t3_params(len(texts), values)
         voices = [self.resolve_voice(v) for v in per_text("voice", voice, len(texts))]
         requests = []
+        unknown: set[str] = set()
         for i, (text, language_i, voice_i, p) in enumerate(zip(texts, languages, voices, params)):
             try:
-                text_ids = self.text_token_ids(text, language_i)
+                text_ids = self._text_token_ids(text, language_i, unknown)
             except ValueError as exc:
                 raise ValueError(f"text {i}: {exc}" if len(texts) > 1 else str(exc)) from None
-            requests.append(self._t3_request(text_ids, voice_i.with_exaggeration(p.exaggeration), p))
+            if p.exaggeration is not None:
+                voice_i = voice_i.with_exaggeration(p.exaggeration)
+            requests.append(self._t3_request(text_ids, voice_i, p))
+        warn_unknown_characters(unknown)  # once per call, however many texts
         return requests
 
     def _t3_request(self, text_ids: list[int], voice: Voice, p: T3Params) -> T3Request:
@@ -179,7 +193,7 @@ class ChatterboxTTS:
         voice: VoiceLike | Sequence[VoiceLike] | None = None,
         *,
         language: str | None | Sequence[str | None] = None,
-        exaggeration: float | Sequence[float] = 0.5,
+        exaggeration: float | None | Sequence[float | None] = None,
         cfg_weight: float | Sequence[float] = 0.5,
         temperature: float | Sequence[float] = 0.8,
         top_p: float | Sequence[float] = 1.0,
@@ -192,6 +206,7 @@ class ChatterboxTTS:
         """Speech tokens for each text (input order), cleaned as the original cleans them.
 
         Every parameter is a scalar or one value per text; ``temperature=0`` is greedy.
+        ``exaggeration=None`` uses each voice's own (0.5 for the released built-in voice).
         ``language`` (e.g. "es") is required by the multilingual model.
         """
         requests = self.prepare_t3_requests(
@@ -282,9 +297,9 @@ class ChatterboxTTS:
         chunk i uses ``seed + i``.
         """
         limit = self.config.t3.max_text_len
-        if isinstance(max_chunk_tokens, bool) or not isinstance(max_chunk_tokens, int) or \
-                not 1 <= max_chunk_tokens <= limit:
+        if not is_integer(max_chunk_tokens) or not 1 <= max_chunk_tokens <= limit:
             raise ValueError(f"max_chunk_tokens must be an integer in [1, {limit}], got {max_chunk_tokens!r}")
+        max_chunk_tokens = int(max_chunk_tokens)
         check_join_options(self.config.hift.sampling_rate, crossfade_ms, pause_ms)
         watermarker = self._watermarker_for(watermark)
         for name, value in parameters.items():

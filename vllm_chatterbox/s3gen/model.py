@@ -187,9 +187,15 @@ class S3Gen(nn.Module):
         vocab = self.config.flow.vocab_size
         n_mels = self.config.flow.output_size
         ratio = self.config.flow.token_mel_ratio
+        # S3Gen's memory grows about quadratically with an item's length (full attention over
+        # its frames); T3 never makes more than max_speech_tokens, so longer input is refused.
+        max_tokens = self.config.t3.max_speech_tokens
         checked = []
         for i, (tokens, voice) in enumerate(zip(token_lists, voices)):
             tokens = _token_tensor(tokens, i, vocab)
+            if tokens.shape[0] > max_tokens:
+                raise ValueError(f"item {i}: {tokens.shape[0]} speech tokens; the model's maximum is {max_tokens} "
+                                 f"({max_tokens // self.config.s3_tokenizer.token_rate} s); split longer text (generate_long)")
             _check_voice(voice, i, vocab, n_mels, self.config.flow.spk_embed_dim)
             frames = ratio * (voice.prompt_token.shape[1] + tokens.shape[0])
             prompt_frames = voice.prompt_feat.shape[1]
