@@ -144,8 +144,7 @@ def test_failed_save_leaves_no_partial_file(tmp_path, builtin, monkeypatch):
 
     def disk_full(obj, f, *args, **kwargs):
         real_save(obj, f, *args, **kwargs)
-        with open(f, "r+b") as handle:
-            handle.truncate(100)
+        f.truncate(100)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from vllm_chatterbox.config import ChatterboxConfig
+from vllm_chatterbox.model_files import load_safetensors, load_torch_file
 from vllm_chatterbox.s3gen.flow import CausalMaskedDiffWithXvec
 from vllm_chatterbox.s3gen.hift import HiFTGenerator, trim_fade
 from vllm_chatterbox.voice.voice import Voice
@@ -283,8 +283,11 @@ def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise ValueError(f"s3gen checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+        return load_safetensors(path)
+    state = load_torch_file(path, "s3gen checkpoint")
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return state
 
 
 def _preview(keys: list[str], n: int = 8) -> str:

@@ -119,8 +119,10 @@ class Voice:
 
     def save(self, path: str | Path) -> None:
         """Write the voice as ``conds.pt``; a failed write leaves no partial file behind."""
-        with atomic_output(path) as temporary:
-            torch.save(self.to_conds_dict(), str(temporary))
+        with atomic_output(path) as temporary, open(temporary, "wb") as f:
+            # Saved through a file object, the archive's inner name does not depend on the
+            # temporary file name.
+            torch.save(self.to_conds_dict(), f)
 
     @classmethod
     def load(cls, path: str | Path) -> "Voice":
