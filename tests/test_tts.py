@@ -90,3 +90,25 @@ def test_speech_tokens_per_item_are_capped_at_the_models_maximum(tts):
     limit = tts.config.t3.max_speech_tokens
     with pytest.raises(ValueError, match=f"item 1: {limit + 1} speech tokens; the model's maximum is {limit} "):
         tts.speech_tokens_to_audio([[1, 2, 3], [5] * (limit + 1)])
+
+
+def test_a_batchs_frames_are_capped_by_splitting_it(tts, monkeypatch):
+    """Long items are not padded into one huge S3Gen batch: each flow/vocoder call holds at most
+    DEFAULT_MAX_BATCH_FRAMES (batch size x longest item) frames. (This held before the per-item
+    cap too; the test keeps it.)"""
+    from vllm_chatterbox.s3gen.model import DEFAULT_MAX_BATCH_FRAMES
+
+    s3gen = tts.s3gen
+    calls = []
+
+    def flow_batch(items, n_timesteps):
+        calls.append([it.frames for it in items])
+        return [torch.zeros(80, it.frames - it.voice.prompt_feat.shape[1]) for it in items]
+
+    monkeypatch.setattr(s3gen, "_flow_batch", flow_batch)
+    monkeypatch.setattr(s3gen, "vocode", lambda mels, generators=None: [torch.zeros(480 * m.shape[-1]) for m in mels])
+    lengths = [1500, 40, 1500, 1500, 700, 1500, 1500, 1500]
+    wavs = tts.speech_tokens_to_audio([[7] * n for n in lengths])
+    assert len(wavs) == len(lengths)
+    assert sum(len(c) for c in calls) == len(lengths) and len(calls) >= 4
+    assert all(len(c) * max(c) <= DEFAULT_MAX_BATCH_FRAMES for c in calls), calls
