@@ -68,9 +68,9 @@ def test_numpy_scalars_are_accepted_for_every_parameter(tts):
         repetition_penalty=1.5, max_new_tokens=17, seed=[5, 6])
     for a, b in zip(numpy, plain):
         torch.testing.assert_close(a.prompt_embeds, b.prompt_embeds, rtol=0, atol=0)
-        assert (a.temperature, a.top_p, a.min_p, a.cfg_weight, a.max_new_tokens, a.seed) == \
-            (b.temperature, b.top_p, b.min_p, b.cfg_weight, b.max_new_tokens, b.seed)
-        assert type(a.max_new_tokens) is int and type(a.seed) is int and type(a.temperature) is float
+        assert a.params == b.params
+        assert type(a.params.max_new_tokens) is int and type(a.params.seed) is int
+        assert type(a.params.temperature) is float
 
 
 def test_unknown_characters_warn_once_per_call_naming_them(tts, caplog):

@@ -81,17 +81,18 @@ def _speak_text(args) -> str:
 
 def _speak_params(args) -> dict:
     """The generation parameters, checked exactly as generate checks them."""
-    from vllm_chatterbox.params import T3_PARAMETERS, check_timesteps, t3_params
+    from vllm_chatterbox.params import check_timesteps, t3_params
     from vllm_chatterbox.text import check_language
 
     params = {
         "exaggeration": args.exaggeration, "cfg_weight": args.cfg_weight, "temperature": args.temperature,
-        "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
-        "seed": args.seed, "max_new_tokens": args.max_new_tokens,
+        "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
     }
-    if args.max_new_tokens is None:
+    if args.max_new_tokens is not None:
+        params["max_new_tokens"] = args.max_new_tokens
+    elif args.model is None:
         # Random weights rarely emit the stop token; keep the demo short.
-        params["max_new_tokens"] = DEMO_MAX_NEW_TOKENS if args.model is None else T3_PARAMETERS["max_new_tokens"][0]
+        params["max_new_tokens"] = DEMO_MAX_NEW_TOKENS
     t3_params(1, params)
     check_timesteps(args.n_timesteps)
     if args.language is not None:
