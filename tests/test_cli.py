@@ -126,6 +126,236 @@ def test_missing_language_package_is_a_one_line_error(monkeypatch, capsys, tmp_p
             return [tokenizer.encode(text, language)]
 
     monkeypatch.setitem(sys.modules, "pykakasi", None)
+    monkeypatch.setenv("VLLM_CHATTERBOX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(cli, "_load_model", lambda *a: TokenizingOnly())
-    assert cli.main(["speak", "東京です。", "-o", str(tmp_path / "ja.wav"), "--language", "ja"]) == 2
+    assert cli.main(["speak", "東京です。", "-o", str(tmp_path / "ja.wav"), "--language", "ja", "--multilingual"]) == 2
     assert "pykakasi" in error_line(capsys)
+
+
+# ---------------------------------------------------------------- checked before the engine starts
+
+
+class FakeTTS:
+    """The loaded model, minus vLLM: records what speak asks for and returns a short waveform."""
+
+    def __init__(self):
+        self.calls = []
+
+    def resolve_voice(self, voice):
+        return voice
+
+    def generate(self, text, voice, **params):
+        self.calls.append((text, voice, params))
+        return [np.linspace(-0.5, 0.5, 2400, dtype=np.float32)]
+
+
+@pytest.fixture
+def no_engine(monkeypatch):
+    """speak must fail before the model (and so vLLM) is loaded."""
+    monkeypatch.setattr(cli, "_load_model", lambda *a: pytest.fail("the model was loaded before the check"))
+
+
+@pytest.fixture
+def fake_tts(monkeypatch):
+    tts = FakeTTS()
+    monkeypatch.setattr(cli, "_load_model", lambda *a: tts)
+    return tts
+
+
+@pytest.mark.parametrize("output,message", [
+    ("noext", "has no extension; give a file name ending in .wav, .flac"),
+    ("out.txt", "unsupported extension '.txt'; use .wav, .flac"),
+    ("", "is a directory"),
+    ("sub/", "is a directory"),
+])
+def test_bad_output_path_fails_before_any_work(tmp_path, tiny_dir, no_engine, capsys, output, message):
+    (tmp_path / "sub").mkdir()
+    target = str(tmp_path / output) if output else str(tmp_path)
+    if output == "sub/":
+        target = str(tmp_path / "sub") + "/"
+    assert cli.main(["speak", "Hello.", "-o", target, "--model", str(tiny_dir)]) == 2
+    assert message in error_line(capsys)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any directory")
+def test_unwritable_output_directory_fails_before_any_work(tmp_path, tiny_dir, no_engine, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        assert cli.main(["speak", "Hello.", "-o", str(locked / "x.wav"), "--model", str(tiny_dir)]) == 2
+    finally:
+        locked.chmod(0o700)
+    assert "is not writable" in error_line(capsys)
+
+
+def test_voice_output_must_be_pt(tmp_path, tiny_dir, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_model_files", lambda *a: pytest.fail("model files read before the output check"))
+    assert cli.main(["voice", str(REFERENCE_WAV), "-o", str(tmp_path / "voice.wav")]) == 2
+    assert "unsupported extension '.wav'; use .pt" in error_line(capsys)
+
+
+@pytest.mark.parametrize("value", ["3", "-0.5", "nan"])
+def test_voice_exaggeration_has_speaks_range(tmp_path, capsys, monkeypatch, value):
+    monkeypatch.setattr(cli, "_model_files", lambda *a: pytest.fail("model files read before the check"))
+    assert cli.main(["voice", str(REFERENCE_WAV), "-o", str(tmp_path / "v.pt"), "--exaggeration", value]) == 2
+    assert "exaggeration must be" in error_line(capsys)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--temperature", "5"], r"temperature must be in [0.0, 2.0], got 5.0"),
+    (["--exaggeration", "2.5"], "exaggeration must be in"),
+    (["--seed", str(2 ** 64)], "seed must be None or an integer in [0, 2**64 - 1]"),
+    (["--n-timesteps", "0"], "n_timesteps must be an integer in [1, 100]"),
+    (["--max-new-tokens", "0"], "max_new_tokens must be in"),
+    (["--language", "xx"], "unsupported language 'xx'"),
+])
+def test_bad_parameters_fail_in_well_under_a_second(tmp_path, no_engine, capsys, monkeypatch, args, message):
+    """Without --model, even the demo model is not looked at before the parameters are checked."""
+    import time
+
+    monkeypatch.setattr(cli, "_model_files", lambda *a: pytest.fail("model files read before the check"))
+    start = time.perf_counter()
+    assert cli.main(["speak", "Hello.", "-o", str(tmp_path / "x.wav"), *args]) == 2
+    assert time.perf_counter() - start < 0.5
+    assert message in error_line(capsys)
+
+
+def test_temperature_5_from_a_fresh_process_fails_fast(tmp_path):
+    """The whole command says so in about a second, interpreter start-up included (it took ~40 s):
+    neither torch nor vLLM is imported before the arguments are checked."""
+    import time
+
+    code = ("import sys; from vllm_chatterbox import cli; "
+            f"code = cli.main(['speak', 'Hello.', '-o', {str(tmp_path / 'x.wav')!r}, '--temperature', '5']); "
+            "print(code, 'torch' in sys.modules, 'vllm' in sys.modules)")
+    env = dict(os.environ, VLLM_CHATTERBOX_CACHE=str(tmp_path / "cache"))
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert result.stdout.split() == ["2", "False", "False"], result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == ["vllm-chatterbox: error: temperature must be in [0.0, 2.0], got 5.0"]
+    assert elapsed < 5, f"{elapsed:.1f} s (about 1 s on an idle 2-core machine)"
+    assert not (tmp_path / "cache").exists(), "the demo model was built before the check"
+
+
+def test_invalid_utf8_argument_is_one_line(tmp_path):
+    env = dict(os.environ, VLLM_CHATTERBOX_CACHE=str(tmp_path / "cache"), LC_ALL="C.UTF-8")
+    result = subprocess.run([sys.executable, "-m", "vllm_chatterbox.cli", "speak", b"caf\xe9 noir",
+                             "-o", str(tmp_path / "x.wav")], env=env, capture_output=True, timeout=60)
+    err = result.stderr.decode("utf-8", "replace").strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1, err
+    assert "text is not valid UTF-8/Unicode: undecodable character at position 3" in err[0]
+
+
+def test_empty_text_fails_before_the_engine(tmp_path, tiny_dir, no_engine, capsys):
+    assert cli.main(["speak", "  ", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_dir)]) == 2
+    assert "text is empty" in error_line(capsys)
+
+
+def test_long_file_is_not_limited_but_its_language_is_checked(tmp_path, tiny_dir, no_engine, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("Hello there. " * 400, encoding="utf-8")
+    assert cli.main(["speak", "--file", str(text), "-o", str(tmp_path / "x.wav"), "--model", str(tiny_dir),
+                     "--language", "fr"]) == 2
+    assert "the English model cannot speak language 'fr'" in error_line(capsys)
+
+
+def test_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_bytes(b"caf\xe9")
+    assert cli.main(["speak", "--file", str(text), "-o", str(tmp_path / "x.wav")]) == 2
+    assert "is not UTF-8 text" in error_line(capsys)
+
+
+def test_mistyped_local_model_path_is_a_missing_directory(tmp_path, no_engine, capsys, monkeypatch):
+    monkeypatch.setattr("vllm_chatterbox.model_files.download", lambda *a, **k: pytest.fail("tried the hub"))
+    for model in (str(tmp_path / "chaterbox"), "./models/chatterbox", "~/no/such/model", "chatterbox"):
+        assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", model]) == 2
+        assert "model directory not found" in error_line(capsys)
+
+
+@pytest.mark.parametrize("name,damage,message", [
+    ("t3_cfg.safetensors", "truncate", "t3_cfg.safetensors: not a valid safetensors file, damaged or incomplete"),
+    ("s3gen.safetensors", "garbage", "s3gen.safetensors: not a valid safetensors file"),
+    ("ve.safetensors", "truncate", "ve.safetensors: not a valid safetensors file"),
+    ("tokenizer.json", "truncate", "tokenizer.json: not a valid tokenizer file"),
+    ("conds.pt", "truncate", "conds.pt: damaged or incomplete"),
+])
+def test_damaged_model_files_are_one_line(tmp_path, tiny_dir, no_engine, capsys, name, damage, message):
+    model = tmp_path / "model"
+    model.mkdir()
+    for path in tiny_dir.iterdir():
+        (model / path.name).symlink_to(path)
+    (model / name).unlink()
+    data = (tiny_dir / name).read_bytes()
+    (model / name).write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00garbage" * 1000)
+    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(model)]) == 2
+    assert message in error_line(capsys)
+
+
+def test_malicious_voice_pickle_error_never_suggests_unsafe_loading(tmp_path, tiny_dir, no_engine, capsys):
+    class RunsCode:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"t3": RunsCode(), "gen": {}}, evil)
+    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_dir), "--voice", str(evil)]) == 2
+    line = error_line(capsys)
+    assert "refused" in line and "weights_only" not in line
+
+
+def test_wav_renamed_pt_voice_is_named_as_audio(tmp_path, tiny_dir, no_engine, capsys):
+    renamed = tmp_path / "voice.pt"
+    renamed.write_bytes(REFERENCE_WAV.read_bytes())
+    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_dir),
+                     "--voice", str(renamed)]) == 2
+    assert "voice.pt: this is an audio file, not a conds.pt voice file" in error_line(capsys)
+
+
+def test_bad_reference_audio_fails_before_the_engine(tmp_path, tiny_dir, no_engine, capsys):
+    loud = tmp_path / "loud.wav"
+    soundfile.write(loud, np.full(24000, 1e30, dtype=np.float32), 24000, subtype="FLOAT")
+    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_dir), "--voice", str(loud)]) == 2
+    assert "float audio must lie in [-1, 1]" in error_line(capsys)
+
+
+def test_speak_leaves_exaggeration_to_the_voice(tmp_path, tiny_dir, fake_tts):
+    saved = tmp_path / "v.pt"
+    Voice.load(tiny_dir / "conds.pt").with_exaggeration(0.7).save(saved)
+    out = tmp_path / "x.flac"
+    assert cli.main(["speak", "Hi.", "-o", str(out), "--model", str(tiny_dir), "--voice", str(saved)]) == 0
+    (_, voice, params), = fake_tts.calls
+    assert params["exaggeration"] is None and voice.exaggeration == pytest.approx(0.7)
+    assert soundfile.info(str(out)).format == "FLAC"
+
+
+def test_wav_is_written_atomically(tmp_path, tiny_dir, fake_tts, monkeypatch, capsys):
+    """A full disk mid-write leaves neither a truncated WAV nor a temporary file."""
+    out = tmp_path / "out.wav"
+    assert cli.main(["speak", "Hi.", "-o", str(out), "--model", str(tiny_dir)]) == 0
+    wav, rate = soundfile.read(out, dtype="float32")
+    np.testing.assert_allclose(wav, np.linspace(-0.5, 0.5, 2400), atol=1 / 32768)
+    before = out.read_bytes()
+    capsys.readouterr()
+
+    def disk_full(path, data, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(soundfile, "write", disk_full)
+    for target in (out, tmp_path / "new.wav"):
+        assert cli.main(["speak", "Hi.", "-o", str(target), "--model", str(tiny_dir)]) == 2
+        assert "No space left on device" in error_line(capsys)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]
+
+
+def test_unexpected_errors_are_still_one_line(tmp_path, tiny_dir, monkeypatch, capsys):
+    def broken(*args):
+        raise KeyError("something unforeseen")
+
+    monkeypatch.setattr(cli, "_load_model", broken)
+    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_dir)]) == 2
+    assert "KeyError: 'something unforeseen' (run with -v for details)" in error_line(capsys)

@@ -54,3 +54,26 @@ def test_from_files_takes_model_files_only(tmp_path):
 
     with pytest.raises(ValueError, match="files must be a ModelFiles"):
         ChatterboxTTS.from_files(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["t3_cfg.safetensors", "s3gen.safetensors", "ve.safetensors", "conds.pt"])
+def test_damaged_weights_are_named_before_anything_loads(tmp_path, name, monkeypatch):
+    """Headers and archive directories are read up front: a truncated file is a ValueError
+    naming it, before any loading (and before vLLM)."""
+    from vllm_chatterbox.test_model import make_test_model
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    directory = make_test_model(tmp_path / "m", "tiny")
+    data = (directory / name).read_bytes()
+    (directory / name).write_bytes(data[: len(data) - 100])
+    monkeypatch.setattr("vllm_chatterbox.tts.T3Engine", lambda *a, **k: pytest.fail("engine started"))
+    with pytest.raises(ValueError, match=f"{name}: (not a valid safetensors file|damaged or incomplete)"):
+        ChatterboxTTS.from_dir(directory)
+
+
+def test_hub_repo_ids_and_local_paths():
+    from vllm_chatterbox.model_files import is_hub_repo_id
+
+    assert is_hub_repo_id("ResembleAI/chatterbox") and is_hub_repo_id("me/my-model.v2")
+    for path in ("/models/chatterbox", "./chatterbox", "../a/b", "~/models", "chatterbox", "a/b/c", "a\\b"):
+        assert not is_hub_repo_id(path), path

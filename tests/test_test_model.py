@@ -60,3 +60,42 @@ def test_full_size_config_is_the_released_model():
     cfg = ChatterboxConfig()
     assert (cfg.t3.hidden_size, cfg.t3.num_layers, cfg.t3.num_heads, cfg.t3.intermediate_size) == (1024, 30, 16, 4096)
     assert cfg.flow.encoder_size == 512 and cfg.estimator.num_mid_blocks == 12 and cfg.hift.base_channels == 512
+
+
+def test_cached_model_is_built_atomically_and_verified_on_use(tmp_path, monkeypatch):
+    from vllm_chatterbox import test_model
+
+    directory = tmp_path / "cache" / "demo-tiny"
+    real_make = test_model.make_test_model
+
+    def interrupted(target, *args, **kwargs):
+        real_make(target, *args, **kwargs)
+        (target / "tokenizer.json").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(test_model, "make_test_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        test_model.cached_test_model(directory)
+    assert not directory.exists() and list((tmp_path / "cache").iterdir()) == [], "a partial model was left behind"
+
+    monkeypatch.setattr(test_model, "make_test_model", real_make)
+    assert test_model.cached_test_model(directory) == directory
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["demo-tiny"]
+    conds = (directory / "conds.pt").read_bytes()
+
+    # Used again: verified, not rebuilt.
+    monkeypatch.setattr(test_model, "make_test_model", lambda *a, **k: pytest.fail("rebuilt a sound model"))
+    test_model.cached_test_model(directory)
+
+    # A partly written model from an older version (missing tokenizer, truncated weights) is rebuilt.
+    monkeypatch.setattr(test_model, "make_test_model", real_make)
+    for damage in ("missing", "truncated"):
+        if damage == "missing":
+            (directory / "tokenizer.json").unlink()
+        else:
+            data = (directory / "s3gen.safetensors").read_bytes()
+            (directory / "s3gen.safetensors").write_bytes(data[:1000])
+        test_model.cached_test_model(directory)
+        test_model.verify_model_dir(directory)
+        assert (directory / "conds.pt").read_bytes() == conds
+        assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["demo-tiny"]

@@ -1,14 +1,17 @@
 """vllm-chatterbox: Chatterbox text-to-speech with T3 served exactly on vLLM and a batched S3Gen."""
 
-from vllm_chatterbox.voice.voice import Voice
-
 __all__ = ["ChatterboxTTS", "Voice"]
 
 
 def __getattr__(name: str):
-    # ChatterboxTTS pulls in vLLM; import it only when asked for.
+    # Imported only when asked for: ChatterboxTTS pulls in vLLM and Voice pulls in torch, and the
+    # command line checks its arguments before paying for either.
     if name == "ChatterboxTTS":
         from vllm_chatterbox.tts import ChatterboxTTS
 
         return ChatterboxTTS
+    if name == "Voice":
+        from vllm_chatterbox.voice.voice import Voice
+
+        return Voice
     raise AttributeError(name)

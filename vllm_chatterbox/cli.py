@@ -22,93 +22,153 @@ DEMO_MAX_NEW_TOKENS = 150  # 6 s of audio
 
 def _demo_model_dir(multilingual: bool = False) -> Path:
     from vllm_chatterbox.t3.engine import cache_root
-    from vllm_chatterbox.test_model import make_test_model
+    from vllm_chatterbox.test_model import cached_test_model
 
     directory = cache_root() / ("demo-tiny-multilingual" if multilingual else "demo-tiny")
-    if not (directory / "conds.pt").exists():
-        make_test_model(directory, "tiny", seed=0, multilingual=multilingual)
-    return directory
+    return cached_test_model(directory, "tiny", seed=0, multilingual=multilingual)
 
 
 def _model_files(model: str | None, args):
     """The model's files: the demo model without --model, else a local directory or a hub repo."""
-    from vllm_chatterbox.model_files import ModelFiles, download
+    from vllm_chatterbox.model_files import ModelFiles, download, is_hub_repo_id
 
     multilingual = args.multilingual or args.t3_version is not None
     if model is None:
         logger.warning(DEMO_WARNING)
-        return ModelFiles.from_dir(_demo_model_dir(multilingual), version=args.t3_version)
-    if Path(model).expanduser().exists():
+        files = ModelFiles.from_dir(_demo_model_dir(multilingual), version=args.t3_version)
+    elif Path(model).expanduser().exists():
         # A local directory is recognised by its files unless --multilingual says so.
-        return ModelFiles.from_dir(model, multilingual=multilingual or None, version=args.t3_version)
-    path = download(model, multilingual=multilingual, version=args.t3_version)
-    return ModelFiles.from_dir(path, multilingual=multilingual, version=args.t3_version)
+        files = ModelFiles.from_dir(model, multilingual=multilingual or None, version=args.t3_version)
+    elif not is_hub_repo_id(model):
+        raise ValueError(f"model directory not found: {Path(model).expanduser()} "
+                         "(a hub model is named like ResembleAI/chatterbox)")
+    else:
+        try:
+            path = download(model, multilingual=multilingual, version=args.t3_version)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc} (there is no local directory {model!r} either)") from None
+        files = ModelFiles.from_dir(path, multilingual=multilingual, version=args.t3_version)
+    files.check_readable()
+    return files
 
 
-def _load_model(model: str | None, args):
+def _load_model(files, args):
     from vllm_chatterbox.tts import ChatterboxTTS
 
     options = {}
     if args.max_num_seqs:
         options["max_num_seqs"] = args.max_num_seqs
-    if model is None:
+    if args.model is None:
         options["max_model_len"] = 2048  # the demo model is tiny; keep its KV cache small
-    return ChatterboxTTS.from_files(_model_files(model, args), **options)
+    return ChatterboxTTS.from_files(files, **options)
 
 
-def _write_wav(path: Path, wav, sample_rate: int = 24000) -> None:
-    import soundfile
+def _speak_text(args) -> str:
+    from vllm_chatterbox.text import check_text
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), wav, sample_rate, subtype="PCM_16")
-
-
-def cmd_speak(args) -> None:
     if (args.text is None) == (args.file is None):
         raise ValueError("give either TEXT or --file, not both")
     text = args.text
     if args.file is not None:
         try:
             text = Path(args.file).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"--file {args.file} is not UTF-8 text (byte {exc.start})") from None
         except OSError as exc:
             raise ValueError(f"cannot read --file {args.file}: {exc.strerror}") from None
-    if args.watermark:
-        from vllm_chatterbox.engine.watermark import load_watermarker
+    return check_text(text)
 
-        load_watermarker()  # fail before the model loads
-    tts = _load_model(args.model, args)
-    voice = tts.resolve_voice(args.voice) if args.voice else None
+
+def _speak_params(args) -> dict:
+    """The generation parameters, checked exactly as generate checks them."""
+    from vllm_chatterbox.params import check_timesteps, t3_params
+    from vllm_chatterbox.text import check_language
+
     params = {
         "exaggeration": args.exaggeration, "cfg_weight": args.cfg_weight, "temperature": args.temperature,
-        "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
-        "seed": args.seed, "n_timesteps": args.n_timesteps, "language": args.language,
-        "watermark": args.watermark,
+        "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
     }
     if args.max_new_tokens is not None:
         params["max_new_tokens"] = args.max_new_tokens
     elif args.model is None:
         # Random weights rarely emit the stop token; keep the demo short.
         params["max_new_tokens"] = DEMO_MAX_NEW_TOKENS
-    if args.file is not None or len(text) > 300:
+    t3_params(1, params)
+    check_timesteps(args.n_timesteps)
+    if args.language is not None:
+        check_language(args.language)
+    return {**params, "n_timesteps": args.n_timesteps, "language": args.language, "watermark": args.watermark}
+
+
+def _speak_voice(voice: str | None, files):
+    """A saved voice loaded and checked, or a reference clip decoded and checked (it is cloned
+    once the model is loaded)."""
+    from vllm_chatterbox.tts import model_config
+    from vllm_chatterbox.voice.audio import load_audio
+    from vllm_chatterbox.voice.voice import Voice
+
+    if voice is None:
+        return None
+    if Path(voice).suffix == ".pt":
+        return Voice.load(voice).check_dims(model_config(files))
+    load_audio(voice)
+    return voice
+
+
+def _check_text_tokens(text: str, files, language: str | None, long_text: bool) -> None:
+    """Text the model's tokenizer accepts (language, length) before any engine starts."""
+    from vllm_chatterbox.tts import model_config
+    from vllm_chatterbox.text import EnglishTokenizer, MultilingualTokenizer, text_to_token_ids
+
+    tokenizer = (MultilingualTokenizer if files.multilingual else EnglishTokenizer).from_file(files.tokenizer)
+    limit = model_config(files).t3.max_text_len
+    # Long text is split into chunks later; checking one short piece checks the language.
+    text_to_token_ids(text.strip()[:300] if long_text else text, tokenizer, language=language,
+                      max_text_tokens=sys.maxsize if long_text else limit)
+
+
+def cmd_speak(args) -> None:
+    from vllm_chatterbox.outputs import AUDIO_FORMATS, check_output_path, write_audio
+
+    # Everything that can be checked is checked before the model (and vLLM) starts.
+    output = check_output_path(args.output, tuple(AUDIO_FORMATS))
+    text = _speak_text(args)
+    params = _speak_params(args)
+    if args.watermark:
+        from vllm_chatterbox.engine.watermark import load_watermarker
+
+        load_watermarker()
+    files = _model_files(args.model, args)
+    voice = _speak_voice(args.voice, files)
+    long_text = args.file is not None or len(text) > 300
+    _check_text_tokens(text, files, args.language, long_text)
+
+    tts = _load_model(files, args)
+    voice = tts.resolve_voice(voice)
+    if long_text:
         wav = tts.generate_long(text, voice, **params)
     else:
         wav = tts.generate(text, voice, **params)[0]
-    _write_wav(Path(args.output), wav)
-    logger.info("wrote %s (%.2f s of audio)", args.output, len(wav) / 24000)
+    write_audio(output, wav, 24000)
+    logger.info("wrote %s (%.2f s of audio)", output, len(wav) / 24000)
     if args.model is None:
-        logger.warning("reminder: %s was made with random weights (noise, not speech)", args.output)
+        logger.warning("reminder: %s was made with random weights (noise, not speech)", output)
 
 
 def cmd_voice(args) -> None:
+    from vllm_chatterbox.outputs import VOICE_SUFFIXES, check_output_path
     from vllm_chatterbox.tts import default_device, model_config
     from vllm_chatterbox.voice.builder import VoiceBuilder
+    from vllm_chatterbox.voice.voice import check_exaggeration
 
+    output = check_output_path(args.output, VOICE_SUFFIXES)
+    exaggeration = check_exaggeration(args.exaggeration)
     # Cloning needs only the voice networks: no vLLM engine is started.
     files = _model_files(args.model, args)
     builder = VoiceBuilder.from_files(files.voice_encoder, files.s3gen, model_config(files), device=default_device())
-    voice = builder.build(args.audio, exaggeration=args.exaggeration)
-    voice.save(args.output)
-    logger.info("wrote voice %s", args.output)
+    voice = builder.build(args.audio, exaggeration=exaggeration)
+    voice.save(output)
+    logger.info("wrote voice %s", output)
 
 
 def cmd_make_test_model(args) -> None:
@@ -127,11 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     speak = sub.add_parser("speak", help="text to a .wav file")
     speak.add_argument("text", nargs="?", help="text to speak (or use --file)")
     speak.add_argument("--file", help="a UTF-8 text file to speak (long text is split into chunks)")
-    speak.add_argument("-o", "--output", required=True, help="output .wav (24 kHz)")
+    speak.add_argument("-o", "--output", required=True, help="output .wav or .flac (24 kHz, 16-bit)")
     speak.add_argument("--voice", help="reference audio (.wav/.flac/.mp3/.ogg) or a saved voice (.pt)")
     speak.add_argument("--language", help="language id of the text, e.g. es, en, fr (required by the "
                                           "multilingual model; the English model takes only en)")
-    speak.add_argument("--exaggeration", type=float, default=0.5)
+    speak.add_argument("--exaggeration", type=float, default=None,
+                       help="emotion intensity in [0, 2] (default: the voice's own, 0.5 for the built-in voice)")
     speak.add_argument("--cfg-weight", type=float, default=0.5)
     speak.add_argument("--temperature", type=float, default=0.8)
     speak.add_argument("--top-p", type=float, default=1.0)
@@ -146,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     voice = sub.add_parser("voice", help="clone a voice from reference audio into a .pt voice file")
     voice.add_argument("audio")
-    voice.add_argument("-o", "--output", required=True)
-    voice.add_argument("--exaggeration", type=float, default=0.5)
+    voice.add_argument("-o", "--output", required=True, help="output voice file (.pt)")
+    voice.add_argument("--exaggeration", type=float, default=0.5,
+                       help="the voice's emotion intensity in [0, 2], used when speaking gives none")
     voice.set_defaults(func=cmd_voice)
 
     for command in (speak, voice):
@@ -177,9 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (ValueError, RuntimeError, OSError, ImportError) as exc:  # ImportError: an optional language package
-        print(f"vllm-chatterbox: error: {exc}", file=sys.stderr)
+        print(f"vllm-chatterbox: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a failure we did not foresee: still one line, the traceback on -v
+        if args.verbose:
+            raise
+        print(f"vllm-chatterbox: error: {type(exc).__name__}: {_one_line(exc)} (run with -v for details)",
+              file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

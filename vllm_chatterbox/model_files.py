@@ -10,8 +10,12 @@ Chinese, ``Cangjie5_TC.json``. A directory is recognised by its contents.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +30,11 @@ MULTILINGUAL_FILES = ("s3gen.pt", "ve.pt", MULTILINGUAL_TOKENIZER, "conds.pt")
 CANGJIE_TABLE = "Cangjie5_TC.json"
 # Text-token vocabulary of the v2/v3 multilingual T3 (the English one has 704).
 MULTILINGUAL_TEXT_VOCAB_SIZE = 2454
+# A hub repository id: "owner/name" with the characters the hub allows.
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# First bytes of audio files someone might have renamed to .pt.
+AUDIO_SIGNATURES = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b"\xff\xfb", b"\xff\xf3")
+TORCH_ZIP_SIGNATURE = b"PK\x03\x04"
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,18 @@ class ModelFiles:
             conds=directory / "conds.pt",
         )
 
+    def check_readable(self) -> None:
+        """Cheap integrity checks of every weights file (headers and archive directories, no
+        tensor data), so a truncated or garbage file is a clear ValueError before anything loads."""
+        for field in fields(self):
+            path = getattr(self, field.name)
+            if not isinstance(path, Path) or field.name == "directory":
+                continue
+            if path.suffix == ".safetensors":
+                check_safetensors(path)
+            elif path.suffix == ".pt":
+                check_torch_file(path)
+
     @classmethod
     def _multilingual(cls, directory: Path, version: str | None) -> "ModelFiles":
         version = version or DEFAULT_MULTILINGUAL_VERSION
@@ -96,6 +117,77 @@ class ModelFiles:
             conds=directory / "conds.pt",
             multilingual=True,
         )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def check_safetensors(path: Path) -> None:
+    """Read the header of a safetensors file: catches garbage and truncated files."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as exc:  # safetensors raises its own SafetensorError
+        raise ValueError(f"{path}: not a valid safetensors file, damaged or incomplete ({_first_line(exc)})") from None
+
+
+def load_safetensors(path: Path, prefix: str = "") -> dict[str, Any]:
+    """The tensors of a safetensors file whose names start with ``prefix`` (prefix removed)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    except Exception as exc:
+        raise ValueError(f"{path}: not a valid safetensors file, damaged or incomplete ({_first_line(exc)})") from None
+
+
+def check_torch_file(path: Path, what: str = "torch.save file") -> None:
+    """Signature and archive directory of a torch.save file, without unpickling anything."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{what} is not a file: {path}")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(AUDIO_SIGNATURES):
+        raise ValueError(f"{path}: this is an audio file, not a {what}; give audio files their own extension "
+                         "(.wav, .flac, .mp3, .ogg)")
+    if not head.startswith(TORCH_ZIP_SIGNATURE):
+        raise ValueError(f"{path}: not a {what} (it was not written by torch.save)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{path}: damaged or incomplete {what} ({_first_line(exc)})") from None
+
+
+def load_torch_file(path: Path, what: str = "torch.save file", mmap: bool = False) -> Any:
+    """``torch.load`` restricted to tensors and plain containers, with one-line errors.
+
+    Files holding other Python objects are refused and, unlike torch's own message, the error
+    never suggests loading them with ``weights_only=False`` (that would run their code)."""
+    import torch
+
+    check_torch_file(path, what)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: refused: it holds Python objects other than tensors, which a {what} never "
+                         "contains; such a file is not loaded because loading it could run its code") from None
+    except Exception as exc:  # torch raises several unrelated types for damaged files
+        raise ValueError(f"{path}: not a readable {what} ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def is_hub_repo_id(model: str) -> bool:
+    """Whether ``model`` can only be a hub repository id, not a local path: "owner/name" and no
+    path syntax (absolute, ~, ./ or ../, more than one separator)."""
+    return bool(HUB_REPO_ID.match(model)) and not model.startswith((".", "~"))
 
 
 def multilingual_t3_file(version: str | None) -> str:

@@ -7,14 +7,18 @@ the parameter (and the text's index when values are given per text).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 # name -> (default, lower, upper, lower inclusive, kind). Ranges follow the original's demo UI
-# where vLLM allows it; temperature is capped at vLLM's 2.0 (0 means greedy).
+# where vLLM allows it; temperature is capped at vLLM's 2.0 (0 means greedy). The default
+# exaggeration None means the voice's own (a cloned voice's value, conds.pt's emotion_adv).
 T3_PARAMETERS: dict[str, tuple[Any, float, float, bool, type]] = {
-    "exaggeration": (0.5, 0.0, 2.0, True, float),
+    "exaggeration": (None, 0.0, 2.0, True, float),
     "cfg_weight": (0.5, 0.0, 2.0, True, float),
     "temperature": (0.8, 0.0, 2.0, True, float),
     "top_p": (1.0, 0.0, 1.0, False, float),
@@ -24,9 +28,14 @@ T3_PARAMETERS: dict[str, tuple[Any, float, float, bool, type]] = {
 }
 
 
+# vLLM passes seeds to its engine as msgpack integers and seeds a torch.Generator with them;
+# both stop at 2**64 - 1.
+MAX_SEED = 2 ** 64 - 1
+
+
 @dataclass(frozen=True)
 class T3Params:
-    exaggeration: float
+    exaggeration: float | None  # None: the voice's own
     cfg_weight: float
     temperature: float
     top_p: float
@@ -45,11 +54,23 @@ def per_text(name: str, value: Any, count: int) -> list[Any]:
     return [value] * count
 
 
+def is_number(value: Any) -> bool:
+    """A real number, numpy scalars included; booleans are not numbers here."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def check_number(name: str, value: Any, where: str = "") -> float | int:
     default, lower, upper, lower_inclusive, kind = T3_PARAMETERS[name]
     label = f"{name}{where}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if value is None and default is None:
+        return None
+    if not is_number(value):
         raise ValueError(f"{label} must be a number, got {value!r}")
+    value = int(value) if is_integer(value) else float(value)
     if kind is int and (not float(value).is_integer()):
         raise ValueError(f"{label} must be an integer, got {value!r}")
     if not math.isfinite(value):
@@ -64,13 +85,15 @@ def check_number(name: str, value: Any, where: str = "") -> float | int:
 def check_seed(value: Any, where: str = "") -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"seed{where} must be None or an integer >= 0, got {value!r}")
-    return value
+    if not is_integer(value) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"seed{where} must be None or an integer in [0, 2**64 - 1], got {value!r}")
+    return int(value)
 
 
 def check_timesteps(value: Any, where: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+    if is_number(value) and float(value).is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 100:
         raise ValueError(f"n_timesteps{where} must be an integer in [1, 100], got {value!r}")
     return value
 

@@ -18,13 +18,15 @@ import dataclasses
 import logging
 import math
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from vllm_chatterbox.config import ChatterboxConfig, T3Config, tiny_config
-from vllm_chatterbox.model_files import MULTILINGUAL_T3_FILES, MULTILINGUAL_TEXT_VOCAB_SIZE, MULTILINGUAL_TOKENIZER
+from vllm_chatterbox.model_files import (MULTILINGUAL_T3_FILES, MULTILINGUAL_TEXT_VOCAB_SIZE, MULTILINGUAL_TOKENIZER,
+                                         ModelFiles)
 from vllm_chatterbox.voice.voice import Voice
 
 logger = logging.getLogger(__name__)
@@ -146,3 +148,48 @@ def make_test_model(directory: str | Path, size: str = "tiny", seed: int = 0, mu
     if size != "full":
         config.save(directory)
     return directory
+
+
+def cached_test_model(directory: str | Path, size: str = "tiny", seed: int = 0, multilingual: bool = False) -> Path:
+    """A random-weight model kept at ``directory`` (the CLI's demo model): checked on every use
+    and rebuilt when missing or damaged. It is built in a temporary directory beside
+    ``directory`` and renamed into place, so an interrupted build never leaves a partial model."""
+    directory = Path(directory)
+    if directory.exists():
+        try:
+            verify_model_dir(directory, multilingual)
+            return directory
+        except ValueError as exc:
+            logger.warning("the cached model %s is damaged (%s); rebuilding it", directory, exc)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.building-", dir=directory.parent))
+    try:
+        make_test_model(staging, size, seed, multilingual=multilingual)
+        verify_model_dir(staging, multilingual)
+        if directory.exists():
+            # Move the damaged copy aside first: a directory cannot be replaced in one rename.
+            discarded = Path(tempfile.mkdtemp(prefix=f".{directory.name}.damaged-", dir=directory.parent))
+            directory.rename(discarded / directory.name)
+            shutil.rmtree(discarded, ignore_errors=True)
+        try:
+            staging.rename(directory)
+        except OSError:
+            # Another process finished first; use its copy if it is sound.
+            verify_model_dir(directory, multilingual)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def verify_model_dir(directory: Path, multilingual: bool = False) -> ModelFiles:
+    """Every file of a model directory present and readable (cheap: headers, tokenizer, voice,
+    configuration; not the tensor data). Raises ValueError naming the first problem."""
+    from vllm_chatterbox.config import ChatterboxConfig
+    from vllm_chatterbox.text import EnglishTokenizer, MultilingualTokenizer
+
+    files = ModelFiles.from_dir(directory, multilingual=multilingual)
+    files.check_readable()
+    ChatterboxConfig.for_model_dir(directory)
+    (MultilingualTokenizer if multilingual else EnglishTokenizer).from_file(files.tokenizer)
+    Voice.load(files.conds)
+    return files

@@ -20,7 +20,7 @@ from vllm_chatterbox.engine.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MAX_
 from vllm_chatterbox.engine.pipeline import AudioJob, s3gen_seed, synthesize
 from vllm_chatterbox.engine.streaming import StreamJob, StreamVocoder, stream_audio
 from vllm_chatterbox.engine.watermark import Watermarker, apply_watermark, check_watermark_flag, load_watermarker
-from vllm_chatterbox.params import check_seed, check_timesteps, per_text, t3_params
+from vllm_chatterbox.params import check_seed, check_timesteps, is_integer, per_text, t3_params
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
 from vllm_chatterbox.t3.client import T3Client
 from vllm_chatterbox.text import EnglishTokenizer, MultilingualTokenizer
@@ -46,7 +46,7 @@ class ChatterboxTTS:
         self.device = torch.device(device)
         tokenizer_class = MultilingualTokenizer if files.multilingual else EnglishTokenizer
         self.t3 = T3Client.from_file(files.t3, tokenizer_class.from_file(files.tokenizer), config.t3)
-        self.builtin_voice = Voice.load(files.conds)
+        self.builtin_voice = Voice.load(files.conds).check_dims(config)
         self.t3_engine = T3Engine(files.t3, config.t3, **engine_options)
 
     @classmethod
@@ -68,6 +68,7 @@ class ChatterboxTTS:
         if not isinstance(files, ModelFiles):
             raise ValueError(f"files must be a ModelFiles (see ModelFiles.from_dir), got {type(files).__name__}; "
                              "use ChatterboxTTS.from_dir for a directory")
+        files.check_readable()
         return cls(files, model_config(files), engine_options, device or default_device())
 
     @classmethod
@@ -102,9 +103,11 @@ class ChatterboxTTS:
         if voice is None:
             return self.builtin_voice
         if isinstance(voice, Voice):
-            return voice
+            return voice.check_dims(self.config)
         if isinstance(voice, (str, Path)):
-            return Voice.load(voice) if Path(voice).suffix == ".pt" else self.voice_from_audio(voice)
+            if Path(voice).suffix == ".pt":
+                return Voice.load(voice).check_dims(self.config)
+            return self.voice_from_audio(voice)
         raise ValueError(f"voice must be None, a Voice, a .pt voice file or an audio file, got {voice!r}")
 
     # --- T3 ---------------------------------------------------------------------------------
@@ -233,9 +236,9 @@ class ChatterboxTTS:
                          parameters: dict) -> tuple[list[str], Voice, dict]:
         """Chunks of ``text``, the resolved voice, and per-chunk parameters (seed + i)."""
         limit = self.config.t3.max_text_len
-        if isinstance(max_chunk_tokens, bool) or not isinstance(max_chunk_tokens, int) or \
-                not 1 <= max_chunk_tokens <= limit:
+        if not is_integer(max_chunk_tokens) or not 1 <= max_chunk_tokens <= limit:
             raise ValueError(f"max_chunk_tokens must be an integer in [1, {limit}], got {max_chunk_tokens!r}")
+        max_chunk_tokens = int(max_chunk_tokens)
         if not isinstance(text, str):
             raise ValueError(f"text must be a str, got {type(text).__name__}")
         for name, value in parameters.items():

@@ -22,6 +22,7 @@ from vllm_chatterbox.t3.tokens import clean_speech_tokens
     ({"texts": "Hi.", "max_new_tokens": 0}, "max_new_tokens must be in"),
     ({"texts": "Hi.", "max_new_tokens": 2.5}, "max_new_tokens must be an integer"),
     ({"texts": "Hi.", "seed": -3}, "seed must be None or an integer"),
+    ({"texts": "Hi.", "seed": 2 ** 64}, r"seed must be None or an integer in \[0, 2\*\*64 - 1\]"),
     ({"texts": ["a.", "b."], "cfg_weight": [0.5]}, "cfg_weight: got 1 values for 2 texts"),
     ({"texts": ["a.", "b."], "temperature": [0.5, 9]}, r"temperature \(text 1\)"),
     ({"texts": "Hi.", "top_k": 5}, r"unknown parameter\(s\) \['top_k'\]"),
@@ -55,6 +56,13 @@ def test_seeded_sampling_is_reproducible_and_seed_dependent(tts):
     second = tts.generate_speech_tokens(texts, seed=[1, 2], max_new_tokens=24)
     assert first == second
     assert first[0] != first[1]
+
+
+def test_largest_seed_vllm_accepts(tts):
+    """2**64 - 1 is the largest seed vLLM takes (msgpack's uint64; torch.Generator.manual_seed)."""
+    first = tts.generate_speech_tokens("Big seeds.", seed=2 ** 64 - 1, max_new_tokens=6)
+    assert first == tts.generate_speech_tokens("Big seeds.", seed=2 ** 64 - 1, max_new_tokens=6)
+    assert len(first[0]) == 6
 
 
 def test_seeded_batch_needing_several_prefill_steps(tts):

@@ -365,3 +365,29 @@ def test_too_long_text_is_rejected(english: EnglishTokenizer, multilingual: Mult
     # Full-size limit: the text position table has 2050 rows, so 2048 ids between start and stop.
     with pytest.raises(ValueError, match="the limit is 2048"):
         text_to_token_ids("a " * 1100, english, max_text_tokens=2048)
+
+
+def test_undecodable_text_is_a_clear_error(english: EnglishTokenizer) -> None:
+    """Invalid UTF-8 in a command-line argument arrives as lone surrogates."""
+    text = b"caf\xe9 au lait".decode("utf-8", errors="surrogateescape")
+    with pytest.raises(ValueError, match=r"text is not valid UTF-8/Unicode: undecodable character at position 3"):
+        text_to_token_ids(text, english, max_text_tokens=100)
+
+
+def test_unknown_characters_are_collected(english: EnglishTokenizer, multilingual: MultilingualTokenizer) -> None:
+    unknown: set[str] = set()
+    known = text_to_token_ids("Hello there.", english, max_text_tokens=100, unknown=unknown)
+    assert not unknown
+    ids = text_to_token_ids("Hi 😀 there\x07.", english, max_text_tokens=100, unknown=unknown)
+    assert unknown == {"😀", "\x07"} and ids.count(english.unknown_token_id) == 2
+    assert known[0] == ids[0]
+    unknown.clear()
+    text_to_token_ids("¿Qué tal? ☃", multilingual, language="es", max_text_tokens=100, unknown=unknown)
+    assert unknown == {"☃"}
+
+
+def test_broken_tokenizer_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "tokenizer.json"
+    path.write_text('{"version": "1.0", "model": ', encoding="utf-8")
+    with pytest.raises(ValueError, match="tokenizer.json: not a valid tokenizer file"):
+        EnglishTokenizer.from_file(path)

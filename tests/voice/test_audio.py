@@ -116,6 +116,16 @@ def test_header_only_wav_is_empty(tmp_path):
         load_audio(path)
 
 
+def test_float_wav_with_absurd_samples_is_refused(tmp_path):
+    """A float WAV of 1e30 samples used to become a voice of NaN embeddings."""
+    path = tmp_path / "loud.wav"
+    soundfile.write(path, np.full(16000, 1e30, dtype=np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(ValueError, match="audio samples reach 1e\\+30; float audio must lie in"):
+        load_audio(path)
+    clipped = _tone(1.0, 16000, amp=1.5)
+    assert load_audio(clipped, 16000)[0].max() == pytest.approx(1.5, rel=1e-4)  # headroom is tolerated
+
+
 def test_long_file_refused_before_decoding(tmp_path):
     path = tmp_path / "long.wav"
     soundfile.write(path, np.zeros(601 * 8000, dtype=np.int16), 8000, subtype="PCM_16")
@@ -135,6 +145,8 @@ def test_long_file_refused_before_decoding(tmp_path):
         (np.full(601 * 8000, 0.1, dtype=np.float32), "too long"),
         (np.ones((3, 4, 5), dtype=np.float32), "1-D"),
         (np.ones(16000, dtype=np.complex64), "dtype"),
+        (np.full(16000, 1e30, dtype=np.float32), "float audio must lie in"),
+        (np.full(16000, -1e4, dtype=np.float64), "float audio must lie in"),
     ],
 )
 def test_bad_samples_raise(samples, match):

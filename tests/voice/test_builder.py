@@ -157,6 +157,32 @@ def test_bad_audio_raises(builder, source, rate, match):
         builder.build(source, rate)
 
 
-def test_bad_exaggeration_raises(builder):
-    with pytest.raises(ValueError, match="exaggeration"):
-        builder.build(BUILTIN_WAV, exaggeration=float("nan"))
+@pytest.mark.parametrize("value,match", [
+    (float("nan"), "exaggeration must be finite"),
+    (2.5, r"exaggeration must be in \[0.0, 2.0\]"),
+    (-0.1, r"exaggeration must be in \[0.0, 2.0\]"),
+    (None, "exaggeration must be a number"),
+    ("high", "exaggeration must be a number"),
+])
+def test_bad_exaggeration_raises(builder, value, match):
+    """The same range as generate's exaggeration."""
+    with pytest.raises(ValueError, match=match):
+        builder.build(BUILTIN_WAV, exaggeration=value)
+
+
+def test_numpy_exaggeration_is_a_number(builder):
+    assert builder.build(BUILTIN_WAV, exaggeration=np.float32(0.25)).exaggeration == pytest.approx(0.25)
+
+
+def test_a_voice_that_comes_out_non_finite_is_rejected(builder, monkeypatch):
+    """Whatever the networks make of odd audio, a NaN voice never leaves the builder."""
+    real = builder.voice_encoder.embed_utterance
+    monkeypatch.setattr(builder.voice_encoder, "embed_utterance", lambda wav: real(wav) * float("nan"))
+    builder._cache.clear()
+    with pytest.raises(ValueError, match="reference audio gave an unusable voice: voice speaker_emb holds non-finite"):
+        builder.build(_tone_for_builder(), 24000)
+
+
+def _tone_for_builder():
+    t = np.arange(24000 * 2) / 24000
+    return (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vllm_chatterbox.params import is_integer, is_number
+
 # Text tokens per chunk. English prose runs about 1.6 characters per text token, so 150 tokens
 # is about 240 characters (the original is at ease up to ~300) or ~16 s of speech at ~15
 # characters/s: ~400 speech tokens at 25 per second, well inside the default max_new_tokens of
@@ -23,10 +25,10 @@ DEFAULT_PAUSE_MS = 100.0
 
 
 def check_join_options(sample_rate: int, crossfade_ms: float, pause_ms: float) -> None:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
+    if not is_integer(sample_rate) or sample_rate < 1:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     for name, value in (("crossfade_ms", crossfade_ms), ("pause_ms", pause_ms)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if not is_number(value) or not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
@@ -58,6 +60,7 @@ def join_with_crossfade(wavs: Sequence[np.ndarray], sample_rate: int = 24000,
     if isinstance(wavs, (str, bytes)) or not isinstance(wavs, Sequence) or len(wavs) == 0:
         raise ValueError("wavs must be a non-empty sequence of 1-D waveforms")
     check_join_options(sample_rate, crossfade_ms, pause_ms)
+    sample_rate, crossfade_ms, pause_ms = int(sample_rate), float(crossfade_ms), float(pause_ms)
     chunks = []
     for i, wav in enumerate(wavs):
         wav = np.asarray(wav, dtype=np.float32)

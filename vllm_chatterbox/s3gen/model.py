@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from vllm_chatterbox.config import ChatterboxConfig
+from vllm_chatterbox.model_files import load_safetensors, load_torch_file
 from vllm_chatterbox.s3gen.flow import CausalMaskedDiffWithXvec
 from vllm_chatterbox.s3gen.hift import HiFTGenerator, trim_fade
 from vllm_chatterbox.s3gen.noise import flow_noise
@@ -223,9 +223,15 @@ class S3Gen(nn.Module):
         vocab = self.config.flow.vocab_size
         n_mels = self.config.flow.output_size
         ratio = self.config.flow.token_mel_ratio
+        # S3Gen's memory grows about quadratically with an item's length (full attention over
+        # its frames); T3 never makes more than max_speech_tokens, so longer input is refused.
+        max_tokens = self.config.t3.max_speech_tokens
         checked = []
         for i, (tokens, voice) in enumerate(zip(token_lists, voices)):
             tokens = _token_tensor(tokens, i, vocab)
+            if tokens.shape[0] > max_tokens:
+                raise ValueError(f"item {i}: {tokens.shape[0]} speech tokens; the model's maximum is {max_tokens} "
+                                 f"({max_tokens // self.config.s3_tokenizer.token_rate} s); split longer text (generate_long)")
             _check_voice(voice, i, vocab, n_mels, self.config.flow.spk_embed_dim)
             frames = ratio * (voice.prompt_token.shape[1] + tokens.shape[0])
             prompt_frames = voice.prompt_feat.shape[1]
@@ -330,8 +336,11 @@ def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise ValueError(f"s3gen checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+        return load_safetensors(path)
+    state = load_torch_file(path, "s3gen checkpoint")
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return state
 
 
 def _preview(keys: list[str], n: int = 8) -> str:

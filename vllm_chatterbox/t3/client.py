@@ -19,7 +19,7 @@ from vllm_chatterbox.params import T3Params
 from vllm_chatterbox.t3.engine import T3Request, T3Result
 from vllm_chatterbox.t3.prefix import T3PromptBuilder
 from vllm_chatterbox.t3.tokens import clean_speech_tokens
-from vllm_chatterbox.text import text_to_token_ids
+from vllm_chatterbox.text import text_to_token_ids, warn_unknown_characters
 from vllm_chatterbox.voice.voice import Voice
 
 # Distinct (voice, exaggeration) conditionings kept; computing one runs the perceiver.
@@ -39,10 +39,16 @@ class T3Client:
     def from_file(cls, t3_weights: str | Path, tokenizer, cfg: T3Config) -> "T3Client":
         return cls(T3PromptBuilder.from_file(t3_weights, cfg), tokenizer, cfg)
 
-    def text_token_ids(self, text: str, language: str | None = None) -> list[int]:
+    def text_token_ids(self, text: str, language: str | None = None, unknown: set[str] | None = None) -> list[int]:
         """``[start] + ids + [stop]``; the multilingual model needs ``language``, the English
-        one takes only None or "en"."""
-        return text_to_token_ids(text, self.tokenizer, language=language, max_text_tokens=self.cfg.max_text_len)
+        one takes only None or "en". Characters that become [UNK] are added to ``unknown``, or
+        named in a warning when it is not given."""
+        collected: set[str] = set() if unknown is None else unknown
+        ids = text_to_token_ids(text, self.tokenizer, language=language, max_text_tokens=self.cfg.max_text_len,
+                                unknown=collected)
+        if unknown is None:
+            warn_unknown_characters(collected)
+        return ids
 
     def count_text_tokens(self, text: str, language: str | None = None) -> int:
         """Tokens of ``text`` as :meth:`text_token_ids` counts them, without start/stop or length limit."""
@@ -62,8 +68,9 @@ class T3Client:
         return cached
 
     def request(self, text_ids: list[int], voice: Voice, params: T3Params) -> T3Request:
-        """One request; ``params.exaggeration`` overrides the voice's own."""
-        voice = voice.with_exaggeration(params.exaggeration)
+        """One request; ``params.exaggeration``, when not None, overrides the voice's own."""
+        if params.exaggeration is not None:
+            voice = voice.with_exaggeration(params.exaggeration)
         embeds = self.prompt_builder.prompt_embeds(self.conditioning(voice), text_ids)
         # Prefix caching hashes the embeddings; the salt keeps requests whose rows are equal
         # but whose RoPE shift differs (another prompt length) from sharing KV blocks.
@@ -73,12 +80,14 @@ class T3Client:
                  params: Sequence[T3Params]) -> list[T3Request]:
         """One request per text (all lists of equal length); errors name the text's index."""
         requests = []
+        unknown: set[str] = set()
         for i, (text, voice, language, p) in enumerate(zip(texts, voices, languages, params, strict=True)):
             try:
-                text_ids = self.text_token_ids(text, language)
+                text_ids = self.text_token_ids(text, language, unknown)
             except ValueError as exc:
                 raise ValueError(f"text {i}: {exc}" if len(texts) > 1 else str(exc)) from None
             requests.append(self.request(text_ids, voice, p))
+        warn_unknown_characters(unknown)  # once per call, however many texts
         return requests
 
     def speech_tokens(self, result: T3Result) -> list[int]:

@@ -9,7 +9,9 @@ from vllm_chatterbox.text.tokenizers import (
     EnglishTokenizer,
     MultilingualTokenizer,
     check_language,
+    check_text,
     text_to_token_ids,
+    warn_unknown_characters,
 )
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "EnglishTokenizer",
     "MultilingualTokenizer",
     "check_language",
+    "check_text",
     "normalize_text",
     "text_to_token_ids",
+    "warn_unknown_characters",
 ]

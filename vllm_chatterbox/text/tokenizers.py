@@ -30,6 +30,7 @@ CANGJIE_FILE = "Cangjie5_TC.json"
 SPACE_TOKEN = "[SPACE]"
 START_TOKEN = "[START]"
 STOP_TOKEN = "[STOP]"
+UNKNOWN_TOKEN = "[UNK]"
 
 SUPPORTED_LANGUAGES: dict[str, str] = {
     "ar": "Arabic",
@@ -78,7 +79,24 @@ def _load_hf_tokenizer(path: str | Path) -> Tokenizer:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer file not found: {path}")
-    return Tokenizer.from_file(str(path))
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # the tokenizers library raises its own exception type
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path}: not a valid tokenizer file, damaged or incomplete ({detail})") from None
+
+
+def describe_characters(characters) -> str:
+    """``'😀' (U+1F600), U+0007``: printable characters shown, all with their code point."""
+    return ", ".join(f"{c!r} (U+{ord(c):04X})" if c.isprintable() and not c.isspace() else f"U+{ord(c):04X}"
+                     for c in sorted(characters))
+
+
+def warn_unknown_characters(characters) -> None:
+    """One warning naming the characters that the vocabulary lacks (they became [UNK])."""
+    if characters:
+        logger.warning("%d character(s) not in the model's text vocabulary became [UNK] and will not be spoken "
+                       "as written: %s", len(characters), describe_characters(characters))
 
 
 class _GraphemeTokenizer:
@@ -92,9 +110,17 @@ class _GraphemeTokenizer:
         self._tokenizer = tokenizer
         self.start_token_id: int = vocab[START_TOKEN]
         self.stop_token_id: int = vocab[STOP_TOKEN]
+        self.unknown_token_id: int | None = vocab.get(UNKNOWN_TOKEN)
 
-    def _encode_graphemes(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text.replace(" ", SPACE_TOKEN)).ids
+    def _encode_graphemes(self, text: str, unknown: set[str] | None = None) -> list[int]:
+        """Ids of ``text``; characters that became [UNK] are added to ``unknown``."""
+        text = text.replace(" ", SPACE_TOKEN)
+        encoding = self._tokenizer.encode(text)
+        if unknown is not None and self.unknown_token_id is not None:
+            for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
+                if token_id == self.unknown_token_id:
+                    unknown.update(text[start:end])
+        return encoding.ids
 
 
 class EnglishTokenizer(_GraphemeTokenizer):
@@ -104,9 +130,9 @@ class EnglishTokenizer(_GraphemeTokenizer):
     def from_file(cls, path: str | Path) -> EnglishTokenizer:
         return cls(_load_hf_tokenizer(path))
 
-    def encode(self, normalized_text: str) -> list[int]:
-        """Ids of already normalised text, without start/stop tokens."""
-        return self._encode_graphemes(normalized_text)
+    def encode(self, normalized_text: str, unknown: set[str] | None = None) -> list[int]:
+        """Ids of already normalised text, without start/stop tokens (see ``_encode_graphemes``)."""
+        return self._encode_graphemes(normalized_text, unknown)
 
 
 # ---------------------------------------------------------------- language-specific steps
@@ -270,12 +296,12 @@ class MultilingualTokenizer(_GraphemeTokenizer):
         cangjie = Path(cangjie_path) if cangjie_path is not None else path.parent / CANGJIE_FILE
         return cls(_load_hf_tokenizer(path), cangjie)
 
-    def encode(self, normalized_text: str, language: str) -> list[int]:
+    def encode(self, normalized_text: str, language: str, unknown: set[str] | None = None) -> list[int]:
         """Ids of already normalised text, starting with the language tag, without start/stop."""
         language_id = check_language(language)
         text = unicodedata.normalize("NFKD", normalized_text.lower())
         text = self._language_step(text, language_id)
-        return self._encode_graphemes(f"[{language_id}]{text}")
+        return self._encode_graphemes(f"[{language_id}]{text}", unknown)
 
     def _language_step(self, text: str, language_id: str) -> str:
         if language_id == "zh":
@@ -298,34 +324,48 @@ class MultilingualTokenizer(_GraphemeTokenizer):
 # ---------------------------------------------------------------- public entry point
 
 
+def check_text(text: str) -> str:
+    """A non-empty str of valid Unicode (no lone surrogates, which undecodable UTF-8 bytes in
+    a command-line argument turn into)."""
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"text is not valid UTF-8/Unicode: undecodable character at position {exc.start} "
+                         f"(U+{ord(text[exc.start]):04X}); save or pass the text as UTF-8") from None
+    if not text.strip():
+        raise ValueError("text is empty")
+    return text
+
+
 def text_to_token_ids(
     text: str,
     tokenizer: EnglishTokenizer | MultilingualTokenizer,
     *,
     language: str | None = None,
     max_text_tokens: int,
+    unknown: set[str] | None = None,
 ) -> list[int]:
     """Normalise and tokenise ``text`` and wrap it as ``[start] + ids + [stop]`` for T3.
 
     Unlike the original, empty (or whitespace-only) text is rejected instead of being
     replaced by a filler sentence. ``max_text_tokens`` bounds the ids between start and
-    stop (the learned text position table has ``max_text_tokens + 2`` rows).
+    stop (the learned text position table has ``max_text_tokens + 2`` rows). Characters the
+    vocabulary lacks (they become [UNK]) are added to ``unknown`` when given.
     """
-    if not isinstance(text, str):
-        raise ValueError(f"text must be a str, got {type(text).__name__}")
-    if not text.strip():
-        raise ValueError("text is empty")
+    check_text(text)
 
     if isinstance(tokenizer, MultilingualTokenizer):
         if language is None:
             raise ValueError(
                 f"the multilingual model needs a language; supported languages: {_supported_languages_text()}"
             )
-        ids = tokenizer.encode(normalize_text(text, multilingual=True), language)
+        ids = tokenizer.encode(normalize_text(text, multilingual=True), language, unknown)
     elif isinstance(tokenizer, EnglishTokenizer):
         if language is not None and check_language(language) != "en":
             raise ValueError(f"the English model cannot speak language {language!r}; use the multilingual model")
-        ids = tokenizer.encode(normalize_text(text))
+        ids = tokenizer.encode(normalize_text(text), unknown)
     else:
         raise ValueError(f"unsupported tokenizer type {type(tokenizer).__name__}")
 

@@ -25,6 +25,9 @@ AudioSource = Union[str, os.PathLike, bytes, BinaryIO, np.ndarray, torch.Tensor]
 MIN_DURATION_S = 0.5
 MAX_DURATION_S = 600.0
 SILENCE_PEAK = 1e-4  # below this peak amplitude the clip carries no usable voice
+# Float audio lives in [-1, 1]; a little headroom is fine (clipped masters), samples far beyond
+# it are not audio and would overflow the spectrograms into NaN voices.
+MAX_PEAK = 100.0
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 384000
 MAX_CHANNELS = 16
@@ -133,6 +136,9 @@ def _check_samples(wav: np.ndarray, sample_rate: int) -> None:
             "trim the reference"
         )
     peak = float(np.abs(wav).max())
+    if peak > MAX_PEAK:
+        raise ValueError(f"audio samples reach {peak:.3g}; float audio must lie in [-1, 1] "
+                         f"(up to {MAX_PEAK:g} is tolerated), so this is not a usable recording")
     if peak < SILENCE_PEAK:
         raise ValueError(f"audio is silent (peak amplitude {peak:.2e} < {SILENCE_PEAK:.0e})")
 

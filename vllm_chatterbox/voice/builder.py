@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -19,11 +18,12 @@ import numpy as np
 import torch
 
 from vllm_chatterbox.config import ChatterboxConfig
+from vllm_chatterbox.model_files import load_safetensors, load_torch_file
 from vllm_chatterbox.voice.audio import AudioSource, load_audio, resample_sinc_hann, resample_soxr_hq
 from vllm_chatterbox.voice.campplus import CAMPPlus
 from vllm_chatterbox.voice.features import PROMPT_MEL_SAMPLE_RATE, prompt_mel_spectrogram
 from vllm_chatterbox.voice.s3_tokenizer import S3Tokenizer
-from vllm_chatterbox.voice.voice import Voice
+from vllm_chatterbox.voice.voice import Voice, check_exaggeration
 from vllm_chatterbox.voice.voice_encoder import VoiceEncoder
 
 logger = logging.getLogger(__name__)
@@ -44,11 +44,10 @@ def _load_state(source: StateSource, prefix: str = "") -> dict[str, torch.Tensor
     if not path.is_file():
         raise ValueError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
-    state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        return load_safetensors(path, prefix)
+    state = load_torch_file(path, "weights file", mmap=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: not a state dict (a mapping of names to tensors)")
     return _load_state(state, prefix)
 
 
@@ -98,8 +97,7 @@ class VoiceBuilder:
 
     def build(self, source: AudioSource, sample_rate: int | None = None, *, exaggeration: float = 0.5) -> Voice:
         """Voice of a reference clip (path, bytes, file object or samples); cached by content."""
-        if not math.isfinite(float(exaggeration)):
-            raise ValueError(f"exaggeration must be a finite number, got {exaggeration}")
+        exaggeration = check_exaggeration(exaggeration)
         wav, sample_rate = load_audio(source, sample_rate)
         key = audio_key(wav, sample_rate)
         with self._lock:
@@ -119,14 +117,17 @@ class VoiceBuilder:
             parts = self._conditionals(wav, sample_rate)
         # Clone outside inference mode so callers get ordinary tensors.
         speaker_emb, t3_tokens, prompt_token, prompt_feat, embedding = (p.cpu().clone() for p in parts)
-        return Voice(
-            speaker_emb=speaker_emb.float(),
-            cond_prompt_speech_tokens=t3_tokens.long(),
-            exaggeration=float(exaggeration),
-            prompt_token=prompt_token.long(),
-            prompt_feat=prompt_feat.float(),
-            embedding=embedding.float(),
-        )
+        try:
+            return Voice(
+                speaker_emb=speaker_emb.float(),
+                cond_prompt_speech_tokens=t3_tokens.long(),
+                exaggeration=float(exaggeration),
+                prompt_token=prompt_token.long(),
+                prompt_feat=prompt_feat.float(),
+                embedding=embedding.float(),
+            ).check_dims(self.config)
+        except ValueError as exc:
+            raise ValueError(f"the reference audio gave an unusable voice: {exc}") from None
 
     def _conditionals(self, wav: np.ndarray, sample_rate: int) -> tuple[torch.Tensor, ...]:
         ref24 = resample_soxr_hq(wav, sample_rate, S3GEN_SR)
