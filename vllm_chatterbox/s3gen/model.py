@@ -25,6 +25,7 @@ from torch import nn
 from vllm_chatterbox.config import ChatterboxConfig
 from vllm_chatterbox.s3gen.flow import CausalMaskedDiffWithXvec
 from vllm_chatterbox.s3gen.hift import HiFTGenerator, trim_fade
+from vllm_chatterbox.s3gen.meanflow import meanflow_noise
 from vllm_chatterbox.voice.voice import Voice
 
 logger = logging.getLogger(__name__)
@@ -98,10 +99,12 @@ class S3Gen(nn.Module):
 
     @torch.inference_mode()
     def tokens_to_mel(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice], *,
-                      n_timesteps: int = 10, noise: Sequence[torch.Tensor] | None = None,
+                      n_timesteps: int | None = None, noise: Sequence[torch.Tensor] | None = None,
                       generators: Sequence[torch.Generator | None] | None = None,
                       max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES) -> list[torch.Tensor]:
         """Mel (80, 2*(Tp+Ts) - Tm) per item, in input order (Tp/Tm: the voice's prompt tokens/frames)."""
+        if n_timesteps is None:
+            n_timesteps = self.config.estimator.default_n_timesteps  # 10; meanflow (Turbo) 2
         items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators)
         mels: list[torch.Tensor | None] = [None] * len(items)
         for group in length_groups([it.frames for it in items], max_batch_frames):
@@ -124,7 +127,7 @@ class S3Gen(nn.Module):
 
     @torch.inference_mode()
     def inference(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice], *,
-                  n_timesteps: int = 10, noise: Sequence[torch.Tensor] | None = None,
+                  n_timesteps: int | None = None, noise: Sequence[torch.Tensor] | None = None,
                   generators: Sequence[torch.Generator | None] | None = None,
                   max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES) -> list[np.ndarray]:
         """Speech tokens (ids < 6561) per item + its voice -> float32 24 kHz waveforms, in input order.
@@ -134,6 +137,8 @@ class S3Gen(nn.Module):
         from ``generators[i]`` (or the global RNG), followed by the vocoder's own draws; given
         noise takes precedence over generators for the CFM (the vocoder still uses them).
         """
+        if n_timesteps is None:
+            n_timesteps = self.config.estimator.default_n_timesteps  # 10; meanflow (Turbo) 2
         items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators)
         groups = length_groups([it.frames for it in items], max_batch_frames)
         logger.debug("s3gen: %d items in %d length groups of sizes %s", len(items), len(groups), [len(g) for g in groups])
@@ -214,7 +219,10 @@ class S3Gen(nn.Module):
         for i, (tokens, voice, frames, z) in enumerate(checked):
             if z is None:
                 g = None if generators is None else generators[i]
-                z = torch.randn((n_mels, frames), generator=g, device=g.device if g is not None else self.device)
+                if self.config.estimator.meanflow:
+                    z = meanflow_noise(n_mels, frames, ratio * tokens.shape[0], g, self.device)
+                else:
+                    z = torch.randn((n_mels, frames), generator=g, device=g.device if g is not None else self.device)
             items.append(_Item(tokens.to(self.device), voice, z.to(self.device, self.dtype), frames))
         return items
 
