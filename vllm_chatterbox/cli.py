@@ -20,13 +20,16 @@ DEMO_WARNING = (
 DEMO_MAX_NEW_TOKENS = 150  # 6 s of audio
 
 
-def _demo_model_dir(multilingual: bool = False) -> Path:
+def _demo_model_dir(multilingual: bool = False, variant: str | None = None) -> Path:
     from vllm_chatterbox.t3.engine import cache_root
     from vllm_chatterbox.test_model import make_test_model
 
-    directory = cache_root() / ("demo-tiny-multilingual" if multilingual else "demo-tiny")
+    if variant in ("turbo", "nano"):
+        directory = cache_root() / f"demo-tiny-{variant}"
+    else:
+        directory = cache_root() / ("demo-tiny-multilingual" if multilingual else "demo-tiny")
     if not (directory / "conds.pt").exists():
-        make_test_model(directory, "tiny", seed=0, multilingual=multilingual)
+        make_test_model(directory, "tiny", seed=0, multilingual=multilingual, variant=variant or "original")
     return directory
 
 
@@ -35,14 +38,16 @@ def _model_files(model: str | None, args):
     from vllm_chatterbox.model_files import ModelFiles, download
 
     multilingual = args.multilingual or args.t3_version is not None
+    variant = args.variant
     if model is None:
         logger.warning(DEMO_WARNING)
-        return ModelFiles.from_dir(_demo_model_dir(multilingual), version=args.t3_version)
+        return ModelFiles.from_dir(_demo_model_dir(multilingual, variant), version=args.t3_version, variant=variant)
     if Path(model).expanduser().exists():
-        # A local directory is recognised by its files unless --multilingual says so.
-        return ModelFiles.from_dir(model, multilingual=multilingual or None, version=args.t3_version)
-    path = download(model, multilingual=multilingual, version=args.t3_version)
-    return ModelFiles.from_dir(path, multilingual=multilingual, version=args.t3_version)
+        # A local directory is recognised by its files unless --multilingual / --variant says so.
+        return ModelFiles.from_dir(model, multilingual=multilingual or None, version=args.t3_version,
+                                   variant=variant)
+    path = download(model, multilingual=multilingual, version=args.t3_version, variant=variant)
+    return ModelFiles.from_dir(path, multilingual=multilingual, version=args.t3_version, variant=variant)
 
 
 def _load_model(model: str | None, args):
@@ -78,12 +83,14 @@ def cmd_speak(args) -> None:
         load_watermarker()  # fail before the model loads
     tts = _load_model(args.model, args)
     voice = tts.resolve_voice(args.voice) if args.voice else None
-    params = {
+    # Options left unset take the model's own defaults (Turbo's differ from the original's).
+    given = {
         "exaggeration": args.exaggeration, "cfg_weight": args.cfg_weight, "temperature": args.temperature,
-        "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
-        "seed": args.seed, "n_timesteps": args.n_timesteps, "language": args.language,
-        "watermark": args.watermark,
+        "top_p": args.top_p, "top_k": args.top_k, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
+        "n_timesteps": args.n_timesteps,
     }
+    params = {name: value for name, value in given.items() if value is not None}
+    params.update({"seed": args.seed, "language": args.language, "watermark": args.watermark})
     if args.max_new_tokens is not None:
         params["max_new_tokens"] = args.max_new_tokens
     elif args.model is None:
@@ -105,7 +112,8 @@ def cmd_voice(args) -> None:
 
     # Cloning needs only the voice networks: no vLLM engine is started.
     files = _model_files(args.model, args)
-    builder = VoiceBuilder.from_files(files.voice_encoder, files.s3gen, model_config(files), device=default_device())
+    builder = VoiceBuilder.from_files(files.voice_encoder, files.s3gen, model_config(files), device=default_device(),
+                                      turbo=files.is_turbo)
     voice = builder.build(args.audio, exaggeration=args.exaggeration)
     voice.save(args.output)
     logger.info("wrote voice %s", args.output)
@@ -114,9 +122,9 @@ def cmd_voice(args) -> None:
 def cmd_make_test_model(args) -> None:
     from vllm_chatterbox.test_model import make_test_model
 
-    make_test_model(args.directory, args.size, args.seed, multilingual=args.multilingual)
-    logger.info("wrote a random-weight %s%s model to %s", args.size, " multilingual" if args.multilingual else "",
-                args.directory)
+    make_test_model(args.directory, args.size, args.seed, multilingual=args.multilingual, variant=args.variant)
+    kind = " multilingual" if args.multilingual else "" if args.variant == "original" else f" {args.variant}"
+    logger.info("wrote a random-weight %s%s model to %s", args.size, kind, args.directory)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,14 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     speak.add_argument("--voice", help="reference audio (.wav/.flac/.mp3/.ogg) or a saved voice (.pt)")
     speak.add_argument("--language", help="language id of the text, e.g. es, en, fr (required by the "
                                           "multilingual model; the English model takes only en)")
-    speak.add_argument("--exaggeration", type=float, default=0.5)
-    speak.add_argument("--cfg-weight", type=float, default=0.5)
-    speak.add_argument("--temperature", type=float, default=0.8)
-    speak.add_argument("--top-p", type=float, default=1.0)
-    speak.add_argument("--min-p", type=float, default=0.05)
-    speak.add_argument("--repetition-penalty", type=float, default=1.2)
+    speak.add_argument("--exaggeration", type=float, default=None, help="default 0.5 (Turbo/Nano: ignored)")
+    speak.add_argument("--cfg-weight", type=float, default=None, help="default 0.5 (Turbo/Nano: ignored)")
+    speak.add_argument("--temperature", type=float, default=None, help="default 0.8")
+    speak.add_argument("--top-p", type=float, default=None, help="default 1.0 (Turbo/Nano 0.95)")
+    speak.add_argument("--top-k", type=int, default=None, help="Turbo/Nano only, default 1000")
+    speak.add_argument("--min-p", type=float, default=None, help="default 0.05 (Turbo/Nano: ignored)")
+    speak.add_argument("--repetition-penalty", type=float, default=None, help="default 1.2")
     speak.add_argument("--max-new-tokens", type=int, default=None)
-    speak.add_argument("--n-timesteps", type=int, default=10, help="flow-matching steps of S3Gen")
+    speak.add_argument("--n-timesteps", type=int, default=None,
+                       help="flow-matching steps of S3Gen (default 10; Turbo/Nano 2)")
     speak.add_argument("--seed", type=int, default=None)
     speak.add_argument("--watermark", action="store_true",
                        help="mark the audio with Perth as the original does (needs resemble-perth + torchaudio)")
@@ -147,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     voice = sub.add_parser("voice", help="clone a voice from reference audio into a .pt voice file")
     voice.add_argument("audio")
     voice.add_argument("-o", "--output", required=True)
-    voice.add_argument("--exaggeration", type=float, default=0.5)
+    voice.add_argument("--exaggeration", type=float, default=0.5, help="stored in the voice (Turbo/Nano: unused)")
     voice.set_defaults(func=cmd_voice)
 
     for command in (speak, voice):
@@ -158,12 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(a local directory is recognised by its files)")
         command.add_argument("--t3-version", choices=("v2", "v3"), default=None,
                              help="multilingual T3 version (default v2); implies --multilingual")
+        command.add_argument("--variant", choices=("turbo", "nano"), default=None,
+                             help="Chatterbox Turbo / Nano for a hub repo id or the demo model "
+                                  "(a local directory is recognised by its files)")
 
     make = sub.add_parser("make-test-model", help="write a random-weight model in the official layout")
     make.add_argument("directory")
     make.add_argument("--size", choices=("tiny", "full"), default="tiny")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--multilingual", action="store_true", help="the multilingual layout (23 languages)")
+    make.add_argument("--variant", choices=("original", "turbo", "nano"), default="original",
+                      help="Chatterbox Turbo / Nano layout (GPT-2 T3, meanflow S3Gen)")
     make.set_defaults(func=cmd_make_test_model)
     return parser
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vllm_chatterbox.config import ChatterboxConfig
-from vllm_chatterbox.model_files import DEFAULT_REPO, MULTILINGUAL_TEXT_VOCAB_SIZE, ModelFiles, download
+from vllm_chatterbox.config import CONFIG_FILE_NAME, ChatterboxConfig, turbo_config
+from vllm_chatterbox.model_files import DEFAULT_REPO, MULTILINGUAL_TEXT_VOCAB_SIZE, TURBO_REPOS, ModelFiles, download
 from vllm_chatterbox.engine.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAUSE_MS,
                                               check_join_options, join_with_crossfade)
 from vllm_chatterbox.engine.pipeline import AudioJob, s3gen_generator, synthesize
@@ -57,14 +57,16 @@ class ChatterboxTTS:
 
     @classmethod
     def from_dir(cls, path: str | Path, *, multilingual: bool | None = None, version: str | None = None,
-                 device: str | torch.device | None = None, **engine_options) -> "ChatterboxTTS":
+                 variant: str | None = None, device: str | torch.device | None = None,
+                 **engine_options) -> "ChatterboxTTS":
         """Load a model directory in the official layout. ``device`` runs S3Gen and the voice
         networks (default: CUDA when available); T3 runs wherever vLLM runs.
 
         English or multilingual is recognised by the files (``multilingual`` forces one);
-        ``version`` picks the multilingual T3, "v2" (default) or "v3".
+        ``version`` picks the multilingual T3, "v2" (default) or "v3". Turbo / Nano directories
+        are recognised too (``variant`` forces one) and load as :class:`ChatterboxTurboTTS`.
         """
-        files = ModelFiles.from_dir(path, multilingual=multilingual, version=version)
+        files = ModelFiles.from_dir(path, multilingual=multilingual, version=version, variant=variant)
         return cls.from_files(files, device=device, **engine_options)
 
     @classmethod
@@ -74,15 +76,23 @@ class ChatterboxTTS:
         if not isinstance(files, ModelFiles):
             raise ValueError(f"files must be a ModelFiles (see ModelFiles.from_dir), got {type(files).__name__}; "
                              "use ChatterboxTTS.from_dir for a directory")
+        if files.is_turbo:
+            from vllm_chatterbox.turbo import ChatterboxTurboTTS
+
+            return ChatterboxTurboTTS(files, model_config(files), engine_options, device or default_device())
         return cls(files, model_config(files), engine_options, device or default_device())
 
     @classmethod
-    def from_pretrained(cls, repo_id: str = DEFAULT_REPO, *, revision: str | None = None, multilingual: bool = False,
-                        version: str | None = None, **options) -> "ChatterboxTTS":
+    def from_pretrained(cls, repo_id: str | None = None, *, revision: str | None = None, multilingual: bool = False,
+                        version: str | None = None, variant: str | None = None, **options) -> "ChatterboxTTS":
         """Download (or reuse the cached) English or, with ``multilingual=True``, multilingual
-        model; ``version`` picks the multilingual T3 ("v2", the default, or "v3")."""
-        path = download(repo_id, revision, multilingual=multilingual, version=version)
-        return cls.from_dir(path, multilingual=multilingual, version=version, **options)
+        model; ``version`` picks the multilingual T3 ("v2", the default, or "v3"). ``variant``
+        "turbo" / "nano" loads Chatterbox Turbo / Nano (default repo ResembleAI/chatterbox-turbo
+        / -nano)."""
+        if repo_id is None:
+            repo_id = TURBO_REPOS.get(variant, DEFAULT_REPO)
+        path = download(repo_id, revision, multilingual=multilingual, version=version, variant=variant)
+        return cls.from_dir(path, multilingual=multilingual, version=version, variant=variant, **options)
 
     @functools.cached_property
     def s3gen(self):
@@ -331,6 +341,10 @@ def default_device() -> str:
 def model_config(files: ModelFiles) -> ChatterboxConfig:
     """The directory's configuration; a multilingual T3 gets its text vocabulary, checked
     against the checkpoint (the released files carry no configuration)."""
+    if files.is_turbo:
+        if (files.directory / CONFIG_FILE_NAME).exists():
+            return ChatterboxConfig.for_model_dir(files.directory)
+        return turbo_config(nano=files.variant == "nano")
     config = ChatterboxConfig.for_model_dir(files.directory)
     if not files.multilingual:
         return config

@@ -44,11 +44,26 @@ def prompt_builder(turbo_cfg):
 
 
 @pytest.fixture(scope="session")
-def turbo_engine(turbo_cfg):
-    from vllm_chatterbox.t3.turbo_engine import TurboT3Engine
+def turbo_model_dir(tmp_path_factory, turbo_cfg):
+    """The original's tiny Turbo checkpoint, unchanged, plus the override file with its dimensions."""
+    directory = tmp_path_factory.mktemp("turbo-model")
+    for path in TURBO_CKPT.iterdir():
+        (directory / path.name).symlink_to(path)
+    turbo_cfg.save(directory)
+    return directory
 
-    engine = TurboT3Engine(TURBO_CKPT / "t3_turbo_v1.safetensors", turbo_cfg.turbo_t3,
-                           extra_logits_processors=[RAW_RECORDER], after_sampler_processors=[FORCING_RECORDER],
-                           max_num_seqs=32)
-    yield engine
-    engine.shutdown()
+
+@pytest.fixture(scope="session")
+def turbo_tts(turbo_model_dir):
+    """The public API on the fixture; its engine also carries the test recorders (one engine per session)."""
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    tts = ChatterboxTTS.from_dir(turbo_model_dir, extra_logits_processors=[RAW_RECORDER],
+                                 after_sampler_processors=[FORCING_RECORDER], max_num_seqs=32)
+    yield tts
+    tts.t3_engine.shutdown()
+
+
+@pytest.fixture(scope="session")
+def turbo_engine(turbo_tts):
+    return turbo_tts.t3_engine

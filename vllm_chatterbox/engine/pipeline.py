@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,8 +43,14 @@ def s3gen_generator(seed: int | None, device: torch.device) -> torch.Generator |
 
 
 def synthesize(t3_engine: T3Engine, s3gen, jobs: Sequence[AudioJob], *, s3gen_batch: int = DEFAULT_S3GEN_BATCH,
-               max_wait_s: float = DEFAULT_MAX_WAIT_S) -> Iterator[tuple[int, list[int], np.ndarray]]:
-    """Yield ``(index, speech_tokens, waveform)`` per job as soon as its audio is ready."""
+               max_wait_s: float = DEFAULT_MAX_WAIT_S,
+               clean: Callable[[Sequence[int]], list[int]] | None = None) -> Iterator[tuple[int, list[int], np.ndarray]]:
+    """Yield ``(index, speech_tokens, waveform)`` per job as soon as its audio is ready.
+
+    ``clean`` turns T3's output ids into S3Gen's input (default: the original model's clean-up)."""
+    if clean is None:
+        def clean(token_ids):
+            return clean_speech_tokens(token_ids, t3_engine.cfg)
     ids = {t3_engine.submit(job.request): i for i, job in enumerate(jobs)}
     ready: list[tuple[int, list[int]]] = []
     oldest_ready = 0.0
@@ -55,7 +61,7 @@ def synthesize(t3_engine: T3Engine, s3gen, jobs: Sequence[AudioJob], *, s3gen_ba
                 if index is not None:
                     if not ready:
                         oldest_ready = time.monotonic()
-                    ready.append((index, clean_speech_tokens(out.outputs[0].token_ids, t3_engine.cfg)))
+                    ready.append((index, clean(out.outputs[0].token_ids)))
         if ready and (len(ready) >= s3gen_batch or not ids or time.monotonic() - oldest_ready >= max_wait_s):
             # Once T3 is done, S3Gen gets everything left and sorts it into length groups itself.
             take = len(ready) if not ids else s3gen_batch
