@@ -14,6 +14,8 @@ torch.set_num_threads(1)
 
 RAW_RECORDER = "tests.turbo.recorder:RawRecorder"
 FORCING_RECORDER = "tests.turbo.recorder:ForcingRecorder"
+# The tiny model needs about 1 KiB of KV cache per token; the machine is shared.
+KV_CACHE_BYTES = 256 << 20
 
 
 def turbo_voices() -> dict[str, Voice]:
@@ -59,7 +61,8 @@ def turbo_tts(turbo_model_dir):
     from vllm_chatterbox.tts import ChatterboxTTS
 
     tts = ChatterboxTTS.from_dir(turbo_model_dir, extra_logits_processors=[RAW_RECORDER],
-                                 after_sampler_processors=[FORCING_RECORDER], max_num_seqs=32)
+                                 after_sampler_processors=[FORCING_RECORDER], max_num_seqs=32,
+                                 kv_cache_memory_bytes=KV_CACHE_BYTES)
     yield tts
     tts.t3_engine.shutdown()
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.paths import TURBO_REF
+from tests.turbo.conftest import KV_CACHE_BYTES
 from vllm_chatterbox.model_files import ModelFiles
 from vllm_chatterbox.test_model import make_test_model
 
@@ -105,7 +106,7 @@ def test_tiny_nano_model_speaks(tmp_path):
     from vllm_chatterbox.tts import ChatterboxTTS
 
     directory = make_test_model(tmp_path / "nano", "tiny", seed=0, variant="nano")
-    tts = ChatterboxTTS.from_dir(directory, max_num_seqs=4)
+    tts = ChatterboxTTS.from_dir(directory, max_num_seqs=4, kv_cache_memory_bytes=KV_CACHE_BYTES)
     try:
         wav, = tts.generate("Hello [laugh] there.", max_new_tokens=8, seed=1)
         # Its voice's prompt mel has two frames per prompt token, so each speech token (at most 8,
