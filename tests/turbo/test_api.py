@@ -36,15 +36,23 @@ def test_plain_greedy_tokens_equal_the_original(turbo_tts):
     assert turbo_tts.text_token_ids(text) == case["text_ids"].tolist()
     tokens, = turbo_tts.generate_speech_tokens(text, temperature=0, top_k=0, top_p=1.0, repetition_penalty=1.0,
                                                max_new_tokens=48)
-    assert tokens == [t for t in case["greedy_tokens_plain"].tolist() if t < 6561]
+    # As the original hands them to S3Gen: ids < 6561, then three silence tokens.
+    assert tokens == [t for t in case["greedy_tokens_plain"].tolist() if t < 6561] + [4299] * 3
 
 
-def test_speech_tokens_to_audio_appends_the_silence_tokens(turbo_tts):
-    """The e2e case's tokens with its recorded x0 (which covers 3 silence tokens): its mel length."""
+def test_speech_tokens_to_audio_with_the_recorded_noise(turbo_tts):
+    """The e2e case's S3Gen input with its recorded x0: the original's mel, hence its length."""
     case = load("e2e_builtin")
-    tokens = case["tokens_to_s3gen"].tolist()[:-3]
-    wav, = turbo_tts.speech_tokens_to_audio([tokens], noise=[case["x0"][0]])
+    wav, = turbo_tts.speech_tokens_to_audio([case["tokens_to_s3gen"].tolist()], noise=[case["x0"][0]])
     assert wav.shape == case["wav_pre_watermark"][0].shape
+    mel, = turbo_tts.s3gen.tokens_to_mel([case["tokens_to_s3gen"].tolist()], [turbo_tts.builtin_voice],
+                                          noise=[torch.from_numpy(case["x0"][0])])
+    torch.testing.assert_close(mel, torch.from_numpy(case["mel"][0]), atol=1e-4, rtol=0)
+
+
+def test_streaming_is_refused_clearly(turbo_tts):
+    with pytest.raises(ValueError, match="streaming is not available"):
+        turbo_tts.stream("Hello.")
 
 
 def test_generate_end_to_end_and_seeds(turbo_tts):
@@ -55,11 +63,11 @@ def test_generate_end_to_end_and_seeds(turbo_tts):
 
 
 def test_ignored_parameters_warn_like_the_original(turbo_tts, caplog):
-    with caplog.at_level(logging.WARNING, logger="vllm_chatterbox.turbo"):
+    with caplog.at_level(logging.WARNING, logger="vllm_chatterbox.t3.turbo_client"):
         turbo_tts.prepare_t3_requests("Hello.", cfg_weight=0.5, exaggeration=0.7, min_p=0.05)
     assert sum("ignored" in r.getMessage() for r in caplog.records) == 3
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="vllm_chatterbox.turbo"):
+    with caplog.at_level(logging.WARNING, logger="vllm_chatterbox.t3.turbo_client"):
         turbo_tts.prepare_t3_requests("Hello.")
     assert not caplog.records
 
@@ -74,9 +82,8 @@ def test_bad_parameters_are_refused_before_vllm(turbo_tts, bad, match):
 
 
 def test_turbo_defaults(turbo_tts):
-    request, = turbo_tts.prepare_t3_requests("Hello.")
-    assert (request.temperature, request.top_k, request.top_p, request.repetition_penalty,
-            request.max_new_tokens) == (0.8, 1000, 0.95, 1.2, 1001)
+    p = turbo_tts.prepare_t3_requests("Hello.")[0].params
+    assert (p.temperature, p.top_k, p.top_p, p.repetition_penalty, p.max_new_tokens) == (0.8, 1000, 0.95, 1.2, 1001)
 
 
 @pytest.mark.parametrize("variant", ["turbo", "nano"])

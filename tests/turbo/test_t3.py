@@ -9,6 +9,8 @@ spread is 4.9e-5, its parallel-vs-loop spread 5.3e-5); sampler probabilities 1.8
 
 from __future__ import annotations
 
+import queue
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,8 @@ import torch
 from tests.paths import TURBO_REF
 from tests.turbo.conftest import turbo_voices
 from tests.turbo.recorder import read
-from vllm_chatterbox.t3.turbo_engine import TurboT3Request, returned_tokens, tokens_for_s3gen
+from vllm_chatterbox.t3.engine import T3Request
+from vllm_chatterbox.t3.turbo_engine import TurboParams, returned_tokens, tokens_for_s3gen
 
 CASES = [f"t3_{text}_{voice}" for text in ("short", "mid", "long", "tags") for voice in ("builtin", "voice2")]
 STEPS = 48
@@ -40,21 +43,30 @@ def prompt(builder, case: str, text_ids=None) -> torch.Tensor:
 
 
 def request(embeds, max_new_tokens=STEPS, salt="s", **sampling):
-    return TurboT3Request(prompt_embeds=embeds, cache_salt=salt, max_new_tokens=max_new_tokens, seed=None,
-                          **{**DEFAULTS, **sampling})
+    params = TurboParams(max_new_tokens=max_new_tokens, seed=None, **{**DEFAULTS, **sampling})
+    return T3Request(prompt_embeds=embeds, cache_salt=salt, params=params)
 
 
 def run(engine, jobs, record_dir, **overrides):
-    """jobs: (tag, TurboT3Request, forced ids or None, sampling overrides) -> outputs by tag."""
-    ids = {}
-    for tag, req, forced, job_overrides in jobs:
-        record = {"dir": str(record_dir), "tag": tag, "forced": None if forced is None else [int(t) for t in forced]}
-        ids[engine.submit(req, extra_args={"record": record}, **{**overrides, **job_overrides})] = tag
-    outputs = {}
-    while len(outputs) < len(ids):
-        for out in engine.step():
-            if out.request_id in ids:
-                outputs[ids[out.request_id]] = out
+    """jobs: (tag, T3Request, forced ids or None, sampling overrides) -> T3Results by tag, all in flight together."""
+    events: queue.Queue = queue.Queue()
+    futures = []
+    try:
+        for tag, req, forced, job_overrides in jobs:
+            record = {"dir": str(record_dir), "tag": tag,
+                      "forced": None if forced is None else [int(t) for t in forced]}
+            sink = lambda event, tag=tag: events.put((tag, event))  # noqa: E731
+            futures.append(engine.submit(req, sink, extra_args={"record": record}, **{**overrides, **job_overrides}))
+        outputs = {}
+        while len(outputs) < len(jobs):
+            tag, (kind, value) = events.get(timeout=600)
+            if kind == "done":
+                outputs[tag] = value
+            elif kind == "error":
+                raise value
+    finally:
+        for future in futures:
+            future.cancel()
     return outputs
 
 
@@ -83,7 +95,7 @@ def test_prefix_rows_match_original(prompt_builder, case):
 def test_teacher_forced_logits_every_step(mixed_batch, case):
     record_dir, outputs = mixed_batch
     data = load(case)
-    assert list(outputs[f"{case}-tf"].outputs[0].token_ids) == data["forced_tokens"].tolist()
+    assert list(outputs[f"{case}-tf"].token_ids) == data["forced_tokens"].tolist()
     raw = read(record_dir, f"{case}-tf", "raw", STEPS)[:, :6563]
     np.testing.assert_allclose(raw[:, data["logit_cols"]], data["tf_logits_cols"], rtol=0, atol=LOGIT_TOL)
     top_val = np.take_along_axis(raw, data["tf_logits_top16_idx"].astype(np.int64), axis=1)
@@ -109,8 +121,8 @@ def test_all_raw_logits_of_one_case(mixed_batch):
 def test_greedy_tokens_match_original(mixed_batch, case):
     _, outputs = mixed_batch
     data = load(case)
-    assert list(outputs[f"{case}-gd"].outputs[0].token_ids) == data["greedy_tokens_default"].tolist()
-    assert list(outputs[f"{case}-gp"].outputs[0].token_ids) == data["greedy_tokens_plain"].tolist()
+    assert list(outputs[f"{case}-gd"].token_ids) == data["greedy_tokens_default"].tolist()
+    assert list(outputs[f"{case}-gp"].token_ids) == data["greedy_tokens_plain"].tolist()
 
 
 def test_stop_handling_matches_original(turbo_engine, prompt_builder, tmp_path):
@@ -123,7 +135,7 @@ def test_stop_handling_matches_original(turbo_engine, prompt_builder, tmp_path):
     outputs = run(turbo_engine, jobs, tmp_path)
     cfg = turbo_engine.cfg
     for name in cases:
-        tokens = list(outputs[name].outputs[0].token_ids)
+        tokens = list(outputs[name].token_ids)
         assert returned_tokens(tokens, cfg) == stop[f"{name}_returned"].tolist(), name
         assert tokens_for_s3gen(tokens, cfg) == stop[f"{name}_to_s3gen"].tolist(), name
     assert short["text_ids"].size == 7
@@ -136,7 +148,7 @@ def test_e2e_sampling_distributions(turbo_engine, prompt_builder, tmp_path):
     embeds = prompt(prompt_builder, "t3_short_builtin", e2e["text_ids"].tolist())
     n = e2e["t3_tokens"].shape[0]
     outputs = run(turbo_engine, [("e2e", request(embeds, max_new_tokens=n), e2e["t3_sampled"], {})], tmp_path)
-    tokens = list(outputs["e2e"].outputs[0].token_ids)
+    tokens = list(outputs["e2e"].token_ids)
     assert returned_tokens(tokens, turbo_engine.cfg) == e2e["t3_tokens"].tolist()
     assert tokens_for_s3gen(tokens, turbo_engine.cfg) == e2e["tokens_to_s3gen"].tolist()
     probs = torch.from_numpy(read(tmp_path, "e2e", "proc", n)[:, :6563]).softmax(-1).numpy()

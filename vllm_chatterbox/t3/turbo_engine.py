@@ -1,6 +1,6 @@
 """Running the Turbo / Nano T3 on vLLM: its model directory, engine options and requests.
 
-Requests go through the same submit / step / run machinery as the English T3
+Requests go through the same engine as the original model's T3
 (:class:`~vllm_chatterbox.t3.engine.T3Engine`); what differs is the GPT-2 model vLLM sees, the
 sampler (``t3/turbo_sampling.py``, all of the original's processing in its order, vLLM sampling
 with temperature 1 or greedy from the result) and the stop marker.
@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from vllm_chatterbox.config import TurboT3Config
 from vllm_chatterbox.t3 import engine as t3_engine
+from vllm_chatterbox.t3.engine import T3Request
 from vllm_chatterbox.t3.turbo_model import ARCHITECTURE
 from vllm_chatterbox.t3.turbo_sampling import check_sampling, turbo_extra_args
-
-logger = logging.getLogger(__name__)
 
 TURBO_SAMPLING_PROCESSOR = "vllm_chatterbox.t3.turbo_sampling:TurboSamplingLogitsProcessor"
 
@@ -75,11 +71,9 @@ def vllm_model_dir(t3_weights: Path, cfg: TurboT3Config) -> Path:
 
 
 @dataclass(frozen=True)
-class TurboT3Request:
-    """One text's Turbo T3 job: prompt embeddings and the original's sampling knobs."""
+class TurboParams:
+    """One Turbo request's sampling knobs (the ``params`` of its :class:`T3Request`)."""
 
-    prompt_embeds: torch.Tensor  # (L, D)
-    cache_salt: str
     temperature: float
     top_k: int
     top_p: float
@@ -92,63 +86,43 @@ class TurboT3Request:
 
 
 class TurboT3Engine(t3_engine.T3Engine):
-    """A vLLM engine serving the GPT-2 T3 of Turbo / Nano."""
+    """A vLLM engine serving the GPT-2 T3 of Turbo / Nano (requests: :class:`T3Request` with
+    :class:`TurboParams`)."""
 
     def __init__(self, t3_weights: Path, cfg: TurboT3Config, *, extra_logits_processors: Iterable[str] = (),
                  after_sampler_processors: Iterable[str] = (), **engine_options):
-        from vllm import LLM
+        self._after_sampler_processors = list(after_sampler_processors)
+        super().__init__(t3_weights, cfg, extra_logits_processors=extra_logits_processors, **engine_options)
 
-        self.cfg = cfg
-        model_dir = vllm_model_dir(Path(t3_weights), cfg)
-        options = {
-            "dtype": "float32",
-            "skip_tokenizer_init": True,
-            "enable_prompt_embeds": True,
-            "enable_prefix_caching": True,
-            "block_size": t3_engine.DEFAULT_BLOCK_SIZE,
-            "max_model_len": max_model_len(cfg),
-            "seed": 0,
-        }
-        on_cpu = t3_engine._is_cpu_platform()
-        if on_cpu:
-            # Same CPU defaults as the English engine (see T3Engine).
-            if "gpu_memory_utilization" not in engine_options:
-                options["kv_cache_memory_bytes"] = t3_engine.DEFAULT_CPU_KV_CACHE_BYTES
-            options["enforce_eager"] = True
-            options["enable_chunked_prefill"] = False
-        options.update(engine_options)
+    def vllm_model_dir(self, t3_weights: Path) -> Path:
+        return vllm_model_dir(t3_weights, self.cfg)
+
+    def default_max_model_len(self) -> int:
+        return max_model_len(self.cfg)
+
+    def logits_processors(self, extra: Iterable[str]) -> list[str]:
         # Extra processors (tests) see the raw logits; those after the sampler its processed logits.
-        options["logits_processors"] = [*extra_logits_processors, TURBO_SAMPLING_PROCESSOR,
-                                        *after_sampler_processors]
-        logger.info("starting vLLM for Turbo T3 (%s)", model_dir)
-        renderer_logger = logging.getLogger("vllm.renderers.base")
-        drop_warmup_failure = t3_engine._DropChatTemplateWarmupFailure()
-        renderer_logger.addFilter(drop_warmup_failure)
-        try:
-            self.llm = LLM(model=str(model_dir), **options)
-        finally:
-            renderer_logger.removeFilter(drop_warmup_failure)
-        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
-        self._seeds_crash_vllm = on_cpu and bool(
-            self.llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill)
-        self._next_id = 0
+        return [*extra, TURBO_SAMPLING_PROCESSOR, *self._after_sampler_processors]
 
-    def sampling_params(self, request: TurboT3Request, extra_args: dict | None = None, **overrides):
+    def sampling_params(self, request: T3Request, extra_args: dict | None = None, **overrides):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
+        p = request.params
         params = {
             # Everything but the draw happens in the Turbo sampler processor.
-            "temperature": 0.0 if request.temperature == 0 else 1.0,
+            "temperature": 0.0 if p.temperature == 0 else 1.0,
             "top_p": 1.0,
             "top_k": -1,
             "min_p": 0.0,
             "repetition_penalty": 1.0,
-            "max_tokens": request.max_new_tokens,
-            "seed": request.seed,
+            "max_tokens": p.max_new_tokens,
+            "seed": p.seed,
             "stop_token_ids": [stop_marker(self.cfg)],
             "detokenize": False,
-            "extra_args": {**turbo_extra_args(request.temperature, request.top_k, request.top_p,
-                                              request.repetition_penalty), **(extra_args or {})},
+            "output_kind": RequestOutputKind.DELTA,
+            "extra_args": {**turbo_extra_args(p.temperature, p.top_k, p.top_p, p.repetition_penalty),
+                           **(extra_args or {})},
         }
         params.update(overrides)
         return SamplingParams(**params)
