@@ -121,3 +121,12 @@ def test_tiny_nano_model_speaks(tmp_path):
         assert wav.size % 960 == 0 and 3 * 960 <= wav.size <= 11 * 960
     finally:
         tts.t3_engine.shutdown()
+
+
+def test_cli_make_test_model_variant(tmp_path):
+    from vllm_chatterbox.cli import build_parser, main
+
+    assert main(["make-test-model", str(tmp_path / "t"), "--variant", "turbo"]) == 0
+    assert ModelFiles.from_dir(tmp_path / "t").variant == "turbo"
+    speak = build_parser().parse_args(["speak", "hi", "-o", "x.wav", "--variant", "nano", "--top-k", "50"])
+    assert (speak.variant, speak.top_k, speak.cfg_weight, speak.n_timesteps) == ("nano", 50, None, None)
