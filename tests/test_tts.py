@@ -8,7 +8,6 @@ import torch
 
 from tests.paths import FIXTURE_AUDIO, FIXTURE_CKPT
 from vllm_chatterbox.config import tiny_config
-from vllm_chatterbox.voice.voice import Voice
 
 torch.set_num_threads(1)
 

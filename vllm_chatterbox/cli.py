@@ -20,12 +20,15 @@ DEMO_WARNING = (
 DEMO_MAX_NEW_TOKENS = 150  # 6 s of audio
 
 
-def _demo_model_dir(multilingual: bool = False) -> Path:
+def _demo_model_dir(multilingual: bool = False, variant: str | None = None) -> Path:
     from vllm_chatterbox.t3.engine import cache_root
     from vllm_chatterbox.test_model import cached_test_model
 
-    directory = cache_root() / ("demo-tiny-multilingual" if multilingual else "demo-tiny")
-    return cached_test_model(directory, "tiny", seed=0, multilingual=multilingual)
+    if variant in ("turbo", "nano"):
+        directory = cache_root() / f"demo-tiny-{variant}"
+    else:
+        directory = cache_root() / ("demo-tiny-multilingual" if multilingual else "demo-tiny")
+    return cached_test_model(directory, "tiny", seed=0, multilingual=multilingual, variant=variant or "original")
 
 
 def _model_files(model: str | None, args):
@@ -33,21 +36,22 @@ def _model_files(model: str | None, args):
     from vllm_chatterbox.model_files import ModelFiles, download, is_hub_repo_id
 
     multilingual = args.multilingual or args.t3_version is not None
+    variant = args.variant
     if model is None:
         logger.warning(DEMO_WARNING)
-        files = ModelFiles.from_dir(_demo_model_dir(multilingual), version=args.t3_version)
+        files = ModelFiles.from_dir(_demo_model_dir(multilingual, variant), version=args.t3_version, variant=variant)
     elif Path(model).expanduser().exists():
-        # A local directory is recognised by its files unless --multilingual says so.
-        files = ModelFiles.from_dir(model, multilingual=multilingual or None, version=args.t3_version)
+        # A local directory is recognised by its files unless --multilingual / --variant says so.
+        files = ModelFiles.from_dir(model, multilingual=multilingual or None, version=args.t3_version, variant=variant)
     elif not is_hub_repo_id(model):
         raise ValueError(f"model directory not found: {Path(model).expanduser()} "
                          "(a hub model is named like ResembleAI/chatterbox)")
     else:
         try:
-            path = download(model, multilingual=multilingual, version=args.t3_version)
+            path = download(model, multilingual=multilingual, version=args.t3_version, variant=variant)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc} (there is no local directory {model!r} either)") from None
-        files = ModelFiles.from_dir(path, multilingual=multilingual, version=args.t3_version)
+        files = ModelFiles.from_dir(path, multilingual=multilingual, version=args.t3_version, variant=variant)
     files.check_readable()
     return files
 
@@ -84,20 +88,27 @@ def _speak_params(args) -> dict:
     from vllm_chatterbox.params import check_timesteps, t3_params
     from vllm_chatterbox.text import check_language
 
-    params = {
+    # Options left unset take the model's own defaults (Turbo's differ from the original's).
+    given = {
         "exaggeration": args.exaggeration, "cfg_weight": args.cfg_weight, "temperature": args.temperature,
-        "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
+        "top_p": args.top_p, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
     }
+    params = {name: value for name, value in given.items() if value is not None}
+    params["seed"] = args.seed
     if args.max_new_tokens is not None:
         params["max_new_tokens"] = args.max_new_tokens
     elif args.model is None:
         # Random weights rarely emit the stop token; keep the demo short.
         params["max_new_tokens"] = DEMO_MAX_NEW_TOKENS
+    # The ranges are those of every model (Turbo's top_k is checked by its client).
     t3_params(1, params)
-    check_timesteps(args.n_timesteps)
+    if args.n_timesteps is not None:
+        params["n_timesteps"] = check_timesteps(args.n_timesteps)
+    if args.top_k is not None:
+        params["top_k"] = args.top_k
     if args.language is not None:
         check_language(args.language)
-    return {**params, "n_timesteps": args.n_timesteps, "language": args.language, "watermark": args.watermark}
+    return {**params, "language": args.language, "watermark": args.watermark}
 
 
 def _speak_voice(voice: str | None, files):
@@ -139,6 +150,8 @@ def cmd_speak(args) -> None:
 
         load_watermarker()
     files = _model_files(args.model, args)
+    if "top_k" in params and not files.is_turbo:
+        raise ValueError("--top-k is a Turbo / Nano option; this model samples with top_p and min_p")
     voice = _speak_voice(args.voice, files)
     long_text = args.file is not None or len(text) > 300
     _check_text_tokens(text, files, args.language, long_text)
@@ -165,7 +178,8 @@ def cmd_voice(args) -> None:
     exaggeration = check_exaggeration(args.exaggeration)
     # Cloning needs only the voice networks: no vLLM engine is started.
     files = _model_files(args.model, args)
-    builder = VoiceBuilder.from_files(files.voice_encoder, files.s3gen, model_config(files), device=default_device())
+    builder = VoiceBuilder.from_files(files.voice_encoder, files.s3gen, model_config(files), device=default_device(),
+                                      turbo=files.is_turbo)
     voice = builder.build(args.audio, exaggeration=exaggeration)
     voice.save(output)
     logger.info("wrote voice %s", output)
@@ -174,9 +188,9 @@ def cmd_voice(args) -> None:
 def cmd_make_test_model(args) -> None:
     from vllm_chatterbox.test_model import make_test_model
 
-    make_test_model(args.directory, args.size, args.seed, multilingual=args.multilingual)
-    logger.info("wrote a random-weight %s%s model to %s", args.size, " multilingual" if args.multilingual else "",
-                args.directory)
+    make_test_model(args.directory, args.size, args.seed, multilingual=args.multilingual, variant=args.variant)
+    kind = " multilingual" if args.multilingual else "" if args.variant == "original" else f" {args.variant}"
+    logger.info("wrote a random-weight %s%s model to %s", args.size, kind, args.directory)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,14 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     speak.add_argument("--language", help="language id of the text, e.g. es, en, fr (required by the "
                                           "multilingual model; the English model takes only en)")
     speak.add_argument("--exaggeration", type=float, default=None,
-                       help="emotion intensity in [0, 2] (default: the voice's own, 0.5 for the built-in voice)")
-    speak.add_argument("--cfg-weight", type=float, default=0.5)
-    speak.add_argument("--temperature", type=float, default=0.8)
-    speak.add_argument("--top-p", type=float, default=1.0)
-    speak.add_argument("--min-p", type=float, default=0.05)
-    speak.add_argument("--repetition-penalty", type=float, default=1.2)
+                       help="emotion intensity in [0, 2] (default: the voice's own, 0.5 for the built-in voice; "
+                            "Turbo/Nano: ignored)")
+    speak.add_argument("--cfg-weight", type=float, default=None, help="default 0.5 (Turbo/Nano: ignored)")
+    speak.add_argument("--temperature", type=float, default=None, help="default 0.8")
+    speak.add_argument("--top-p", type=float, default=None, help="default 1.0 (Turbo/Nano 0.95)")
+    speak.add_argument("--top-k", type=int, default=None, help="Turbo/Nano only, default 1000")
+    speak.add_argument("--min-p", type=float, default=None, help="default 0.05 (Turbo/Nano: ignored)")
+    speak.add_argument("--repetition-penalty", type=float, default=None, help="default 1.2")
     speak.add_argument("--max-new-tokens", type=int, default=None)
-    speak.add_argument("--n-timesteps", type=int, default=10, help="flow-matching steps of S3Gen")
+    speak.add_argument("--n-timesteps", type=int, default=None,
+                       help="flow-matching steps of S3Gen (default 10; Turbo/Nano 2)")
     speak.add_argument("--seed", type=int, default=None)
     speak.add_argument("--watermark", action="store_true",
                        help="mark the audio with Perth as the original does (needs resemble-perth + torchaudio)")
@@ -209,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     voice.add_argument("audio")
     voice.add_argument("-o", "--output", required=True, help="output voice file (.pt)")
     voice.add_argument("--exaggeration", type=float, default=0.5,
-                       help="the voice's emotion intensity in [0, 2], used when speaking gives none")
+                       help="the voice's emotion intensity in [0, 2], used when speaking gives none (Turbo/Nano: unused)")
     voice.set_defaults(func=cmd_voice)
 
     for command in (speak, voice):
@@ -220,12 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(a local directory is recognised by its files)")
         command.add_argument("--t3-version", choices=("v2", "v3"), default=None,
                              help="multilingual T3 version (default v2); implies --multilingual")
+        command.add_argument("--variant", choices=("turbo", "nano"), default=None,
+                             help="Chatterbox Turbo / Nano for a hub repo id or the demo model "
+                                  "(a local directory is recognised by its files)")
 
     make = sub.add_parser("make-test-model", help="write a random-weight model in the official layout")
     make.add_argument("directory")
     make.add_argument("--size", choices=("tiny", "full"), default="tiny")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--multilingual", action="store_true", help="the multilingual layout (23 languages)")
+    make.add_argument("--variant", choices=("original", "turbo", "nano"), default="original",
+                      help="Chatterbox Turbo / Nano layout (GPT-2 T3, meanflow S3Gen)")
     make.set_defaults(func=cmd_make_test_model)
     return parser
 

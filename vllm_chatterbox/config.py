@@ -72,6 +72,36 @@ class T3Config:
 
 
 @dataclass(frozen=True)
+class TurboT3Config:
+    """T3 of Chatterbox Turbo (GPT-2 medium; Nano: GPT-2 small, see :func:`nano_t3_config`).
+
+    The prompt is speaker row | reference speech tokens | text ids | start token, with GPT-2's
+    own absolute positions; no CFG, no perceiver, no emotion row."""
+
+    text_vocab_size: int = 50276
+    start_speech_token: int = 6561
+    stop_speech_token: int = 6562
+    speech_vocab_size: int = 6563
+    speech_cond_prompt_len: int = 375
+    speaker_embed_size: int = 256
+    hidden_size: int = 1024
+    num_layers: int = 24
+    num_heads: int = 16
+    intermediate_size: int = 4096
+    max_positions: int = 8196
+    layer_norm_eps: float = 1e-5
+    activation: str = "gelu_new"
+    # The original samples one token from the prefill, then at most max_gen_len = 1000 more.
+    max_new_tokens: int = 1001
+    # Longest text in ids: the GPT-2 tokenizer's model_max_length (the original truncates there).
+    max_text_tokens: int = 1024
+
+
+def nano_t3_config() -> TurboT3Config:
+    return TurboT3Config(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072)
+
+
+@dataclass(frozen=True)
 class VoiceEncoderConfig:
     sample_rate: int = 16000
     n_fft: int = 400
@@ -145,6 +175,9 @@ class EstimatorConfig:
     num_mid_blocks: int = 12
     inference_cfg_rate: float = 0.7
     default_n_timesteps: int = 10
+    # Turbo/Nano's distilled "meanflow" decoder: linear time grid, no CFG, time embedding of
+    # (t, r) through time_embed_mixer; 2 steps by default.
+    meanflow: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,6 +211,8 @@ class ChatterboxConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     hift: HiFTConfig = field(default_factory=HiFTConfig)
+    # Used only by the Turbo / Nano layouts (which use ``estimator.meanflow``).
+    turbo_t3: TurboT3Config = field(default_factory=TurboT3Config)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -239,4 +274,22 @@ def tiny_config() -> ChatterboxConfig:
         estimator=EstimatorConfig(channels=32, attention_head_dim=16, num_heads=2, n_blocks=1,
                                   num_mid_blocks=1),
         hift=HiFTConfig(base_channels=32, f0_cond_channels=16),
+    )
+
+
+def turbo_config(*, nano: bool = False) -> ChatterboxConfig:
+    """Released Chatterbox Turbo (or Nano) values: GPT-2 T3 and the 2-step meanflow S3Gen."""
+    return ChatterboxConfig(
+        estimator=EstimatorConfig(meanflow=True, default_n_timesteps=2),
+        turbo_t3=nano_t3_config() if nano else TurboT3Config(),
+    )
+
+
+def tiny_turbo_config() -> ChatterboxConfig:
+    """The reduced sizes of the tiny Turbo test model (equal to ``shared/fixtures/tiny-turbo``)."""
+    tiny = tiny_config()
+    return dataclasses.replace(
+        tiny,
+        estimator=dataclasses.replace(tiny.estimator, meanflow=True, default_n_timesteps=2),
+        turbo_t3=TurboT3Config(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256),
     )

@@ -4,7 +4,10 @@ Two layouts live in the same hub repository. English: ``t3_cfg.safetensors``,
 ``s3gen.safetensors``, ``ve.safetensors``, ``tokenizer.json``, ``conds.pt``. Multilingual (23
 languages): ``t3_mtl23ls_v2.safetensors`` and/or ``t3_mtl23ls_v3.safetensors``, ``s3gen.pt``,
 ``ve.pt`` (plain state dicts), ``grapheme_mtl_merged_expanded_v1.json``, ``conds.pt`` and, for
-Chinese, ``Cangjie5_TC.json``. A directory is recognised by its contents.
+Chinese, ``Cangjie5_TC.json``. Turbo (``ResembleAI/chatterbox-turbo``) and Nano
+(``ResembleAI/chatterbox-nano``): ``t3_turbo_v1.safetensors`` / ``t3_nano_v1.safetensors``,
+``s3gen_meanflow.safetensors``, ``ve.safetensors``, the GPT-2 tokenizer files and ``conds.pt``.
+A directory is recognised by its contents.
 """
 
 from __future__ import annotations
@@ -36,6 +39,15 @@ HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 AUDIO_SIGNATURES = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b"\xff\xfb", b"\xff\xf3")
 TORCH_ZIP_SIGNATURE = b"PK\x03\x04"
 
+TURBO_REPOS = {"turbo": "ResembleAI/chatterbox-turbo", "nano": "ResembleAI/chatterbox-nano"}
+TURBO_T3_FILES = {"turbo": "t3_turbo_v1.safetensors", "nano": "t3_nano_v1.safetensors"}
+TURBO_S3GEN = "s3gen_meanflow.safetensors"
+TURBO_TOKENIZER_FILES = ("vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json",
+                         "tokenizer_config.json")
+# Besides the variant's T3 file.
+TURBO_FILES = (TURBO_S3GEN, "ve.safetensors", "conds.pt", *TURBO_TOKENIZER_FILES)
+VARIANTS = ("original", "turbo", "nano")
+
 
 @dataclass(frozen=True)
 class ModelFiles:
@@ -46,19 +58,37 @@ class ModelFiles:
     tokenizer: Path
     conds: Path
     multilingual: bool = False
+    # "original" (English / multilingual), "turbo" or "nano"; for the last two ``tokenizer``
+    # is the directory holding the GPT-2 tokenizer files.
+    variant: str = "original"
+
+    @property
+    def is_turbo(self) -> bool:
+        """Turbo or Nano: GPT-2 T3 and meanflow S3Gen."""
+        return self.variant != "original"
 
     @classmethod
     def from_dir(cls, directory: str | Path, *, multilingual: bool | None = None,
-                 version: str | None = None) -> "ModelFiles":
+                 version: str | None = None, variant: str | None = None) -> "ModelFiles":
         """The model files of ``directory``.
 
         ``multilingual=None`` decides by the contents: a complete English set is English (a full
         hub snapshot holds both), otherwise multilingual files make it multilingual. ``version``
         picks the multilingual T3 ("v2", the default, or "v3") and implies multilingual.
+        ``variant=None`` recognises a Turbo / Nano directory by its T3 file (Turbo when both
+        are present); "turbo" / "nano" ask for one, "original" for English / multilingual.
         """
         directory = Path(directory).expanduser()
         if not directory.is_dir():
             raise ValueError(f"model directory not found: {directory}")
+        if variant is not None and variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        if variant is None and not multilingual and version is None and not _all_present(directory, ENGLISH_FILES):
+            variant = next((v for v, name in TURBO_T3_FILES.items() if (directory / name).is_file()), None)
+        if variant in TURBO_T3_FILES:
+            if multilingual or version is not None:
+                raise ValueError(f"the {variant} model is English only (no multilingual / version)")
+            return cls._turbo(directory, variant)
         if version is not None and multilingual is False:
             raise ValueError(f"version={version!r} applies to the multilingual model only")
         if multilingual is None:
@@ -92,6 +122,23 @@ class ModelFiles:
                 check_safetensors(path)
             elif path.suffix == ".pt":
                 check_torch_file(path)
+
+    @classmethod
+    def _turbo(cls, directory: Path, variant: str) -> "ModelFiles":
+        expected = (TURBO_T3_FILES[variant], *TURBO_FILES)
+        missing = [name for name in expected if not (directory / name).is_file()]
+        if missing:
+            raise ValueError(f"{directory} is not a Chatterbox {variant} model directory: missing "
+                             f"{', '.join(missing)} (expected {', '.join(expected)})")
+        return cls(
+            directory=directory,
+            t3=directory / TURBO_T3_FILES[variant],
+            s3gen=directory / TURBO_S3GEN,
+            voice_encoder=directory / "ve.safetensors",
+            tokenizer=directory,
+            conds=directory / "conds.pt",
+            variant=variant,
+        )
 
     @classmethod
     def _multilingual(cls, directory: Path, version: str | None) -> "ModelFiles":
@@ -209,9 +256,15 @@ def _has_multilingual_files(directory: Path) -> bool:
 
 
 def download(repo_id: str = DEFAULT_REPO, revision: str | None = None, *, multilingual: bool = False,
-             version: str | None = None) -> Path:
-    """Local snapshot of a hub repository's English (or multilingual) model files (cached copy first)."""
-    if multilingual:
+             version: str | None = None, variant: str | None = None) -> Path:
+    """Local snapshot of a hub repository's English (multilingual, Turbo, Nano) model files (cached copy first)."""
+    if variant in TURBO_T3_FILES:
+        if multilingual or version is not None:
+            raise ValueError(f"the {variant} model is English only (no multilingual / version)")
+        files = [TURBO_T3_FILES[variant], *TURBO_FILES]
+    elif variant not in (None, "original"):
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    elif multilingual:
         files = [multilingual_t3_file(version), *MULTILINGUAL_FILES, CANGJIE_TABLE]
     elif version is not None:
         raise ValueError(f"version={version!r} applies to the multilingual model only (pass multilingual=True)")

@@ -13,14 +13,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vllm_chatterbox.config import ChatterboxConfig
-from vllm_chatterbox.model_files import DEFAULT_REPO, MULTILINGUAL_TEXT_VOCAB_SIZE, ModelFiles, download
+from vllm_chatterbox.config import CONFIG_FILE_NAME, ChatterboxConfig, turbo_config
+from vllm_chatterbox.model_files import DEFAULT_REPO, MULTILINGUAL_TEXT_VOCAB_SIZE, TURBO_REPOS, ModelFiles, download
 from vllm_chatterbox.engine.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAUSE_MS,
                                               check_join_options, join_with_crossfade)
 from vllm_chatterbox.engine.pipeline import AudioJob, s3gen_seed, synthesize
 from vllm_chatterbox.engine.streaming import StreamJob, StreamVocoder, stream_audio
 from vllm_chatterbox.engine.watermark import Watermarker, apply_watermark, check_watermark_flag, load_watermarker
-from vllm_chatterbox.params import check_seed, check_timesteps, is_integer, per_text, t3_params
+from vllm_chatterbox.params import check_seed, check_timesteps, is_integer, per_text
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
 from vllm_chatterbox.t3.client import T3Client
 from vllm_chatterbox.text import EnglishTokenizer, MultilingualTokenizer
@@ -51,14 +51,16 @@ class ChatterboxTTS:
 
     @classmethod
     def from_dir(cls, path: str | Path, *, multilingual: bool | None = None, version: str | None = None,
-                 device: str | torch.device | None = None, **engine_options) -> "ChatterboxTTS":
+                 variant: str | None = None, device: str | torch.device | None = None,
+                 **engine_options) -> "ChatterboxTTS":
         """Load a model directory in the official layout. ``device`` runs S3Gen and the voice
         networks (default: CUDA when available); T3 runs wherever vLLM runs.
 
         English or multilingual is recognised by the files (``multilingual`` forces one);
-        ``version`` picks the multilingual T3, "v2" (default) or "v3".
+        ``version`` picks the multilingual T3, "v2" (default) or "v3". Turbo / Nano directories
+        are recognised too (``variant`` forces one) and load as :class:`ChatterboxTurboTTS`.
         """
-        files = ModelFiles.from_dir(path, multilingual=multilingual, version=version)
+        files = ModelFiles.from_dir(path, multilingual=multilingual, version=version, variant=variant)
         return cls.from_files(files, device=device, **engine_options)
 
     @classmethod
@@ -69,15 +71,23 @@ class ChatterboxTTS:
             raise ValueError(f"files must be a ModelFiles (see ModelFiles.from_dir), got {type(files).__name__}; "
                              "use ChatterboxTTS.from_dir for a directory")
         files.check_readable()
+        if files.is_turbo:
+            from vllm_chatterbox.turbo import ChatterboxTurboTTS
+
+            return ChatterboxTurboTTS(files, model_config(files), engine_options, device or default_device())
         return cls(files, model_config(files), engine_options, device or default_device())
 
     @classmethod
-    def from_pretrained(cls, repo_id: str = DEFAULT_REPO, *, revision: str | None = None, multilingual: bool = False,
-                        version: str | None = None, **options) -> "ChatterboxTTS":
+    def from_pretrained(cls, repo_id: str | None = None, *, revision: str | None = None, multilingual: bool = False,
+                        version: str | None = None, variant: str | None = None, **options) -> "ChatterboxTTS":
         """Download (or reuse the cached) English or, with ``multilingual=True``, multilingual
-        model; ``version`` picks the multilingual T3 ("v2", the default, or "v3")."""
-        path = download(repo_id, revision, multilingual=multilingual, version=version)
-        return cls.from_dir(path, multilingual=multilingual, version=version, **options)
+        model; ``version`` picks the multilingual T3 ("v2", the default, or "v3"). ``variant``
+        "turbo" / "nano" loads Chatterbox Turbo / Nano (default repo ResembleAI/chatterbox-turbo
+        / -nano)."""
+        if repo_id is None:
+            repo_id = TURBO_REPOS.get(variant, DEFAULT_REPO)
+        path = download(repo_id, revision, multilingual=multilingual, version=version, variant=variant)
+        return cls.from_dir(path, multilingual=multilingual, version=version, variant=variant, **options)
 
     @functools.cached_property
     def s3gen(self):
@@ -121,7 +131,7 @@ class ChatterboxTTS:
         """Validate everything and build the vLLM requests (nothing is run)."""
         texts = _text_list(texts)
         languages = per_text("language", language, len(texts))
-        params = t3_params(len(texts), parameters)
+        params = self.t3.params(len(texts), parameters)
         voices = [self.resolve_voice(v) for v in per_text("voice", voice, len(texts))]
         return self.t3.requests(texts, voices, languages, params)
 
@@ -322,6 +332,10 @@ def default_device() -> str:
 def model_config(files: ModelFiles) -> ChatterboxConfig:
     """The directory's configuration; a multilingual T3 gets its text vocabulary, checked
     against the checkpoint (the released files carry no configuration)."""
+    if files.is_turbo:
+        if (files.directory / CONFIG_FILE_NAME).exists():
+            return ChatterboxConfig.for_model_dir(files.directory)
+        return turbo_config(nano=files.variant == "nano")
     config = ChatterboxConfig.for_model_dir(files.directory)
     if not files.multilingual:
         return config

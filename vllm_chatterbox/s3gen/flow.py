@@ -23,6 +23,7 @@ from torch import nn
 from vllm_chatterbox.config import EstimatorConfig, FlowConfig
 from vllm_chatterbox.s3gen.estimator import ConditionalDecoder, attention_bias
 from vllm_chatterbox.s3gen.flow_encoder import UpsampleConformerEncoder
+from vllm_chatterbox.s3gen.meanflow import MeanflowEuler
 
 
 @dataclass
@@ -88,7 +89,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
         self.spk_embed_affine_layer = nn.Linear(cfg.spk_embed_dim, cfg.output_size)
         self.encoder = UpsampleConformerEncoder(cfg)
         self.encoder_proj = nn.Linear(cfg.encoder_size, cfg.output_size)
-        self.decoder = ConditionalFlowMatching(estimator_cfg)
+        self.decoder = MeanflowEuler(estimator_cfg) if estimator_cfg.meanflow else ConditionalFlowMatching(estimator_cfg)
 
     def project_speaker(self, embedding: torch.Tensor) -> torch.Tensor:
         """(B, 192) CAMPPlus x-vectors -> (B, 80)."""

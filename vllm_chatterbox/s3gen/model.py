@@ -26,6 +26,7 @@ from vllm_chatterbox.config import ChatterboxConfig
 from vllm_chatterbox.model_files import load_safetensors, load_torch_file
 from vllm_chatterbox.s3gen.flow import CausalMaskedDiffWithXvec
 from vllm_chatterbox.s3gen.hift import HiFTGenerator, trim_fade
+from vllm_chatterbox.s3gen.meanflow import meanflow_noise
 from vllm_chatterbox.s3gen.noise import flow_noise
 from vllm_chatterbox.voice.voice import Voice
 
@@ -110,11 +111,13 @@ class S3Gen(nn.Module):
 
     @torch.inference_mode()
     def tokens_to_mel(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice], *,
-                      n_timesteps: int = 10, noise: Sequence[torch.Tensor] | None = None,
+                      n_timesteps: int | None = None, noise: Sequence[torch.Tensor] | None = None,
                       generators: Sequence[torch.Generator | None] | None = None,
                       seeds: Sequence[int | None] | None = None,
                       max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES) -> list[torch.Tensor]:
         """Mel (80, 2*(Tp+Ts) - Tm) per item, in input order (Tp/Tm: the voice's prompt tokens/frames)."""
+        if n_timesteps is None:
+            n_timesteps = self.config.estimator.default_n_timesteps  # 10; meanflow (Turbo) 2
         items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators, seeds)
         mels: list[torch.Tensor | None] = [None] * len(items)
         for group in length_groups([it.frames for it in items], max_batch_frames):
@@ -147,7 +150,7 @@ class S3Gen(nn.Module):
 
     @torch.inference_mode()
     def inference(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice], *,
-                  n_timesteps: int = 10, noise: Sequence[torch.Tensor] | None = None,
+                  n_timesteps: int | None = None, noise: Sequence[torch.Tensor] | None = None,
                   generators: Sequence[torch.Generator | None] | None = None,
                   seeds: Sequence[int | None] | None = None,
                   max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES) -> list[np.ndarray]:
@@ -162,6 +165,8 @@ class S3Gen(nn.Module):
         how the utterance is cut into pieces and matches :mod:`vllm_chatterbox.s3gen.streaming`;
         a ``None`` seed is drawn from torch's global RNG.
         """
+        if n_timesteps is None:
+            n_timesteps = self.config.estimator.default_n_timesteps  # 10; meanflow (Turbo) 2
         items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators, seeds)
         groups = length_groups([it.frames for it in items], max_batch_frames)
         logger.debug("s3gen: %d items in %d length groups of sizes %s", len(items), len(groups), [len(g) for g in groups])
@@ -261,7 +266,10 @@ class S3Gen(nn.Module):
                 z = flow_noise(seed, 0, frames, n_mels)
             elif z is None:
                 g = None if generators is None else generators[i]
-                z = torch.randn((n_mels, frames), generator=g, device=g.device if g is not None else self.device)
+                if self.config.estimator.meanflow:
+                    z = meanflow_noise(n_mels, frames, ratio * tokens.shape[0], g, self.device)
+                else:
+                    z = torch.randn((n_mels, frames), generator=g, device=g.device if g is not None else self.device)
             items.append(_Item(tokens.to(self.device), voice, z.to(self.device, self.dtype), frames, seed))
         return items
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from vllm_chatterbox.config import T3Config
-from vllm_chatterbox.params import T3Params
+from vllm_chatterbox.params import T3Params, t3_params
 from vllm_chatterbox.t3.engine import T3Request, T3Result
 from vllm_chatterbox.t3.prefix import T3PromptBuilder
 from vllm_chatterbox.t3.tokens import clean_speech_tokens
@@ -38,6 +38,11 @@ class T3Client:
     @classmethod
     def from_file(cls, t3_weights: str | Path, tokenizer, cfg: T3Config) -> "T3Client":
         return cls(T3PromptBuilder.from_file(t3_weights, cfg), tokenizer, cfg)
+
+    @staticmethod
+    def params(count: int, parameters: dict) -> list[T3Params]:
+        """Validated sampling parameters for ``count`` texts (see :func:`t3_params`)."""
+        return t3_params(count, parameters)
 
     def text_token_ids(self, text: str, language: str | None = None, unknown: set[str] | None = None) -> list[int]:
         """``[start] + ids + [stop]``; the multilingual model needs ``language``, the English

@@ -108,14 +108,14 @@ class T3Engine:
     def __init__(self, t3_weights: Path, cfg: T3Config, *, extra_logits_processors: Iterable[str] = (),
                  **engine_options):
         self.cfg = cfg
-        model_dir = vllm_model_dir(Path(t3_weights), cfg)
+        model_dir = self.vllm_model_dir(Path(t3_weights))
         options = {
             "dtype": "float32",
             "skip_tokenizer_init": True,
             "enable_prompt_embeds": True,
             "enable_prefix_caching": True,
             "block_size": DEFAULT_BLOCK_SIZE,
-            "max_model_len": positions.max_prompt_len(cfg) + 1000,
+            "max_model_len": self.default_max_model_len(),
             "seed": 0,
         }
         on_cpu = _is_cpu_platform()
@@ -132,8 +132,7 @@ class T3Engine:
             options["enable_chunked_prefill"] = False
         options.setdefault("disable_log_stats", True)
         options.update(engine_options)
-        # Extra processors (tests) see the raw [cond | uncond] logits, before guidance.
-        options["logits_processors"] = [*extra_logits_processors, GUIDANCE_PROCESSOR]
+        options["logits_processors"] = self.logits_processors(extra_logits_processors)
         logger.info("starting vLLM for T3 (%s)", model_dir)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="t3-engine", daemon=True)
@@ -149,6 +148,18 @@ class T3Engine:
         self.vllm_config = self.engine.vllm_config
         self.max_model_len: int = self.engine.model_config.max_model_len
         self._seeds_crash_vllm = on_cpu and bool(self.vllm_config.scheduler_config.enable_chunked_prefill)
+
+    # The model-specific parts (the Turbo / Nano engine overrides these and sampling_params).
+
+    def vllm_model_dir(self, t3_weights: Path) -> Path:
+        return vllm_model_dir(t3_weights, self.cfg)
+
+    def default_max_model_len(self) -> int:
+        return positions.max_prompt_len(self.cfg) + 1000
+
+    def logits_processors(self, extra: Iterable[str]) -> list[str]:
+        # Extra processors (tests) see the raw [cond | uncond] logits, before guidance.
+        return [*extra, GUIDANCE_PROCESSOR]
 
     @staticmethod
     async def _start(model_dir: str, options: dict):

@@ -1,13 +1,18 @@
-"""vLLM plugin hook (entry point ``vllm.general_plugins``): registers the T3 architecture.
+"""vLLM plugin hook (entry point ``vllm.general_plugins``): registers the T3 architectures.
 
-vLLM runs general plugins in every process it starts, so the spawned workers know the model.
+vLLM runs general plugins in every process it starts, so the spawned workers know the models.
 """
 
 from vllm_chatterbox.t3.layout import ARCHITECTURE
+
+TURBO_ARCHITECTURE = "ChatterboxT3TurboForCausalLM"
 
 
 def register() -> None:
     from vllm import ModelRegistry
 
-    if ARCHITECTURE not in ModelRegistry.get_supported_archs():
+    supported = ModelRegistry.get_supported_archs()
+    if ARCHITECTURE not in supported:
         ModelRegistry.register_model(ARCHITECTURE, "vllm_chatterbox.t3.vllm_model:ChatterboxT3ForCausalLM")
+    if TURBO_ARCHITECTURE not in supported:
+        ModelRegistry.register_model(TURBO_ARCHITECTURE, "vllm_chatterbox.t3.turbo_model:ChatterboxT3TurboForCausalLM")

@@ -26,6 +26,12 @@ _PUNCTUATION_REPLACEMENTS: tuple[tuple[str, str], ...] = (
     ("\u2019", "'"),  # right single quotation mark
 )
 
+# Turbo's own copy of the rules drops "...", " - " and ";" (they reach its GPT-2 tokenizer as is).
+_TURBO_DROPPED_RULES = {"...", " - ", ";"}
+_TURBO_PUNCTUATION_REPLACEMENTS: tuple[tuple[str, str], ...] = tuple(
+    rule for rule in _PUNCTUATION_REPLACEMENTS if rule[0] not in _TURBO_DROPPED_RULES
+)
+
 _SENTENCE_ENDERS: tuple[str, ...] = (".", "!", "?", "-", ",")
 # The multilingual model also accepts CJK full-width enders.
 _MULTILINGUAL_SENTENCE_ENDERS: tuple[str, ...] = _SENTENCE_ENDERS + (
@@ -37,8 +43,9 @@ _MULTILINGUAL_SENTENCE_ENDERS: tuple[str, ...] = _SENTENCE_ENDERS + (
 )
 
 
-def normalize_text(text: str, *, multilingual: bool = False) -> str:
-    """Clean punctuation and whitespace exactly like the original ``punc_norm``."""
+def normalize_text(text: str, *, multilingual: bool = False, turbo: bool = False) -> str:
+    """Clean punctuation and whitespace exactly like the original ``punc_norm``
+    (``turbo``: the Turbo/Nano variant of it in ``tts_turbo.py``)."""
     if not isinstance(text, str):
         raise ValueError(f"text must be a str, got {type(text).__name__}")
     if len(text) == 0:
@@ -51,7 +58,7 @@ def normalize_text(text: str, *, multilingual: bool = False) -> str:
 
     text = " ".join(text.split())
 
-    for old, new in _PUNCTUATION_REPLACEMENTS:
+    for old, new in _TURBO_PUNCTUATION_REPLACEMENTS if turbo else _PUNCTUATION_REPLACEMENTS:
         text = text.replace(old, new)
 
     text = text.rstrip(" ")

@@ -22,6 +22,7 @@ from vllm_chatterbox.model_files import load_safetensors, load_torch_file
 from vllm_chatterbox.voice.audio import AudioSource, load_audio, resample_sinc_hann, resample_soxr_hq
 from vllm_chatterbox.voice.campplus import CAMPPlus
 from vllm_chatterbox.voice.features import PROMPT_MEL_SAMPLE_RATE, prompt_mel_spectrogram
+from vllm_chatterbox.voice.loudness import normalize_loudness
 from vllm_chatterbox.voice.s3_tokenizer import S3Tokenizer
 from vllm_chatterbox.voice.voice import Voice, check_exaggeration
 from vllm_chatterbox.voice.voice_encoder import VoiceEncoder
@@ -32,6 +33,8 @@ S3GEN_SR = PROMPT_MEL_SAMPLE_RATE  # 24 kHz: S3Gen's output rate and prompt-mel 
 TOKENIZER_SR = 16000
 T3_PROMPT_SECONDS = 6  # ENC_COND_LEN of the original
 S3GEN_PROMPT_SECONDS = 10  # DEC_COND_LEN of the original
+TURBO_T3_PROMPT_SECONDS = 15  # Turbo's ENC_COND_LEN
+TURBO_MIN_REFERENCE_SECONDS = 5.0  # Turbo asserts a longer reference
 
 StateSource = Union[str, Path, Mapping[str, torch.Tensor]]
 
@@ -66,7 +69,10 @@ class VoiceBuilder:
         speaker_encoder: CAMPPlus,
         config: ChatterboxConfig,
         cache_size: int = 16,
+        *,
+        turbo: bool = False,
     ) -> None:
+        self.turbo = turbo
         self.voice_encoder = voice_encoder.eval()
         self.tokenizer = tokenizer.eval()
         self.speaker_encoder = speaker_encoder.eval()
@@ -83,38 +89,48 @@ class VoiceBuilder:
         config: ChatterboxConfig,
         device: torch.device | str = "cpu",
         cache_size: int = 16,
+        *,
+        turbo: bool = False,
     ) -> "VoiceBuilder":
         """Paths (or loaded state dicts) of ``ve.*`` and ``s3gen.*``; only the ``tokenizer.`` and
-        ``speaker_encoder.`` entries of S3Gen are read."""
+        ``speaker_encoder.`` entries of S3Gen are read. ``turbo``: Turbo / Nano's conditioning
+        (reference > 5 s, loudness-normalised, 15 s / 375-token T3 prompt)."""
         ve = VoiceEncoder.from_state_dict(_load_state(ve_path), config.voice_encoder)
         tokenizer = S3Tokenizer.from_state_dict(_load_state(s3gen_path, "tokenizer."), config.s3_tokenizer)
         campplus = CAMPPlus.from_state_dict(_load_state(s3gen_path, "speaker_encoder."), config.campplus)
-        return cls(ve.to(device), tokenizer.to(device), campplus.to(device), config, cache_size)
+        return cls(ve.to(device), tokenizer.to(device), campplus.to(device), config, cache_size, turbo=turbo)
 
     @property
     def device(self) -> torch.device:
         return self.tokenizer.window.device
 
-    def build(self, source: AudioSource, sample_rate: int | None = None, *, exaggeration: float = 0.5) -> Voice:
-        """Voice of a reference clip (path, bytes, file object or samples); cached by content."""
+    def build(self, source: AudioSource, sample_rate: int | None = None, *, exaggeration: float = 0.5,
+              norm_loudness: bool = True) -> Voice:
+        """Voice of a reference clip (path, bytes, file object or samples); cached by content.
+
+        ``norm_loudness`` (Turbo only, as the original): normalise the reference to -27 LUFS first."""
         exaggeration = check_exaggeration(exaggeration)
         wav, sample_rate = load_audio(source, sample_rate)
-        key = audio_key(wav, sample_rate)
+        norm_loudness = bool(norm_loudness) and self.turbo
+        if self.turbo and len(wav) / sample_rate <= TURBO_MIN_REFERENCE_SECONDS:
+            raise ValueError(f"reference audio is {len(wav) / sample_rate:.2f} s long; Turbo needs more than "
+                             f"{TURBO_MIN_REFERENCE_SECONDS:g} s")
+        key = audio_key(wav, sample_rate) + ("+lufs" if norm_loudness else "")
         with self._lock:
             voice = self._cache.get(key)
             if voice is not None:
                 self._cache.move_to_end(key)
                 return voice.with_exaggeration(exaggeration)
-        voice = self._compute(wav, sample_rate, exaggeration)
+        voice = self._compute(wav, sample_rate, exaggeration, norm_loudness)
         with self._lock:
             self._cache[key] = voice
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return voice
 
-    def _compute(self, wav: np.ndarray, sample_rate: int, exaggeration: float) -> Voice:
+    def _compute(self, wav: np.ndarray, sample_rate: int, exaggeration: float, norm_loudness: bool) -> Voice:
         with torch.inference_mode():
-            parts = self._conditionals(wav, sample_rate)
+            parts = self._conditionals(wav, sample_rate, norm_loudness)
         # Clone outside inference mode so callers get ordinary tensors.
         speaker_emb, t3_tokens, prompt_token, prompt_feat, embedding = (p.cpu().clone() for p in parts)
         try:
@@ -129,8 +145,10 @@ class VoiceBuilder:
         except ValueError as exc:
             raise ValueError(f"the reference audio gave an unusable voice: {exc}") from None
 
-    def _conditionals(self, wav: np.ndarray, sample_rate: int) -> tuple[torch.Tensor, ...]:
+    def _conditionals(self, wav: np.ndarray, sample_rate: int, norm_loudness: bool) -> tuple[torch.Tensor, ...]:
         ref24 = resample_soxr_hq(wav, sample_rate, S3GEN_SR)
+        if norm_loudness:
+            ref24 = normalize_loudness(ref24, S3GEN_SR)
         ref16 = resample_soxr_hq(ref24, S3GEN_SR, TOKENIZER_SR)
         device = self.device
 
@@ -146,9 +164,11 @@ class VoiceBuilder:
             # at most n_mel // 2 tokens so the prompt mel and tokens line up.
             prompt_token = prompt_token[:, : n_mel // 2]
 
-        # T3 conditioning: prompt tokens of the first 6 s, speaker embedding of everything.
-        t3_ref16 = torch.from_numpy(ref16[: T3_PROMPT_SECONDS * TOKENIZER_SR]).to(device)
-        t3_tokens, _ = self.tokenizer([t3_ref16], max_len=self.config.t3.speech_cond_prompt_len)
+        # T3 conditioning: prompt tokens of the first 6 s (Turbo 15 s), speaker embedding of everything.
+        seconds, max_len = ((TURBO_T3_PROMPT_SECONDS, self.config.turbo_t3.speech_cond_prompt_len) if self.turbo
+                            else (T3_PROMPT_SECONDS, self.config.t3.speech_cond_prompt_len))
+        t3_ref16 = torch.from_numpy(ref16[: seconds * TOKENIZER_SR]).to(device)
+        t3_tokens, _ = self.tokenizer([t3_ref16], max_len=max_len)
         speaker_emb = self.voice_encoder.embed_utterance(ref16)
         logger.debug("built voice: %d T3 prompt tokens, %d S3Gen prompt tokens, %d mel frames",
                      t3_tokens.shape[1], prompt_token.shape[1], n_mel)

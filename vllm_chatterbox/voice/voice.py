@@ -136,7 +136,7 @@ class Voice:
     def from_conds_dict(cls, data: dict, source: str = "conds") -> "Voice":
         if not isinstance(data, dict) or not isinstance(data.get("t3"), dict) or not isinstance(data.get("gen"), dict):
             raise ValueError(f"{source}: not a conds.pt voice (expected a dict with 't3' and 'gen' dicts)")
-        t3, gen = data["t3"], data["gen"]
+        t3 = data["t3"]
         if t3.get("clap_emb") is not None:
             raise ValueError(f"{source}: clap_emb must be None")
         values = {}

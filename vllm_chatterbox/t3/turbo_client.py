@@ -1,0 +1,118 @@
+"""The Turbo / Nano T3 front door: the same interface as :class:`~vllm_chatterbox.t3.client.T3Client`.
+
+Text goes through Turbo's ``punc_norm`` and the GPT-2 tokenizer, the prompt is built by
+:class:`TurboPromptBuilder`, parameters are Turbo's (``cfg_weight``, ``exaggeration`` and
+``min_p`` are accepted and ignored with a warning when > 0, as the original does), and the
+finished tokens are cleaned as ``tts_turbo.generate`` cleans them: ids < 6561 plus three
+silence tokens (4299), which give the audio its last 120 ms.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vllm_chatterbox.config import TurboT3Config
+from vllm_chatterbox.params import check_number, check_seed, per_text, reject_unknown
+from vllm_chatterbox.t3.client import CONDITIONING_CACHE_SIZE
+from vllm_chatterbox.t3.engine import T3Request, T3Result
+from vllm_chatterbox.t3.turbo_engine import TurboParams, tokens_for_s3gen
+from vllm_chatterbox.t3.turbo_prefix import TurboPromptBuilder
+from vllm_chatterbox.text.turbo import TurboTokenizer
+from vllm_chatterbox.voice.voice import Voice
+
+logger = logging.getLogger(__name__)
+
+# The original generate()'s defaults; its loop samples one token from the prefill plus up to 1000.
+TURBO_DEFAULTS: dict[str, Any] = {
+    "temperature": 0.8, "top_k": 1000, "top_p": 0.95, "repetition_penalty": 1.2, "max_new_tokens": 1001,
+}
+# Accepted for API compatibility; the original ignores them (warning when > 0).
+IGNORED_PARAMETERS = ("cfg_weight", "exaggeration", "min_p")
+
+
+class TurboT3Client:
+    def __init__(self, prompt_builder: TurboPromptBuilder, tokenizer: TurboTokenizer, cfg: TurboT3Config,
+                 label: str = "turbo"):
+        self.prompt_builder = prompt_builder
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.label = label
+        self._conditioning_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    @classmethod
+    def from_file(cls, t3_weights: str | Path, tokenizer: TurboTokenizer, cfg: TurboT3Config,
+                  label: str = "turbo") -> "TurboT3Client":
+        return cls(TurboPromptBuilder.from_file(t3_weights, cfg), tokenizer, cfg, label)
+
+    def params(self, count: int, parameters: dict[str, Any]) -> list[TurboParams]:
+        """Validated Turbo parameters for ``count`` texts (scalar or one value per text)."""
+        known = (*TURBO_DEFAULTS, "seed", *IGNORED_PARAMETERS)
+        reject_unknown({k: v for k, v in parameters.items() if k not in known}, known)
+        for name in IGNORED_PARAMETERS:
+            if any(check_number(name, v) > 0 for v in per_text(name, parameters.get(name, 0.0), count)):
+                logger.warning("%s is not supported by the %s model and is ignored (as the original does)",
+                               name, self.label)
+        columns = {name: per_text(name, parameters.get(name, default), count) for name, default in TURBO_DEFAULTS.items()}
+        seeds = per_text("seed", parameters.get("seed"), count)
+        result = []
+        for i in range(count):
+            where = f" (text {i})" if count > 1 else ""
+            top_k = columns["top_k"][i]
+            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+                raise ValueError(f"top_k{where} must be an integer >= 0 (0 = off), got {top_k!r}")
+            result.append(TurboParams(
+                temperature=check_number("temperature", columns["temperature"][i], where),
+                top_k=top_k,
+                top_p=check_number("top_p", columns["top_p"][i], where),
+                repetition_penalty=check_number("repetition_penalty", columns["repetition_penalty"][i], where),
+                max_new_tokens=check_number("max_new_tokens", columns["max_new_tokens"][i], where),
+                seed=check_seed(seeds[i], where),
+            ))
+        return result
+
+    def text_token_ids(self, text: str, language: str | None = None) -> list[int]:
+        """GPT-2 ids of ``punc_norm(text)`` (no start/stop ids); English only."""
+        if language not in (None, "en"):
+            raise ValueError(f"the {self.label} model speaks English only; got language={language!r}")
+        return self.tokenizer.encode(text)
+
+    def count_text_tokens(self, text: str, language: str | None = None) -> int:
+        return len(self.text_token_ids(text, language))
+
+    def conditioning(self, voice: Voice) -> torch.Tensor:
+        key = voice.t3_key
+        cached = self._conditioning_cache.get(key)
+        if cached is None:
+            cached = self.prompt_builder.conditioning(voice)
+            self._conditioning_cache[key] = cached
+            if len(self._conditioning_cache) > CONDITIONING_CACHE_SIZE:
+                self._conditioning_cache.popitem(last=False)
+        else:
+            self._conditioning_cache.move_to_end(key)
+        return cached
+
+    def request(self, text_ids: list[int], voice: Voice, params: TurboParams) -> T3Request:
+        embeds = self.prompt_builder.prompt_embeds(self.conditioning(voice), text_ids)
+        # GPT-2 positions are absolute: equal rows at equal places give equal KV, whatever the length.
+        return T3Request(prompt_embeds=embeds, cache_salt="t3-turbo", params=params)
+
+    def requests(self, texts: Sequence[str], voices: Sequence[Voice], languages: Sequence[str | None],
+                 params: Sequence[TurboParams]) -> list[T3Request]:
+        requests = []
+        for i, (text, voice, language, p) in enumerate(zip(texts, voices, languages, params, strict=True)):
+            try:
+                text_ids = self.text_token_ids(text, language)
+            except ValueError as exc:
+                raise ValueError(f"text {i}: {exc}" if len(texts) > 1 else str(exc)) from None
+            requests.append(self.request(text_ids, voice, p))
+        return requests
+
+    def speech_tokens(self, result: T3Result) -> list[int]:
+        """What ``tts_turbo.generate`` hands S3Gen: ids < 6561, then three silence tokens."""
+        return tokens_for_s3gen(result.token_ids, self.cfg)
