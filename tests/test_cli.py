@@ -63,6 +63,22 @@ def test_speak_file_with_model_and_voice(tmp_path, tiny_dir):
     assert rate == 24000 and len(wav) > 0
 
 
+def test_speak_stream_writes_pieces_and_reports_first_audio(tmp_path, tiny_dir):
+    out = tmp_path / "streamed.flac"
+    result = run_cli("speak", "A streamed sentence. And a second one.", "-o", out, "--model", tiny_dir, "--stream",
+                     "--max-new-tokens", 30, "--seed", 2, "--n-timesteps", 2, cache_dir=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "time to first audio:" in result.stderr
+    wav, rate = soundfile.read(out)
+    assert rate == 24000 and 0 < len(wav) <= 2 * 30 * 960 + 24000
+    assert not list(tmp_path.glob(".streamed.flac.*")), "the temporary file was left behind"
+
+
+def test_speak_stream_refuses_watermark_before_loading(tmp_path, capsys):
+    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--stream", "--watermark"]) != 0
+    assert "cannot be combined with --stream" in error_line(capsys)
+
+
 def test_voice_command_writes_a_loadable_voice_without_starting_vllm(tmp_path, tiny_dir, monkeypatch, capsys):
     def no_engine(*args, **kwargs):
         raise AssertionError("the voice command started the T3 engine")

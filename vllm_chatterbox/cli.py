@@ -145,6 +145,8 @@ def cmd_speak(args) -> None:
     output = check_output_path(args.output, tuple(AUDIO_FORMATS))
     text = _speak_text(args)
     params = _speak_params(args)
+    if args.stream and args.watermark:
+        raise ValueError("--watermark marks whole waveforms; it cannot be combined with --stream")
     if args.watermark:
         from vllm_chatterbox.engine.watermark import load_watermarker
 
@@ -152,20 +154,47 @@ def cmd_speak(args) -> None:
     files = _model_files(args.model, args)
     if "top_k" in params and not files.is_turbo:
         raise ValueError("--top-k is a Turbo / Nano option; this model samples with top_p and min_p")
+    if args.stream and files.is_turbo:
+        raise ValueError("--stream is not available for Turbo / Nano yet")
     voice = _speak_voice(args.voice, files)
     long_text = args.file is not None or len(text) > 300
     _check_text_tokens(text, files, args.language, long_text)
 
     tts = _load_model(files, args)
     voice = tts.resolve_voice(voice)
-    if long_text:
-        wav = tts.generate_long(text, voice, **params)
+    if args.stream:
+        samples = _speak_streaming(tts, text, voice, {k: v for k, v in params.items() if k != "watermark"}, output)
     else:
-        wav = tts.generate(text, voice, **params)[0]
-    write_audio(output, wav, 24000)
-    logger.info("wrote %s (%.2f s of audio)", output, len(wav) / 24000)
+        if long_text:
+            wav = tts.generate_long(text, voice, **params)
+        else:
+            wav = tts.generate(text, voice, **params)[0]
+        write_audio(output, wav, 24000)
+        samples = len(wav)
+    logger.info("wrote %s (%.2f s of audio)", output, samples / 24000)
     if args.model is None:
         logger.warning("reminder: %s was made with random weights (noise, not speech)", output)
+
+
+def _speak_streaming(tts, text: str, voice, params: dict, output: Path) -> int:
+    """Write the pieces of ``tts.stream`` as they come (to a temporary file renamed into place
+    at the end); logs the time to first audio. Returns the samples written."""
+    import time
+
+    import soundfile
+
+    from vllm_chatterbox.outputs import AUDIO_FORMATS, atomic_output
+
+    started = time.monotonic()
+    samples = 0
+    with atomic_output(output) as temporary, soundfile.SoundFile(
+            str(temporary), "w", 24000, 1, subtype="PCM_16", format=AUDIO_FORMATS[output.suffix.lower()]) as sink:
+        for piece in tts.stream(text, voice, **params):
+            if samples == 0:
+                logger.info("time to first audio: %.2f s", time.monotonic() - started)
+            sink.write(piece)
+            samples += piece.size
+    return samples
 
 
 def cmd_voice(args) -> None:
@@ -220,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     speak.add_argument("--seed", type=int, default=None)
     speak.add_argument("--watermark", action="store_true",
                        help="mark the audio with Perth as the original does (needs resemble-perth + torchaudio)")
+    speak.add_argument("--stream", action="store_true",
+                       help="vocode while T3 decodes and write pieces as they come; logs the time to first audio")
     speak.set_defaults(func=cmd_speak)
 
     voice = sub.add_parser("voice", help="clone a voice from reference audio into a .pt voice file")
