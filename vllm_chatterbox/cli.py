@@ -138,7 +138,8 @@ def cmd_serve(args) -> None:
     def load_backend(metrics):
         tts = ChatterboxTTS.from_files(_model_files(args.model, args), **options)
         # Random weights rarely emit the stop token; the demo keeps each chunk short.
-        return SpeechBackend(tts, metrics, default_max_new_tokens=DEMO_MAX_NEW_TOKENS if args.model is None else None)
+        cap = args.max_new_tokens or (DEMO_MAX_NEW_TOKENS if args.model is None else None)
+        return SpeechBackend(tts, metrics, max_new_tokens=cap)
 
     logger.info("serving on http://%s:%d (the engine loads in the background; /health says when it is ready)",
                 args.host, args.port)
@@ -189,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-input-chars", type=int, default=4096)
     serve.add_argument("--max-voice-mb", type=float, default=20.0, help="largest voice upload")
     serve.add_argument("--max-voice-seconds", type=float, default=60.0, help="longest voice reference")
+    serve.add_argument("--max-new-tokens", type=int, default=None,
+                       help="most speech tokens per text chunk a request may ask for, and the default (demo model: "
+                            f"{DEMO_MAX_NEW_TOKENS})")
     serve.add_argument("--max-model-len", type=int, default=None, help="vLLM context length (engine option)")
     serve.set_defaults(func=cmd_serve)
 

@@ -77,10 +77,12 @@ class _StreamJoiner:
 class SpeechBackend:
     """Requests to audio on a loaded ``ChatterboxTTS``."""
 
-    def __init__(self, tts, metrics: ServerMetrics, *, default_max_new_tokens: int | None = None):
+    def __init__(self, tts, metrics: ServerMetrics, *, max_new_tokens: int | None = None):
+        """``max_new_tokens``: the operator's cap on speech tokens per text chunk, also the
+        default of requests that do not set it (None: the library's default and range)."""
         self.tts = tts
         self.metrics = metrics
-        self.default_max_new_tokens = default_max_new_tokens
+        self.max_new_tokens = max_new_tokens
         self.multilingual = bool(tts.files.multilingual)
         self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatterbox-engine")
         self._voice_lock = threading.Lock()
@@ -92,8 +94,11 @@ class SpeechBackend:
         """Check a request with the library's own checks; ValueError names the problem."""
         reject_unknown({k: v for k, v in params.items() if k not in GENERATION_PARAMETERS}, GENERATION_PARAMETERS)
         params = {k: v for k, v in params.items() if v is not None}
-        if "max_new_tokens" not in params and self.default_max_new_tokens is not None:
-            params["max_new_tokens"] = self.default_max_new_tokens
+        if self.max_new_tokens is not None:
+            requested = params.setdefault("max_new_tokens", self.max_new_tokens)
+            if isinstance(requested, int) and requested > self.max_new_tokens:
+                raise ValueError(f"max_new_tokens must be at most {self.max_new_tokens} on this server, "
+                                 f"got {requested}")
         values = {name: params.get(name, T3_PARAMETERS[name][0]) for name in T3_PARAMETERS}
         values["seed"] = check_seed(params.get("seed"))
         t3_params(1, values)

@@ -29,8 +29,13 @@ CONTENT_TYPES = {
 }
 RESPONSE_FORMATS = tuple(CONTENT_TYPES)
 
-# response_format -> (FFmpeg encoder, FFmpeg container)
-_PYAV_FORMATS = {"mp3": ("libmp3lame", "mp3"), "opus": ("libopus", "ogg"), "aac": ("aac", "adts")}
+# response_format -> (FFmpeg encoder, FFmpeg container, container options)
+_PYAV_FORMATS = {
+    "mp3": ("libmp3lame", "mp3", {}),
+    # Ogg pages of at most 100 ms (FFmpeg's default is 1 s), so opus leaves as it is encoded.
+    "opus": ("libopus", "ogg", {"page_duration": "100000"}),
+    "aac": ("aac", "adts", {}),
+}
 _UNKNOWN_SIZE = 0xFFFFFFFF
 
 
@@ -81,9 +86,9 @@ class AudioEncoder:
         self._pending: list[np.ndarray] = []  # flac: the whole audio
         self._container = None
         if response_format in _PYAV_FORMATS:
-            codec, container = _PYAV_FORMATS[response_format]
+            codec, container, options = _PYAV_FORMATS[response_format]
             self._sink = _Sink()
-            self._container = av.open(self._sink, mode="w", format=container)
+            self._container = av.open(self._sink, mode="w", format=container, options=options)
             self._stream = self._container.add_stream(codec, rate=SAMPLE_RATE, layout="mono")
             self._pts = 0
 
@@ -104,7 +109,9 @@ class AudioEncoder:
         if self.response_format == "flac":
             audio = np.concatenate(self._pending) if self._pending else np.zeros(0, dtype=np.float32)
             buffer = io.BytesIO()
-            soundfile.write(buffer, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+            # The same 16-bit samples as wav and pcm (libsndfile's FLAC writer rounds floats its own way).
+            soundfile.write(buffer, np.frombuffer(pcm16(audio), dtype="<i2"), SAMPLE_RATE, format="FLAC",
+                            subtype="PCM_16")
             return buffer.getvalue()
         if self._container is not None:
             container, self._container = self._container, None
