@@ -1,0 +1,104 @@
+"""Streaming through the real server: the Python API's samples, first audio early, many
+concurrent streams each equal to its solo run, and a client that leaves aborts its work."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from tests.server.helpers import MAX_NEW_TOKENS, pcm_samples
+from vllm_chatterbox.server.encoding import pcm16
+
+SENTENCE = "The quick brown fox number {} jumps over the lazy dog near the quiet river bank. "
+
+
+def long_text(sentences: int) -> str:
+    """About 19 text tokens a sentence: 9 sentences fill one 150-token chunk."""
+    return "".join(SENTENCE.format(i) for i in range(sentences)).strip()
+
+
+def stream_pcm(server, text: str, **fields) -> tuple[np.ndarray, list[float], float]:
+    """(samples, arrival time of each body part, total seconds), timed from the request."""
+    body = {"model": "chatterbox", "input": text, "response_format": "pcm", **fields}
+    arrivals, parts = [], []
+    with server.client() as http:
+        started = time.perf_counter()
+        with http.stream("POST", "/v1/audio/speech", json=body) as response:
+            assert response.status_code == 200, response.read()
+            for part in response.iter_raw():
+                arrivals.append(time.perf_counter() - started)
+                parts.append(part)
+        total = time.perf_counter() - started
+    return pcm_samples(b"".join(parts)), arrivals, total
+
+
+@pytest.fixture(scope="module")
+def python_api(model_dir):
+    """The Python API on the same model files, in this process."""
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    tts = ChatterboxTTS.from_dir(model_dir, max_num_seqs=16, max_model_len=1024)
+    yield tts
+    tts.t3_engine.shutdown()
+
+
+def test_same_seed_same_samples_as_the_python_api(server, python_api):
+    """A three-chunk text: the server's audio equals ``generate_long`` with the same seed (the
+    server streams it chunk by chunk; generate_long batches the chunks, so S3Gen's float
+    rounding may differ in the last bit: at most one 16-bit step)."""
+    text = long_text(22)
+    samples, _, _ = stream_pcm(server, text, seed=5, max_new_tokens=15)
+    wav = python_api.generate_long(text, seed=5, max_new_tokens=15, progress=False)
+    expected = np.frombuffer(pcm16(wav), dtype="<i2")
+    assert samples.size == expected.size
+    difference = np.abs(samples.astype(np.int32) - expected.astype(np.int32)).max()
+    assert difference <= 1, difference
+
+
+def test_first_audio_arrives_well_before_the_last(server):
+    samples, arrivals, total = stream_pcm(server, long_text(36), seed=2, max_new_tokens=15)
+    assert samples.size > 0
+    assert len(arrivals) >= 4
+    # Four chunks: the first audio leaves after the first, the last after the fourth.
+    assert arrivals[0] < 0.5 * arrivals[-1], (arrivals[0], arrivals[-1], total)
+
+
+def test_sixteen_concurrent_streams_each_equal_their_solo_run(server):
+    texts = [f"Client number {i} asks for a short sentence." for i in range(16)]
+    solo = [stream_pcm(server, text, seed=100 + i, max_new_tokens=12)[0] for i, text in enumerate(texts)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        futures = [pool.submit(stream_pcm, server, text, seed=100 + i, max_new_tokens=12)
+                   for i, text in enumerate(texts)]
+        together = [future.result()[0] for future in futures]
+    for i, (alone, concurrent) in enumerate(zip(solo, together)):
+        assert alone.size > 0, i
+        np.testing.assert_array_equal(concurrent, alone, err_msg=f"client {i}")
+    # Different seeds and texts really are different audio.
+    assert not np.array_equal(solo[0][:1000], solo[1][:1000])
+
+
+def test_disconnect_mid_stream_aborts_the_request(server):
+    chunks = 5
+    text = long_text(9 * chunks)
+    aborted_before = server.metric("chatterbox_speech_requests_aborted_total")
+    tokens_before = server.metric("chatterbox_t3_tokens_total")
+    with server.client() as http:
+        with http.stream("POST", "/v1/audio/speech", json={"input": text, "response_format": "pcm",
+                                                           "seed": 3}) as response:
+            assert response.status_code == 200
+            next(response.iter_raw())  # the first chunk's audio; then the client goes away
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.metric("chatterbox_speech_requests_in_flight") == 0:
+            break
+        time.sleep(0.5)
+    assert server.metric("chatterbox_speech_requests_in_flight") == 0
+    assert server.metric("chatterbox_speech_requests_aborted_total") == aborted_before + 1
+    time.sleep(2)
+    # At most the chunk that was decoding when the client left ran after the first one.
+    decoded = server.metric("chatterbox_t3_tokens_total") - tokens_before
+    assert decoded <= 2 * MAX_NEW_TOKENS < chunks * MAX_NEW_TOKENS, decoded
+    # The server keeps serving.
+    samples, _, _ = stream_pcm(server, "Still here.", seed=1, max_new_tokens=10)
+    assert samples.size > 0
