@@ -83,7 +83,7 @@ def test_health_said_loading_until_the_engine_was_ready(server):
 
 
 def test_metrics_in_prometheus_format(server, http):
-    assert speech(http, "A metered sentence.", response_format="pcm", max_new_tokens=5).status_code == 200
+    assert speech(http, "A metered sentence.", response_format="pcm", max_new_tokens=5, n_timesteps=2).status_code == 200
     text = http.get("/metrics").text
     for name in ("chatterbox_requests_total", "chatterbox_time_to_first_audio_seconds_bucket",
                  "chatterbox_audio_seconds_total", "chatterbox_queue_depth", "chatterbox_t3_tokens_total",
@@ -102,7 +102,7 @@ def test_full_queue_answers_429_with_retry_after(server):
 
     def one(i: int) -> None:
         with httpx.Client(base_url=server.url, headers=AUTH, timeout=300) as http:
-            response = speech(http, f"Request {i}.", response_format="pcm", max_new_tokens=4, seed=i)
+            response = speech(http, f"Request {i}.", response_format="pcm", max_new_tokens=4, seed=i, n_timesteps=2)
         with lock:
             results.append(response)
 

@@ -13,7 +13,7 @@ from tests.server.helpers import pcm_samples
 from vllm_chatterbox.server.encoding import RESPONSE_FORMATS
 
 TEXT = "Hello from the server test."
-EXTRA = {"seed": 11, "max_new_tokens": 25}
+EXTRA = {"seed": 11, "max_new_tokens": 25, "n_timesteps": 2}  # 2 flow steps: cheap S3Gen
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ SENTENCE = "The quick brown fox number {} jumps over the lazy dog near the quiet
 
 
 def long_text(sentences: int) -> str:
-    """About 19 text tokens a sentence: 9 sentences fill one 150-token chunk."""
+    """53 text tokens a sentence: two sentences fill one 150-token chunk (generate_long's cut)."""
     return "".join(SENTENCE.format(i) for i in range(sentences)).strip()
 
 
 def stream_pcm(server, text: str, **fields) -> tuple[np.ndarray, list[float], float]:
     """(samples, arrival time of each body part, total seconds), timed from the request."""
-    body = {"model": "chatterbox", "input": text, "response_format": "pcm", **fields}
+    body = {"model": "chatterbox", "input": text, "response_format": "pcm", "n_timesteps": 2, **fields}
     arrivals, parts = [], []
     with server.client() as http:
         started = time.perf_counter()
@@ -47,9 +47,9 @@ def test_same_seed_same_samples_as_the_python_api(server, python_api):
     """A three-chunk text: the server's audio equals ``generate_long`` with the same seed (the
     server streams it chunk by chunk; generate_long batches the chunks, so S3Gen's float
     rounding may differ in the last bit: at most one 16-bit step)."""
-    text = long_text(22)
-    samples, _, _ = stream_pcm(server, text, seed=5, max_new_tokens=15)
-    wav = python_api.generate_long(text, seed=5, max_new_tokens=15, progress=False)
+    text = long_text(6)
+    samples, _, _ = stream_pcm(server, text, seed=5, max_new_tokens=12)
+    wav = python_api.generate_long(text, seed=5, max_new_tokens=12, n_timesteps=2, progress=False)
     expected = np.frombuffer(pcm16(wav), dtype="<i2")
     assert samples.size == expected.size
     difference = np.abs(samples.astype(np.int32) - expected.astype(np.int32)).max()
@@ -57,18 +57,18 @@ def test_same_seed_same_samples_as_the_python_api(server, python_api):
 
 
 def test_first_audio_arrives_well_before_the_last(server):
-    samples, arrivals, total = stream_pcm(server, long_text(36), seed=2, max_new_tokens=15)
+    samples, arrivals, total = stream_pcm(server, long_text(6), seed=2, max_new_tokens=10)
     assert samples.size > 0
-    assert len(arrivals) >= 4
-    # Four chunks: the first audio leaves after the first, the last after the fourth.
+    assert len(arrivals) >= 3
+    # Three chunks: the first audio leaves after the first, the last after the third.
     assert arrivals[0] < 0.5 * arrivals[-1], (arrivals[0], arrivals[-1], total)
 
 
 def test_sixteen_concurrent_streams_each_equal_their_solo_run(server):
     texts = [f"Client number {i} asks for a short sentence." for i in range(16)]
-    solo = [stream_pcm(server, text, seed=100 + i, max_new_tokens=12)[0] for i, text in enumerate(texts)]
+    solo = [stream_pcm(server, text, seed=100 + i, max_new_tokens=8)[0] for i, text in enumerate(texts)]
     with ThreadPoolExecutor(max_workers=16) as pool:
-        futures = [pool.submit(stream_pcm, server, text, seed=100 + i, max_new_tokens=12)
+        futures = [pool.submit(stream_pcm, server, text, seed=100 + i, max_new_tokens=8)
                    for i, text in enumerate(texts)]
         together = [future.result()[0] for future in futures]
     for i, (alone, concurrent) in enumerate(zip(solo, together)):
@@ -79,13 +79,13 @@ def test_sixteen_concurrent_streams_each_equal_their_solo_run(server):
 
 
 def test_disconnect_mid_stream_aborts_the_request(server):
-    chunks = 5
-    text = long_text(9 * chunks)
+    chunks = 8
+    text = long_text(2 * chunks)
     aborted_before = server.metric("chatterbox_speech_requests_aborted_total")
     tokens_before = server.metric("chatterbox_t3_tokens_total")
     with server.client() as http:
         with http.stream("POST", "/v1/audio/speech", json={"input": text, "response_format": "pcm",
-                                                           "seed": 3}) as response:
+                                                           "seed": 3, "n_timesteps": 2}) as response:
             assert response.status_code == 200
             next(response.iter_raw())  # the first chunk's audio; then the client goes away
     deadline = time.monotonic() + 120

@@ -32,10 +32,10 @@ def test_voice_lifecycle(server, http, reference_audio):
     assert http.get("/v1/audio/voices/narrator").json()["id"] == "narrator"
     assert_openai_error(upload(http, "narrator", reference_audio), 409, "name")
 
-    own = speech(http, "Who is speaking?", voice="narrator", response_format="pcm", seed=4, max_new_tokens=10)
-    by_id = speech(http, "Who is speaking?", voice={"id": "narrator"}, response_format="pcm", seed=4,
-                   max_new_tokens=10)
-    builtin = speech(http, "Who is speaking?", voice="default", response_format="pcm", seed=4, max_new_tokens=10)
+    fields = {"response_format": "pcm", "seed": 4, "max_new_tokens": 10, "n_timesteps": 2}
+    own = speech(http, "Who is speaking?", voice="narrator", **fields)
+    by_id = speech(http, "Who is speaking?", voice={"id": "narrator"}, **fields)
+    builtin = speech(http, "Who is speaking?", voice="default", **fields)
     assert own.status_code == by_id.status_code == builtin.status_code == 200
     assert own.content == by_id.content
     assert not np.array_equal(pcm_samples(own.content), pcm_samples(builtin.content))
@@ -88,13 +88,13 @@ def test_voices_survive_a_restart_and_deleted_ones_stay_gone(server, reference_a
         assert upload(http, "keeper", reference_audio).status_code == 201
         assert upload(http, "dropped", reference_audio).status_code == 201
         before = speech(http, "Same voice after a restart.", voice="keeper", response_format="pcm", seed=9,
-                        max_new_tokens=10)
+                        max_new_tokens=10, n_timesteps=2)
         assert http.delete("/v1/audio/voices/dropped").status_code == 200
     server.restart()
     with server.client() as http:
         assert [v["id"] for v in http.get("/v1/audio/voices").json()["data"]] == ["default", "keeper"]
         assert_openai_error(http.get("/v1/audio/voices/dropped"), 404)
         after = speech(http, "Same voice after a restart.", voice="keeper", response_format="pcm", seed=9,
-                       max_new_tokens=10)
+                       max_new_tokens=10, n_timesteps=2)
         assert after.status_code == 200 and after.content == before.content
         assert http.delete("/v1/audio/voices/keeper").status_code == 200

@@ -437,7 +437,7 @@ def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics],
         voice = _resolve_voice(body.voice)
         params = {name: getattr(body, name) for name in GENERATION_FIELDS}
         try:
-            job = backend.prepare(body.input, voice, language=body.language, **params)
+            job = await asyncio.to_thread(backend.prepare, body.input, voice, language=body.language, **params)
         except ValueError as exc:
             raise _library_error(exc) from None
         slot = state.admit()

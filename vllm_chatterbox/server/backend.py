@@ -43,6 +43,7 @@ GENERATION_PARAMETERS = (*T3_PARAMETERS, "seed", "n_timesteps")
 class SpeechJob:
     """A validated request: everything the engine needs, nothing left to check."""
 
+    text: str
     text_chunks: list[str]
     voice: Voice | None
     language: str | None
@@ -114,7 +115,7 @@ class SpeechBackend:
         if not chunks:
             raise ValueError("input has nothing to speak")
         input_tokens = sum(count(chunk) for chunk in chunks)
-        return SpeechJob(chunks, voice, language, params, input_tokens)
+        return SpeechJob(text, chunks, voice, language, params, input_tokens)
 
     # --- synthesis --------------------------------------------------------------------------
 
