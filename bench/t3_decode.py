@@ -53,6 +53,7 @@ import gc
 import logging
 import math
 import os
+import queue
 import sys
 import time
 from dataclasses import dataclass
@@ -174,14 +175,17 @@ def kv_cache_bytes(cfg: ChatterboxConfig, max_model_len: int, max_concurrency: i
 
 def run_concurrent(engine, requests: list, concurrency: int) -> int:
     """Keep ``concurrency`` requests in flight until all are done; returns the tokens produced."""
+    done: queue.Queue = queue.Queue()
     pending, in_flight, tokens = list(requests), 0, 0
     while pending or in_flight:
         while pending and in_flight < concurrency:
-            engine.submit(pending.pop(0))
+            engine.submit(pending.pop(0), lambda event: event[0] != "tokens" and done.put(event))
             in_flight += 1
-        for out in engine.step():
-            in_flight -= 1
-            tokens += len(out.outputs[0].token_ids)
+        kind, value = done.get()
+        if kind == "error":
+            raise value
+        in_flight -= 1
+        tokens += len(value.token_ids)
     return tokens
 
 

@@ -75,9 +75,14 @@ def check_timesteps(value: Any, where: str = "") -> int:
     return value
 
 
-def t3_params(count: int, values: dict[str, Any]) -> list[T3Params]:
-    """Validated parameters for ``count`` texts from scalar-or-list ``values``."""
-    columns = {name: per_text(name, values[name], count) for name in (*T3_PARAMETERS, "seed")}
+def t3_params(count: int, parameters: dict[str, Any]) -> list[T3Params]:
+    """Validated parameters for ``count`` texts from scalar-or-per-text ``parameters``; a
+    parameter not given takes its default, an unknown name is an error."""
+    known = (*T3_PARAMETERS, "seed")
+    reject_unknown({k: v for k, v in parameters.items() if k not in known}, known)
+    values = {name: parameters.get(name, T3_PARAMETERS[name][0]) for name in T3_PARAMETERS}
+    values["seed"] = parameters.get("seed")
+    columns = {name: per_text(name, values[name], count) for name in known}
     result = []
     for i in range(count):
         where = f" (text {i})" if count > 1 else ""

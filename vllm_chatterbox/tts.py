@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import sys
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +18,18 @@ from vllm_chatterbox.model_files import DEFAULT_REPO, MULTILINGUAL_TEXT_VOCAB_SI
 from vllm_chatterbox.engine.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAUSE_MS,
                                               check_join_options, join_with_crossfade)
 from vllm_chatterbox.engine.pipeline import AudioJob, s3gen_generator, synthesize
+from vllm_chatterbox.engine.streaming import StreamJob, StreamVocoder, stream_audio
 from vllm_chatterbox.engine.watermark import Watermarker, apply_watermark, check_watermark_flag, load_watermarker
-from vllm_chatterbox.params import (T3_PARAMETERS, T3Params, check_seed, check_timesteps, per_text, reject_unknown,
-                                    t3_params)
+from vllm_chatterbox.params import check_seed, check_timesteps, per_text, t3_params
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
-from vllm_chatterbox.t3.prefix import T3PromptBuilder
-from vllm_chatterbox.t3.tokens import clean_speech_tokens
-from vllm_chatterbox.text import EnglishTokenizer, MultilingualTokenizer, text_to_token_ids
+from vllm_chatterbox.t3.client import T3Client
+from vllm_chatterbox.text import EnglishTokenizer, MultilingualTokenizer
 from vllm_chatterbox.text.chunking import split_text
 from vllm_chatterbox.voice.voice import Voice
 
 logger = logging.getLogger(__name__)
 
 VoiceLike = Voice | str | Path
-_CONDITIONING_CACHE_SIZE = 64
 
 
 class ChatterboxTTS:
@@ -49,10 +45,8 @@ class ChatterboxTTS:
         self.config = config
         self.device = torch.device(device)
         tokenizer_class = MultilingualTokenizer if files.multilingual else EnglishTokenizer
-        self.tokenizer = tokenizer_class.from_file(files.tokenizer)
-        self.prompt_builder = T3PromptBuilder.from_file(files.t3, config.t3)
+        self.t3 = T3Client.from_file(files.t3, tokenizer_class.from_file(files.tokenizer), config.t3)
         self.builtin_voice = Voice.load(files.conds)
-        self._conditioning_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.t3_engine = T3Engine(files.t3, config.t3, **engine_options)
 
     @classmethod
@@ -113,65 +107,20 @@ class ChatterboxTTS:
             return Voice.load(voice) if Path(voice).suffix == ".pt" else self.voice_from_audio(voice)
         raise ValueError(f"voice must be None, a Voice, a .pt voice file or an audio file, got {voice!r}")
 
-    def conditioning(self, voice: Voice) -> torch.Tensor:
-        """The voice's T3 conditioning rows, computed once per (voice, exaggeration)."""
-        key = voice.t3_key
-        cached = self._conditioning_cache.get(key)
-        if cached is None:
-            cached = self.prompt_builder.conditioning(voice)
-            self._conditioning_cache[key] = cached
-            if len(self._conditioning_cache) > _CONDITIONING_CACHE_SIZE:
-                self._conditioning_cache.popitem(last=False)
-        else:
-            self._conditioning_cache.move_to_end(key)
-        return cached
-
     # --- T3 ---------------------------------------------------------------------------------
 
     def text_token_ids(self, text: str, language: str | None = None) -> list[int]:
-        """``[start] + ids + [stop]``; the multilingual model needs ``language``, the English
-        one takes only None or "en"."""
-        return text_to_token_ids(text, self.tokenizer, language=language, max_text_tokens=self.config.t3.max_text_len)
-
-    def _count_text_tokens(self, text: str, language: str | None) -> int:
-        """Tokens of ``text`` as :meth:`text_token_ids` counts them, without start/stop or length limit."""
-        return len(text_to_token_ids(text, self.tokenizer, language=language, max_text_tokens=sys.maxsize)) - 2
+        """``[start] + ids + [stop]`` as T3 sees them (see :meth:`T3Client.text_token_ids`)."""
+        return self.t3.text_token_ids(text, language)
 
     def prepare_t3_requests(self, texts: str | Sequence[str], voice: VoiceLike | Sequence[VoiceLike] | None = None,
                             *, language: str | None | Sequence[str | None] = None, **parameters) -> list[T3Request]:
         """Validate everything and build the vLLM requests (nothing is run)."""
         texts = _text_list(texts)
         languages = per_text("language", language, len(texts))
-        known = (*T3_PARAMETERS, "seed")
-        reject_unknown({k: v for k, v in parameters.items() if k not in known}, known)
-        values = {name: parameters.get(name, T3_PARAMETERS[name][0]) for name in T3_PARAMETERS}
-        values["seed"] = parameters.get("seed")
-        params = t3_params(len(texts), values)
+        params = t3_params(len(texts), parameters)
         voices = [self.resolve_voice(v) for v in per_text("voice", voice, len(texts))]
-        requests = []
-        for i, (text, language_i, voice_i, p) in enumerate(zip(texts, languages, voices, params)):
-            try:
-                text_ids = self.text_token_ids(text, language_i)
-            except ValueError as exc:
-                raise ValueError(f"text {i}: {exc}" if len(texts) > 1 else str(exc)) from None
-            requests.append(self._t3_request(text_ids, voice_i.with_exaggeration(p.exaggeration), p))
-        return requests
-
-    def _t3_request(self, text_ids: list[int], voice: Voice, p: T3Params) -> T3Request:
-        embeds = self.prompt_builder.prompt_embeds(self.conditioning(voice), text_ids)
-        return T3Request(
-            prompt_embeds=embeds,
-            # Prefix caching hashes the embeddings; the salt keeps requests whose rows are equal
-            # but whose RoPE shift differs (another prompt length) from sharing KV blocks.
-            cache_salt=f"t3-len{embeds.shape[0]}",
-            temperature=p.temperature,
-            top_p=p.top_p,
-            min_p=p.min_p,
-            repetition_penalty=p.repetition_penalty,
-            cfg_weight=p.cfg_weight,
-            max_new_tokens=p.max_new_tokens,
-            seed=p.seed,
-        )
+        return self.t3.requests(texts, voices, languages, params)
 
     def generate_speech_tokens(
         self,
@@ -179,28 +128,17 @@ class ChatterboxTTS:
         voice: VoiceLike | Sequence[VoiceLike] | None = None,
         *,
         language: str | None | Sequence[str | None] = None,
-        exaggeration: float | Sequence[float] = 0.5,
-        cfg_weight: float | Sequence[float] = 0.5,
-        temperature: float | Sequence[float] = 0.8,
-        top_p: float | Sequence[float] = 1.0,
-        min_p: float | Sequence[float] = 0.05,
-        repetition_penalty: float | Sequence[float] = 1.2,
-        max_new_tokens: int | Sequence[int] = 1000,
-        seed: int | None | Sequence[int | None] = None,
-        **unknown,
+        **parameters,
     ) -> list[list[int]]:
         """Speech tokens for each text (input order), cleaned as the original cleans them.
 
-        Every parameter is a scalar or one value per text; ``temperature=0`` is greedy.
-        ``language`` (e.g. "es") is required by the multilingual model.
+        ``parameters`` are those of :data:`vllm_chatterbox.params.T3_PARAMETERS` (exaggeration,
+        cfg_weight, temperature, top_p, min_p, repetition_penalty, max_new_tokens) and ``seed``,
+        each a scalar or one value per text; ``temperature=0`` is greedy. ``language`` (e.g.
+        "es") is required by the multilingual model.
         """
-        requests = self.prepare_t3_requests(
-            texts, voice, language=language, exaggeration=exaggeration, cfg_weight=cfg_weight, temperature=temperature,
-            top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens,
-            seed=seed, **unknown,
-        )
-        outputs = self.t3_engine.generate(requests)
-        return [clean_speech_tokens(out.outputs[0].token_ids, self.config.t3) for out in outputs]
+        requests = self.prepare_t3_requests(texts, voice, language=language, **parameters)
+        return [self.t3.speech_tokens(result) for result in self.t3_engine.generate(requests)]
 
     # --- S3Gen and the whole pipeline -------------------------------------------------------
 
@@ -281,29 +219,79 @@ class ChatterboxTTS:
         of :meth:`generate_speech_tokens`, one value each for the whole text; with ``seed``,
         chunk i uses ``seed + i``.
         """
-        limit = self.config.t3.max_text_len
-        if isinstance(max_chunk_tokens, bool) or not isinstance(max_chunk_tokens, int) or \
-                not 1 <= max_chunk_tokens <= limit:
-            raise ValueError(f"max_chunk_tokens must be an integer in [1, {limit}], got {max_chunk_tokens!r}")
         check_join_options(self.config.hift.sampling_rate, crossfade_ms, pause_ms)
         watermarker = self._watermarker_for(watermark)
-        for name, value in parameters.items():
-            if isinstance(value, (list, tuple)):
-                raise ValueError(f"{name}: generate_long takes one value for the whole text, got {value!r}")
-        seed = check_seed(parameters.pop("seed", None))
-
-        language = parameters.get("language")
-        chunks = split_text(text, max_chunk_tokens, lambda chunk: self._count_text_tokens(chunk, language))
-        logger.info("long text: %d characters in %d chunks", len(text), len(chunks))
-        if seed is not None:
-            parameters["seed"] = [seed + i for i in range(len(chunks))]
-        voice = self.resolve_voice(voice)  # a reference clip is cloned once, not once per chunk
+        chunks, voice, parameters = self._split_long_text(text, voice, max_chunk_tokens, parameters)
         wavs: list[np.ndarray | None] = [None] * len(chunks)
         with tqdm(total=len(chunks), unit="chunk", desc="generate_long", disable=not progress) as bar:
             for index, wav in self._synthesize(chunks, voice, n_timesteps, parameters):
                 wavs[index] = wav
                 bar.update()
         return self._mark(watermarker, join_with_crossfade(wavs, self.config.hift.sampling_rate, crossfade_ms, pause_ms))
+
+    def _split_long_text(self, text: str, voice: VoiceLike | None, max_chunk_tokens: int,
+                         parameters: dict) -> tuple[list[str], Voice, dict]:
+        """Chunks of ``text``, the resolved voice, and per-chunk parameters (seed + i)."""
+        limit = self.config.t3.max_text_len
+        if isinstance(max_chunk_tokens, bool) or not isinstance(max_chunk_tokens, int) or \
+                not 1 <= max_chunk_tokens <= limit:
+            raise ValueError(f"max_chunk_tokens must be an integer in [1, {limit}], got {max_chunk_tokens!r}")
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, got {type(text).__name__}")
+        for name, value in parameters.items():
+            if isinstance(value, (list, tuple)):
+                raise ValueError(f"{name}: one value for the whole text, got {value!r}")
+        parameters = dict(parameters)
+        seed = check_seed(parameters.pop("seed", None))
+        language = parameters.get("language")
+        chunks = split_text(text, max_chunk_tokens, lambda chunk: self.t3.count_text_tokens(chunk, language))
+        logger.info("long text: %d characters in %d chunks", len(text), len(chunks))
+        if seed is not None:
+            parameters["seed"] = [seed + i for i in range(len(chunks))]
+        voice = self.resolve_voice(voice)  # a reference clip is cloned once, not once per chunk
+        return chunks, voice, parameters
+
+    # --- streaming ------------------------------------------------------------------------
+
+    def prepare_stream(
+        self,
+        text: str,
+        voice: VoiceLike | None = None,
+        *,
+        max_chunk_tokens: int = DEFAULT_MAX_CHUNK_TOKENS,
+        crossfade_ms: float = DEFAULT_CROSSFADE_MS,
+        pause_ms: float = DEFAULT_PAUSE_MS,
+        n_timesteps: int = 10,
+        **parameters,
+    ) -> StreamJob:
+        """Validate a stream and build its T3 requests (nothing runs); see :meth:`stream`."""
+        check_join_options(self.config.hift.sampling_rate, crossfade_ms, pause_ms)
+        n_timesteps = check_timesteps(n_timesteps)
+        chunks, voice, parameters = self._split_long_text(text, voice, max_chunk_tokens, parameters)
+        requests = self.prepare_t3_requests(chunks, voice, **parameters)
+        return StreamJob(requests=requests, voice=voice, n_timesteps=n_timesteps,
+                         seeds=[r.params.seed for r in requests], crossfade_ms=crossfade_ms, pause_ms=pause_ms,
+                         trim_last_token=self.files.multilingual)
+
+    def astream(self, text: str, voice: VoiceLike | None = None, **options) -> AsyncIterator[np.ndarray]:
+        """Speech as 24 kHz float32 pieces while T3 still decodes, for ``async for``.
+
+        Takes the arguments of :meth:`generate_long` (but ``watermark`` and ``progress``); the
+        text is spoken chunk by chunk in order with the same pauses. Bad input raises here,
+        before anything runs. Any number of streams may be open at once, from any event loop;
+        their pieces are vocoded together. Closing the iterator early aborts its work.
+        """
+        job = self.prepare_stream(text, voice, **options)
+        return stream_audio(job, self.t3_engine, self.t3, self.s3gen, self._stream_vocoder)
+
+    def stream(self, text: str, voice: VoiceLike | None = None, **options) -> Iterator[np.ndarray]:
+        """:meth:`astream` for synchronous code: a generator of 24 kHz float32 pieces."""
+        pieces = self.astream(text, voice, **options)
+        return self.t3_engine.iterate_in_loop(pieces)
+
+    @functools.cached_property
+    def _stream_vocoder(self) -> StreamVocoder:
+        return StreamVocoder(self.s3gen)
 
     def _watermarker_for(self, watermark: bool) -> Watermarker | None:
         """The Perth watermarker when asked for; fails before any synthesis."""
@@ -318,8 +306,8 @@ class ChatterboxTTS:
         requests = self.prepare_t3_requests(texts, voices, **parameters)
         steps = [check_timesteps(n, f" (text {i})" if count > 1 else "")
                  for i, n in enumerate(per_text("n_timesteps", n_timesteps, count))]
-        jobs = [AudioJob(request=r, voice=v, n_timesteps=n, seed=r.seed) for r, v, n in zip(requests, voices, steps)]
-        for index, tokens, wav in synthesize(self.t3_engine, self.s3gen, jobs):
+        jobs = [AudioJob(request=r, voice=v, n_timesteps=n, seed=r.params.seed) for r, v, n in zip(requests, voices, steps)]
+        for index, tokens, wav in synthesize(self.t3_engine, self.t3, self.s3gen, jobs):
             yield index, self._trim_last_token(wav, len(tokens))
 
 

@@ -150,7 +150,7 @@ TEXT = " ".join(SENTENCES[:5]) + "\n\n" + " ".join(SENTENCES[5:])
 def test_generate_long_equals_generate_on_its_chunks(tts_tiny):
     """The chunks go through the same pipeline as ``generate`` (seed + i for chunk i), in order,
     and each appears in the joined output untouched between its fade-in and fade-out."""
-    tokens = lambda chunk: len(tts_tiny.tokenizer.encode(normalize_text(chunk)))  # noqa: E731
+    tokens = lambda chunk: len(tts_tiny.t3.tokenizer.encode(normalize_text(chunk)))  # noqa: E731
     max_chunk_tokens = max(tokens(s) for s in SENTENCES) + 2  # about one sentence per chunk
     chunks = split_text(TEXT, max_chunk_tokens, tokens)
     assert len(chunks) >= 8
@@ -191,7 +191,7 @@ def test_a_half_hour_chapter(tts_tiny):
                  f"dark river toward the harbour lights." for p in range(60) for s in range(4)]
     text = "\n\n".join(" ".join(sentences[i:i + 4]) for i in range(0, len(sentences), 4))
     assert len(text.split()) >= 4500
-    tokens = lambda chunk: len(tts_tiny.tokenizer.encode(normalize_text(chunk)))  # noqa: E731
+    tokens = lambda chunk: len(tts_tiny.t3.tokenizer.encode(normalize_text(chunk)))  # noqa: E731
     chunks = split_text(text, 150, tokens)
     assert len(chunks) >= 100
 

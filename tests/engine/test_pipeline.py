@@ -34,7 +34,7 @@ def test_audio_starts_before_t3_finishes(tts_tiny):
     """No 'all T3 first' barrier: the short text is vocoded while the long one still decodes."""
     events = []
     for index, _wav in tts_tiny._synthesize(["Quick.", "Slow and long."], None, 2,
-                                            {"max_new_tokens": [4, 400], "seed": [1, 2]}):
+                                            {"max_new_tokens": [4, 900], "seed": [1, 2]}):
         events.append((index, tts_tiny.t3_engine.has_unfinished()))
     assert events[0] == (0, True)
     assert [i for i, _ in events] == [0, 1]

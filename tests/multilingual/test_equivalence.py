@@ -70,7 +70,7 @@ def test_mixed_language_batch_matches_reference(mtl_tts, reference, jobs, tmp_pa
     outputs = run_recorded(mtl_tts.t3_engine, requests, tmp_path, [j.tag for j in jobs])
     stop = mtl_tts.config.t3.stop_speech_token
     for job in jobs:
-        tokens = list(outputs[job.tag].outputs[0].token_ids)
+        tokens = list(outputs[job.tag].token_ids)
         assert len(tokens) == STEPS or tokens[-1] == stop
         assert len(tokens) >= 40, f"{job.tag}: stopped after {len(tokens)} tokens"
         assert_matches_reference(reference, mtl_tts, job, mtl_tts.text_token_ids(job.text, job.language), tokens,

@@ -20,10 +20,10 @@ from vllm_chatterbox.test_model import make_test_model
     ("generate_long", {"text": "Hola. Adiós.", "language": ["es"]}, "one value for the whole text"),
 ])
 def test_multilingual_language_errors(mtl_tts, call, kwargs, message):
-    before = mtl_tts.t3_engine._next_id
+    before = mtl_tts.t3_engine.requests_submitted
     with pytest.raises(ValueError, match=message):
         getattr(mtl_tts, call)(**kwargs)
-    assert mtl_tts.t3_engine._next_id == before, "nothing may reach vLLM"
+    assert mtl_tts.t3_engine.requests_submitted == before, "nothing may reach vLLM"
 
 
 class _NoEngine:

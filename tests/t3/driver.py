@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import queue
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,25 +53,42 @@ def fixture_voices() -> dict[str, Voice]:
 
 
 def run_recorded(engine, requests, record_dir, tags, forced=None, steps_before=None, **sampling_overrides):
-    """Submit requests (tag per request, optional forced tokens), drain, return outputs by tag.
+    """Submit requests (tag per request, optional forced tokens), drain, return T3Results by tag.
 
-    ``steps_before[i]`` engine steps run before request i is submitted, so requests can arrive
-    while earlier ones are decoding.
+    ``steps_before[i]``: request i is submitted once the first request has generated that many
+    more tokens since request i-1 was submitted, so requests arrive while earlier ones decode.
     """
-    ids, outputs = {}, {}
+    events: queue.Queue = queue.Queue()
+    outputs, futures = {}, []
+    first_tokens = 0
 
-    def step():
-        for out in engine.step():
-            if out.request_id in ids:
-                outputs[ids[out.request_id]] = out
+    def drain(until_first_tokens: int) -> None:
+        nonlocal first_tokens
+        while first_tokens < until_first_tokens and tags[0] not in outputs:
+            tag, (kind, value) = events.get(timeout=120)
+            if kind == "tokens" and tag == tags[0]:
+                first_tokens += len(value)
+            elif kind == "done":
+                outputs[tag] = value
+            elif kind == "error":
+                raise value
 
-    for i, (request, tag) in enumerate(zip(requests, tags)):
-        for _ in range(steps_before[i] if steps_before else 0):
-            step()
-        record = {"dir": str(record_dir), "tag": tag, "forced": None if forced is None else list(map(int, forced[i]))}
-        ids[engine.submit(request, extra_args={"record": record}, **sampling_overrides)] = tag
-    while len(outputs) < len(ids):
-        step()
+    try:
+        for i, (request, tag) in enumerate(zip(requests, tags)):
+            drain(first_tokens + (steps_before[i] if steps_before else 0))
+            record = {"dir": str(record_dir), "tag": tag,
+                      "forced": None if forced is None else list(map(int, forced[i]))}
+            sink = lambda event, tag=tag: events.put((tag, event))  # noqa: E731
+            futures.append(engine.submit(request, sink, extra_args={"record": record}, **sampling_overrides))
+        while len(outputs) < len(requests):
+            tag, (kind, value) = events.get(timeout=300)
+            if kind == "done":
+                outputs[tag] = value
+            elif kind == "error":
+                raise value
+    finally:
+        for future in futures:
+            future.cancel()
     return outputs
 
 

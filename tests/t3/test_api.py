@@ -29,10 +29,10 @@ from vllm_chatterbox.t3.tokens import clean_speech_tokens
     ({"texts": "Hi.", "voice": "missing.pt"}, "voice file not found"),
 ])
 def test_bad_input_is_rejected_before_vllm(tts, kwargs, message):
-    before = tts.t3_engine._next_id
+    before = tts.t3_engine.requests_submitted
     with pytest.raises(ValueError, match=message):
         tts.generate_speech_tokens(**kwargs)
-    assert tts.t3_engine._next_id == before, "nothing may reach vLLM"
+    assert tts.t3_engine.requests_submitted == before, "nothing may reach vLLM"
 
 
 def test_request_over_engine_length_is_rejected(tts):
@@ -97,9 +97,9 @@ def test_stop_token_ends_the_request_and_is_removed(tts, tmp_path):
     forced = [11, 12, 13, 14, 15, 16, tts.config.t3.stop_speech_token, 17, 18]
     request = tts.prepare_t3_requests("Stop here.", temperature=0, max_new_tokens=30)[0]
     out = run_recorded(tts.t3_engine, [request], tmp_path, ["stop"], forced=[forced])["stop"]
-    assert list(out.outputs[0].token_ids) == forced[:7]
-    assert out.outputs[0].finish_reason == "stop"
-    assert clean_speech_tokens(out.outputs[0].token_ids, tts.config.t3) == forced[:6]
+    assert list(out.token_ids) == forced[:7]
+    assert out.finish_reason == "stop"
+    assert clean_speech_tokens(out.token_ids, tts.config.t3) == forced[:6]
 
 
 def test_vllm_sees_only_the_t3_weights(fixture_model_dir):

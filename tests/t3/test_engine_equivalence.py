@@ -75,7 +75,7 @@ def submit_and_check(tts, reference, jobs, tmp_path, steps_before=None):
 
 
 def check_against_reference(tts, reference, job: Job, output, record_dir) -> None:
-    tokens = list(output.outputs[0].token_ids)
+    tokens = list(output.token_ids)
     assert len(tokens) == STEPS or tokens[-1] == tts.config.t3.stop_speech_token
     assert_matches_reference(reference, tts, job, tts.text_token_ids(job.text), tokens, record_dir,
                              repetition_penalty=REPETITION_PENALTY, logits_atol=LOGITS_ATOL, flip_margin=FLIP_MARGIN)
@@ -97,10 +97,9 @@ def test_chunked_prefill_and_preemption_match_reference(tts_constrained, referen
     for ~4 x 200 tokens, so vLLM must preempt and recompute requests mid-decode."""
     jobs = mixed_jobs(voices, "tight") + [Job("tight4", TEXTS[3], voices[0], 0.7, 0.5)]
     submit_and_check(tts_constrained, reference, jobs, tmp_path)
-    preemptions = sum(
-        getattr(m, "value", 0) for m in tts_constrained.t3_engine.llm.get_metrics()
-        if m.name == "vllm:num_preemptions"
-    )
+    from vllm.v1.metrics.reader import get_metrics_snapshot
+
+    preemptions = sum(getattr(m, "value", 0) for m in get_metrics_snapshot() if m.name == "vllm:num_preemptions")
     assert preemptions > 0, "the constrained engine was meant to preempt at least one request"
 
 
@@ -115,5 +114,5 @@ def test_prefix_cache_shares_voice_prefix_and_stays_exact(tts, reference, voices
     other_length = Job("cache-c", TEXTS[2], voices[2], 0.5, 0.5)
     submit_and_check(tts, reference, [first], tmp_path)
     outputs = submit_and_check(tts, reference, [same_length, other_length], tmp_path)
-    block = tts.t3_engine.llm.llm_engine.vllm_config.cache_config.block_size
+    block = tts.t3_engine.vllm_config.cache_config.block_size
     assert outputs["cache-b"].num_cached_tokens >= block, "voice prefix was not reused"

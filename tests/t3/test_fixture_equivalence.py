@@ -45,11 +45,11 @@ def _assert_greedy_matches(ours, theirs, margins, label):
 def test_prompt_builder_matches_original(tts, case):
     voice = fixture_voices()[case.voice].with_exaggeration(case.exaggeration)
     ref = case.arrays()
-    conditioning = tts.conditioning(voice)
+    conditioning = tts.t3.conditioning(voice)
     np.testing.assert_allclose(conditioning.numpy(), ref["cond_prefix"], atol=PREFIX_ATOL, rtol=0)
     text_ids = tts.text_token_ids(case.text)
     assert text_ids == ref["text_tokens_padded"][0].tolist()
-    prompt = _unpack(tts.prompt_builder.prompt_embeds(conditioning, text_ids))
+    prompt = _unpack(tts.t3.prompt_builder.prompt_embeds(conditioning, text_ids))
     assert prompt.shape == ref["prefill_embeds"].shape
     np.testing.assert_allclose(prompt, ref["prefill_embeds"], atol=PREFIX_ATOL, rtol=0)
 
@@ -68,7 +68,7 @@ def test_teacher_forced_logits_match_original_in_one_mixed_batch(tts, tmp_path):
     outputs = run_recorded(tts.t3_engine, requests, tmp_path, [c.name for c in CASES], forced=forced)
     worst = 0.0
     for case, forced_tokens in zip(CASES, forced):
-        assert list(outputs[case.name].outputs[0].token_ids) == forced_tokens.tolist()
+        assert list(outputs[case.name].token_ids) == forced_tokens.tolist()
         ours = recorded_logits(tmp_path, case.name, 40)
         diff = np.abs(ours - case.full_logits()).max()
         worst = max(worst, diff)

@@ -89,3 +89,81 @@ def join_with_crossfade(wavs: Sequence[np.ndarray], sample_rate: int = 24000,
             out[start + n:start + wav.size] = wav[n:]
             end = start + wav.size
     return out[:end]
+
+
+class StreamJoiner:
+    """:func:`join_with_crossfade` for audio that arrives in pieces, chunk by chunk.
+
+    ``feed`` the current chunk's pieces, ``end_chunk`` after each chunk, ``finish`` at the end;
+    each call returns the samples that are final. The concatenation of all returns equals
+    ``join_with_crossfade`` of the whole chunks. Up to one crossfade of audio is held back:
+    the end of a chunk is faded only once the next chunk begins.
+    """
+
+    def __init__(self, sample_rate: int = 24000, crossfade_ms: float = DEFAULT_CROSSFADE_MS,
+                 pause_ms: float = DEFAULT_PAUSE_MS, *, equal_power: bool = True):
+        check_join_options(sample_rate, crossfade_ms, pause_ms)
+        self.fade = round(crossfade_ms * sample_rate / 1000)
+        self.gap = round(pause_ms * sample_rate / 1000)
+        self.equal_power = equal_power
+        self._held = np.zeros(0, dtype=np.float32)  # end of the output, still open to fades
+        self._placed = 0  # samples of output so far, held ones included
+        self._previous_size = 0  # the last non-empty chunk's length
+        self._head: list[np.ndarray] = []  # the current chunk's first samples, until a fade's worth
+        self._chunk_size = 0
+        self._head_placed = False
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if samples.size == 0:
+            return np.zeros(0, dtype=np.float32)
+        self._chunk_size += samples.size
+        if self._head_placed:
+            self._append(samples)
+        else:
+            self._head.append(samples)
+            if self._chunk_size >= self.fade:
+                self._place_head()
+        return self._release(keep=self.fade)
+
+    def end_chunk(self) -> np.ndarray:
+        if self._chunk_size and not self._head_placed:
+            self._place_head()
+        if self._chunk_size:
+            self._previous_size = self._chunk_size
+        self._chunk_size, self._head_placed = 0, False
+        return self._release(keep=self.fade)
+
+    def finish(self) -> np.ndarray:
+        self.end_chunk()
+        return self._release(keep=0)
+
+    def _place_head(self) -> None:
+        wav = np.concatenate(self._head)
+        self._head = []
+        self._head_placed = True
+        if self._placed == 0:  # the first chunk is placed as it is
+            self._append(wav)
+            return
+        if self.gap == 0:
+            n = min(self.fade, self._placed, wav.size)
+            fade_in, fade_out = fade_curves(n, self.equal_power)
+            self._held[self._held.size - n:] = self._held[self._held.size - n:] * fade_out + wav[:n] * fade_in
+            self._append(wav[n:])
+        else:
+            n = min(self.fade, self._previous_size)
+            self._held[self._held.size - n:] *= fade_curves(n, self.equal_power)[1]
+            self._append(np.zeros(self.gap, dtype=np.float32))
+            n = min(self.fade, wav.size)
+            head = wav.copy()
+            head[:n] *= fade_curves(n, self.equal_power)[0]
+            self._append(head)
+
+    def _append(self, samples: np.ndarray) -> None:
+        self._held = np.concatenate([self._held, samples])
+        self._placed += samples.size
+
+    def _release(self, keep: int) -> np.ndarray:
+        cut = max(0, self._held.size - keep)
+        out, self._held = self._held[:cut], self._held[cut:]
+        return out

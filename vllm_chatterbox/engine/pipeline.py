@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vllm_chatterbox.t3.engine import T3Engine, T3Request
-from vllm_chatterbox.t3.tokens import clean_speech_tokens
+from vllm_chatterbox.t3.engine import T3Batch, T3Engine, T3Request
+from vllm_chatterbox.t3.client import T3Client
 from vllm_chatterbox.voice.voice import Voice
 
 logger = logging.getLogger(__name__)
@@ -42,26 +42,29 @@ def s3gen_generator(seed: int | None, device: torch.device) -> torch.Generator |
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def synthesize(t3_engine: T3Engine, s3gen, jobs: Sequence[AudioJob], *, s3gen_batch: int = DEFAULT_S3GEN_BATCH,
+def synthesize(t3_engine: T3Engine, t3_client: T3Client, s3gen, jobs: Sequence[AudioJob], *, s3gen_batch: int = DEFAULT_S3GEN_BATCH,
                max_wait_s: float = DEFAULT_MAX_WAIT_S) -> Iterator[tuple[int, list[int], np.ndarray]]:
-    """Yield ``(index, speech_tokens, waveform)`` per job as soon as its audio is ready."""
-    ids = {t3_engine.submit(job.request): i for i, job in enumerate(jobs)}
+    """Yield ``(index, speech_tokens, waveform)`` per job as soon as its audio is ready.
+
+    Leaving early (an error, a break, KeyboardInterrupt) aborts the T3 requests still running.
+    """
     ready: list[tuple[int, list[int]]] = []
     oldest_ready = 0.0
-    while ids or ready:
-        if ids:
-            for out in t3_engine.step():
-                index = ids.pop(out.request_id, None)
-                if index is not None:
+    with T3Batch(t3_engine, [job.request for job in jobs]) as t3_batch:
+        while t3_batch.unfinished or ready:
+            if t3_batch.unfinished:
+                # Wait for T3 only as long as the oldest vocoding candidate may still wait.
+                wait = None if not ready else max(0.0, max_wait_s - (time.monotonic() - oldest_ready))
+                for index, result in t3_batch.next_finished(wait):
                     if not ready:
                         oldest_ready = time.monotonic()
-                    ready.append((index, clean_speech_tokens(out.outputs[0].token_ids, t3_engine.cfg)))
-        if ready and (len(ready) >= s3gen_batch or not ids or time.monotonic() - oldest_ready >= max_wait_s):
-            # Once T3 is done, S3Gen gets everything left and sorts it into length groups itself.
-            take = len(ready) if not ids else s3gen_batch
-            batch, ready = ready[:take], ready[take:]
-            oldest_ready = time.monotonic()
-            yield from _vocode(s3gen, jobs, batch)
+                    ready.append((index, t3_client.speech_tokens(result)))
+            if ready and (len(ready) >= s3gen_batch or not t3_batch.unfinished or time.monotonic() - oldest_ready >= max_wait_s):
+                # Once T3 is done, S3Gen gets everything left and sorts it into length groups itself.
+                take = len(ready) if not t3_batch.unfinished else s3gen_batch
+                batch, ready = ready[:take], ready[take:]
+                oldest_ready = time.monotonic()
+                yield from _vocode(s3gen, jobs, batch)
 
 
 def _vocode(s3gen, jobs, batch):

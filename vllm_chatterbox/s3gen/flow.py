@@ -102,8 +102,13 @@ class CausalMaskedDiffWithXvec(nn.Module):
         return self.encoder_proj(h).transpose(1, 2)
 
     def prepare(self, speech_tokens: list[torch.Tensor], prompt_tokens: list[torch.Tensor],
-                prompt_feats: list[torch.Tensor], embeddings: torch.Tensor) -> FlowInputs:
+                prompt_feats: list[torch.Tensor], embeddings: torch.Tensor,
+                hold_back: list[bool] | None = None) -> FlowInputs:
         """Per item: speech tokens (Ts,), prompt tokens (Tp,), prompt mel (Tm, 80); embeddings (B, 192).
+
+        ``hold_back[i]``: item i is a streamed piece that is not the last (the original's
+        ``finalize=False``): its last ``pre_lookahead_len`` tokens only serve as look-ahead for
+        the tokens before them, and their frames are dropped before the CFM.
 
         All tensors must already be on the model's device and valid (ids in range, Tm < 2(Tp+Ts))."""
         device = self.input_embedding.weight.device
@@ -117,6 +122,10 @@ class CausalMaskedDiffWithXvec(nn.Module):
 
         mu = self.encode(tokens, lengths)
         ratio = self.cfg.token_mel_ratio
+        if hold_back is not None and any(hold_back):
+            n_tokens = [n - self.cfg.pre_lookahead_len if hold else n for n, hold in zip(n_tokens, hold_back)]
+            lengths = torch.tensor(n_tokens, device=device)
+            mu = mu[:, :, :ratio * max(n_tokens)]
         frames = [ratio * n for n in n_tokens]
         prompt_frames = [f.shape[0] for f in prompt_feats]
         cond = torch.zeros_like(mu)

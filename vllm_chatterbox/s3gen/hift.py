@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from vllm_chatterbox.config import HiFTConfig
 from vllm_chatterbox.s3gen.hift_source import SourceModule
+from vllm_chatterbox.s3gen.noise import source_noise, source_phases
 
 _PARAM_G = ".parametrizations.weight.original0"
 _PARAM_V = ".parametrizations.weight.original1"
@@ -242,8 +243,27 @@ class HiFTGenerator(nn.Module):
         """
         f0 = mel.new_zeros(mel.shape[0], mel.shape[-1])
         for i, n in enumerate(lengths):
-            f0[i, :n] = self.f0_predictor(mel[i:i + 1, :, :n])[0]
+            f0[i, :n] = self.item_f0(mel[i, :, :n])
         return f0
+
+    @torch.no_grad()
+    def item_f0(self, mel: Tensor) -> Tensor:
+        """One item's mel (80, T) -> f0 (T,) in Hz (a batch-of-one call: see ``_f0_per_item``)."""
+        return self.f0_predictor(mel[None].to(self.conv_pre.weight.dtype))[0]
+
+    @torch.no_grad()
+    def positional_source(self, f0: Tensor, seed: int, start_frame: int = 0,
+                          start_cycles: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Excitation (samples_per_frame * T,) of mel frames [start_frame, start_frame + T) with f0 (T,),
+        its noise a function of (seed, frame) (:mod:`vllm_chatterbox.s3gen.noise`) and its phase
+        continuing from ``start_cycles`` (H,) (zero: the item's start). Returns it and the end cycles."""
+        frames = f0.shape[-1]
+        harmonics = self.m_source.num_harmonics
+        if start_cycles is None:
+            start_cycles = torch.zeros(harmonics, dtype=torch.float64)
+        noise = source_noise(seed, start_frame, start_frame + frames, harmonics, self.samples_per_frame)
+        phases = source_phases(seed, harmonics)
+        return self.m_source.continued(f0, start_cycles, phases.to(f0.device), noise.to(f0.device))
 
     def excitation(self, f0: Tensor, lengths: list[int],
                    generators: list[torch.Generator | None]) -> Tensor:

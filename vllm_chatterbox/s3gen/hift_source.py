@@ -53,6 +53,26 @@ class SourceModule(nn.Module):
         # Per-sample phase increment of each harmonic, in cycles.
         increments = f0 * harmonics[None, :, None] / self.sampling_rate
         theta = 2 * math.pi * (torch.cumsum(increments, dim=-1) % 1)
+        return self._merge(f0, theta, phases, noise)
+
+    def continued(self, f0: Tensor, start_cycles: Tensor, phases: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """One item's excitation, continuing an earlier piece: f0 (T,) in Hz, start_cycles (H,)
+        float64 (each harmonic's accumulated phase in cycles where the piece starts), phases (H, 1),
+        noise (H, T * upsample_factor) -> (source (N,), end_cycles (H,) float64).
+
+        The phase is accumulated in float64, so cutting an item into pieces and carrying
+        ``end_cycles`` along gives the same excitation as one call over the whole item.
+        """
+        f0_up = f0.float().repeat_interleave(self.upsample_factor)
+        harmonics = torch.arange(1, self.num_harmonics + 1, device=f0.device, dtype=torch.float64)
+        increments = f0_up.double()[None, :] * harmonics[:, None] / self.sampling_rate
+        cycles = start_cycles.to(f0.device, torch.float64)[:, None] + torch.cumsum(increments, dim=-1)
+        theta = (2 * math.pi * (cycles % 1)).float()
+        source = self._merge(f0_up[None, None], theta[None], phases[None].float(), noise[None].float())
+        return source[0, 0], cycles[:, -1]
+
+    def _merge(self, f0: Tensor, theta: Tensor, phases: Tensor, noise: Tensor) -> Tensor:
+        """f0 (B, 1, N) per sample, theta (B, H, N) radians, phases (B, H, 1), noise (B, H, N) -> (B, 1, N)."""
         # The fundamental always starts at phase 0.
         phases = torch.cat([torch.zeros_like(phases[:, :1]), phases[:, 1:]], dim=1)
         sines = self.sine_amp * torch.sin(theta + phases)

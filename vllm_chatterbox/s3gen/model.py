@@ -25,6 +25,7 @@ from torch import nn
 from vllm_chatterbox.config import ChatterboxConfig
 from vllm_chatterbox.s3gen.flow import CausalMaskedDiffWithXvec
 from vllm_chatterbox.s3gen.hift import HiFTGenerator, trim_fade
+from vllm_chatterbox.s3gen.noise import flow_noise
 from vllm_chatterbox.voice.voice import Voice
 
 logger = logging.getLogger(__name__)
@@ -96,13 +97,20 @@ class S3Gen(nn.Module):
 
     # ---------------------------------------------------------------- inference
 
+    def new_stream(self, voice: Voice, *, n_timesteps: int = 10, seed: int | None = None, schedule=None):
+        """A stream for :func:`vllm_chatterbox.s3gen.streaming.vocode_stream_chunks` (see that module)."""
+        from vllm_chatterbox.s3gen.streaming import new_stream
+
+        return new_stream(self, voice, n_timesteps=n_timesteps, seed=seed, schedule=schedule)
+
     @torch.inference_mode()
     def tokens_to_mel(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice], *,
                       n_timesteps: int = 10, noise: Sequence[torch.Tensor] | None = None,
                       generators: Sequence[torch.Generator | None] | None = None,
+                      seeds: Sequence[int] | None = None,
                       max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES) -> list[torch.Tensor]:
         """Mel (80, 2*(Tp+Ts) - Tm) per item, in input order (Tp/Tm: the voice's prompt tokens/frames)."""
-        items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators)
+        items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators, seeds)
         mels: list[torch.Tensor | None] = [None] * len(items)
         for group in length_groups([it.frames for it in items], max_batch_frames):
             for i, mel in zip(group, self._flow_batch([items[i] for i in group], n_timesteps)):
@@ -111,10 +119,16 @@ class S3Gen(nn.Module):
 
     @torch.inference_mode()
     def vocode(self, mels: Sequence[torch.Tensor], generators: Sequence[torch.Generator | None] | None = None,
-               sources: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
-        """Mels (80, T_i) -> waveforms (480*T_i,) with the start fade applied, as one padded batch."""
+               sources: Sequence[torch.Tensor] | None = None, seeds: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Mels (80, T_i) -> waveforms (480*T_i,) with the start fade applied, as one padded batch.
+
+        The excitation comes from ``sources``, else from ``seeds`` (positional noise, as a stream
+        draws it), else from ``generators`` (the original's draw order)."""
         if not mels:
             raise ValueError("mels is empty: nothing to vocode")
+        if sources is None and seeds is not None:
+            sources = [self.mel2wav.positional_source(self.mel2wav.item_f0(mel), seed)[0]
+                       for mel, seed in zip(mels, seeds, strict=True)]
         lengths = [m.shape[-1] for m in mels]
         batch = self._pad_mels(mels)
         wavs = self.mel2wav.inference(batch, torch.tensor(lengths, device=self.device),
@@ -126,6 +140,7 @@ class S3Gen(nn.Module):
     def inference(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice], *,
                   n_timesteps: int = 10, noise: Sequence[torch.Tensor] | None = None,
                   generators: Sequence[torch.Generator | None] | None = None,
+                  seeds: Sequence[int] | None = None,
                   max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES) -> list[np.ndarray]:
         """Speech tokens (ids < 6561) per item + its voice -> float32 24 kHz waveforms, in input order.
 
@@ -133,15 +148,19 @@ class S3Gen(nn.Module):
         prompt frames too (the original's ``randn_like(mu)``). Without it the noise is drawn
         from ``generators[i]`` (or the global RNG), followed by the vocoder's own draws; given
         noise takes precedence over generators for the CFM (the vocoder still uses them).
+        ``seeds[i]`` (instead of generators) makes every draw a function of (seed, frame), as a
+        stream draws it (:mod:`vllm_chatterbox.s3gen.noise`), so the result does not depend on
+        how the utterance is cut into pieces and matches :mod:`vllm_chatterbox.s3gen.streaming`.
         """
-        items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators)
+        items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators, seeds)
         groups = length_groups([it.frames for it in items], max_batch_frames)
         logger.debug("s3gen: %d items in %d length groups of sizes %s", len(items), len(groups), [len(g) for g in groups])
         wavs: list[np.ndarray | None] = [None] * len(items)
         for group in groups:
             mels = self._flow_batch([items[i] for i in group], n_timesteps)
             group_generators = None if generators is None else [generators[i] for i in group]
-            for i, wav in zip(group, self.vocode(mels, generators=group_generators)):
+            group_seeds = None if seeds is None else [seeds[i] for i in group]
+            for i, wav in zip(group, self.vocode(mels, generators=group_generators, seeds=group_seeds)):
                 wavs[i] = wav.float().cpu().numpy()
         return wavs
 
@@ -172,7 +191,8 @@ class S3Gen(nn.Module):
 
     def _prepare_items(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice],
                        n_timesteps: int, noise: Sequence[torch.Tensor] | None,
-                       generators: Sequence[torch.Generator | None] | None) -> list[_Item]:
+                       generators: Sequence[torch.Generator | None] | None,
+                       seeds: Sequence[int] | None = None) -> list[_Item]:
         if isinstance(n_timesteps, bool) or not isinstance(n_timesteps, int) or n_timesteps < 1:
             raise ValueError(f"n_timesteps must be an integer >= 1, got {n_timesteps!r}")
         n = len(token_lists)
@@ -180,9 +200,14 @@ class S3Gen(nn.Module):
             raise ValueError("token_lists is empty: nothing to synthesise")
         if len(voices) != n:
             raise ValueError(f"got {n} token lists but {len(voices)} voices")
-        for name, per_item in (("noise", noise), ("generators", generators)):
+        for name, per_item in (("noise", noise), ("generators", generators), ("seeds", seeds)):
             if per_item is not None and len(per_item) != n:
                 raise ValueError(f"{name} has {len(per_item)} entries for {n} items")
+        if seeds is not None:
+            if generators is not None:
+                raise ValueError("pass generators or seeds, not both")
+            for i, seed in enumerate(seeds):
+                check_stream_seed(seed, f"seeds[{i}]")
 
         vocab = self.config.flow.vocab_size
         n_mels = self.config.flow.output_size
@@ -212,7 +237,9 @@ class S3Gen(nn.Module):
         # leaves the RNG streams untouched.
         items = []
         for i, (tokens, voice, frames, z) in enumerate(checked):
-            if z is None:
+            if z is None and seeds is not None:
+                z = flow_noise(seeds[i], 0, frames, n_mels)
+            elif z is None:
                 g = None if generators is None else generators[i]
                 z = torch.randn((n_mels, frames), generator=g, device=g.device if g is not None else self.device)
             items.append(_Item(tokens.to(self.device), voice, z.to(self.device, self.dtype), frames))
@@ -225,6 +252,12 @@ class _Item:
     voice: Voice
     noise: torch.Tensor  # (80, frames) initial CFM noise
     frames: int  # 2 * (prompt tokens + speech tokens)
+
+
+def check_stream_seed(seed: object, name: str = "seed") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
+    return seed
 
 
 def length_groups(frames: list[int], max_batch_frames: int) -> list[list[int]]:

@@ -1,21 +1,33 @@
-"""Running T3 on vLLM: the model directory vLLM sees, engine start-up, requests in, tokens out."""
+"""Running T3 on vLLM: the model directory vLLM sees, engine start-up, requests in, tokens out.
+
+One background thread runs an event loop that owns vLLM's ``AsyncLLM``; callers in any thread
+(or any event loop) submit requests and wait only on their own outputs. A request whose caller
+stops waiting (error, cancel, closed stream) is aborted in vLLM; a dead engine fails every
+waiting request at once with :class:`T3EngineDeadError`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
+import itertools
+import queue
+import threading
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from vllm_chatterbox.config import T3Config
+from vllm_chatterbox.params import T3Params
 from vllm_chatterbox.t3 import positions
 from vllm_chatterbox.t3.guidance import t3_extra_args
-from vllm_chatterbox.t3.vllm_model import ARCHITECTURE
+from vllm_chatterbox.t3.layout import vllm_hf_config
 
 logger = logging.getLogger(__name__)
 
@@ -39,25 +51,7 @@ def vllm_model_dir(t3_weights: Path, cfg: T3Config) -> Path:
     """
     t3_weights = t3_weights.resolve()
     stat = t3_weights.stat()
-    hf_config = {
-        "architectures": [ARCHITECTURE],
-        "model_type": "llama",
-        "hidden_size": 2 * cfg.hidden_size,
-        "num_attention_heads": 2 * cfg.num_heads,
-        "num_key_value_heads": 2 * cfg.num_kv_heads,
-        "head_dim": cfg.head_dim,
-        "num_hidden_layers": cfg.num_layers,
-        "intermediate_size": cfg.intermediate_size,
-        "vocab_size": 2 * cfg.speech_vocab_size,
-        "max_position_embeddings": positions.rope_table_size(cfg),
-        "rms_norm_eps": cfg.rms_norm_eps,
-        "rope_theta": cfg.rope_theta,
-        # Declaring M-RoPE makes vLLM ask the model for prompt positions (the position shift).
-        "mrope_section": [cfg.head_dim // 2, 0, 0],
-        "tie_word_embeddings": False,
-        "torch_dtype": "float32",
-        "t3": asdict(cfg),
-    }
+    hf_config = vllm_hf_config(cfg)
     key = hashlib.sha256(
         json.dumps([str(t3_weights), stat.st_size, stat.st_mtime_ns, hf_config], sort_keys=True).encode()
     ).hexdigest()[:16]
@@ -73,42 +67,46 @@ def vllm_model_dir(t3_weights: Path, cfg: T3Config) -> Path:
     return directory
 
 
-class _DropChatTemplateWarmupFailure(logging.Filter):
-    """T3 runs without a tokenizer (``skip_tokenizer_init``), so ``vllm.LLM``'s chat-template
-    warm-up always fails; its warning and traceback at every start would only alarm users."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "Chat template warmup failed"
-
-
 def _is_cpu_platform() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
 
 
+class T3EngineDeadError(RuntimeError):
+    """vLLM's engine process is gone; every waiting request fails with this, and so does every
+    later one (start a new ChatterboxTTS)."""
+
+
 @dataclass(frozen=True)
 class T3Request:
-    """One text's T3 job: packed prompt embeddings and its sampling settings."""
+    """One text's T3 job: packed prompt embeddings (``t3/layout.py``) and its parameters."""
 
     prompt_embeds: torch.Tensor  # (L, 2D)
     cache_salt: str
-    temperature: float
-    top_p: float
-    min_p: float
-    repetition_penalty: float
-    cfg_weight: float
-    max_new_tokens: int
-    seed: int | None
+    params: T3Params
+
+
+@dataclass
+class T3Result:
+    """What vLLM sampled for one request (stop token included; see ``clean_speech_tokens``)."""
+
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    num_cached_tokens: int = 0
+
+
+# Events delivered to a request's sink, from the engine thread: ("tokens", new ids), then
+# ("done", T3Result) or ("error", exception).
+Event = tuple[str, object]
+Sink = Callable[[Event], None]
 
 
 class T3Engine:
-    """A vLLM engine serving the packed-CFG T3 model."""
+    """A vLLM engine serving the packed-CFG T3 model; thread-safe."""
 
     def __init__(self, t3_weights: Path, cfg: T3Config, *, extra_logits_processors: Iterable[str] = (),
                  **engine_options):
-        from vllm import LLM  # deferred: importing vLLM is slow and not needed for validation errors
-
         self.cfg = cfg
         model_dir = vllm_model_dir(Path(t3_weights), cfg)
         options = {
@@ -132,82 +130,245 @@ class T3Engine:
             # prefilled prompt, which CPU generators cannot do: the engine dies. Whole-prompt
             # prefills never need the rewind.
             options["enable_chunked_prefill"] = False
+        options.setdefault("disable_log_stats", True)
         options.update(engine_options)
         # Extra processors (tests) see the raw [cond | uncond] logits, before guidance.
         options["logits_processors"] = [*extra_logits_processors, GUIDANCE_PROCESSOR]
         logger.info("starting vLLM for T3 (%s)", model_dir)
-        renderer_logger = logging.getLogger("vllm.renderers.base")
-        drop_warmup_failure = _DropChatTemplateWarmupFailure()
-        renderer_logger.addFilter(drop_warmup_failure)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="t3-engine", daemon=True)
+        self._thread.start()
+        self._request_ids = itertools.count()
+        self.requests_submitted = 0
+        self._closed = False
         try:
-            self.llm = LLM(model=str(model_dir), **options)
-        finally:
-            renderer_logger.removeFilter(drop_warmup_failure)
-        self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
-        self._seeds_crash_vllm = on_cpu and bool(
-            self.llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill)
-        self._next_id = 0
+            self.engine = self._run_in_loop(self._start(str(model_dir), options))
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.vllm_config = self.engine.vllm_config
+        self.max_model_len: int = self.engine.model_config.max_model_len
+        self._seeds_crash_vllm = on_cpu and bool(self.vllm_config.scheduler_config.enable_chunked_prefill)
+
+    @staticmethod
+    async def _start(model_dir: str, options: dict):
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(model=model_dir, **options))
+
+    def _run_in_loop(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    # --- requests -----------------------------------------------------------------------------
 
     def sampling_params(self, request: T3Request, extra_args: dict | None = None, **overrides):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
+        p = request.params
         params = {
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "min_p": request.min_p,
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "min_p": p.min_p,
             "top_k": -1,
             "repetition_penalty": 1.0,  # applied by the guidance processor, over {BOS} + outputs
-            "max_tokens": request.max_new_tokens,
-            "seed": request.seed,
+            "max_tokens": p.max_new_tokens,
+            "seed": p.seed,
             "stop_token_ids": [self.cfg.stop_speech_token],
             "detokenize": False,
-            "extra_args": {**t3_extra_args(request.cfg_weight, request.repetition_penalty), **(extra_args or {})},
+            "output_kind": RequestOutputKind.DELTA,
+            "extra_args": {**t3_extra_args(p.cfg_weight, p.repetition_penalty), **(extra_args or {})},
         }
         params.update(overrides)
         return SamplingParams(**params)
 
-    def submit(self, request: T3Request, extra_args: dict | None = None, **sampling_overrides) -> str:
-        """Queue one request; returns its id."""
+    def check(self, request: T3Request) -> None:
+        """Everything vLLM would refuse (or die of), as a ValueError before anything is sent."""
+        if self._closed:
+            raise RuntimeError("the T3 engine is shut down")
+        if self.engine.errored:
+            raise T3EngineDeadError("the T3 engine (vLLM engine core) has died; start a new ChatterboxTTS")
         prompt_len = request.prompt_embeds.shape[0]
-        if prompt_len + request.max_new_tokens > self.max_model_len:
+        if prompt_len + request.params.max_new_tokens > self.max_model_len:
             raise ValueError(
-                f"prompt of {prompt_len} rows + max_new_tokens {request.max_new_tokens} exceeds the "
+                f"prompt of {prompt_len} rows + max_new_tokens {request.params.max_new_tokens} exceeds the "
                 f"engine's max_model_len {self.max_model_len}"
             )
-        if self._seeds_crash_vllm and request.seed is not None and request.temperature > 0:
+        if self._seeds_crash_vllm and request.params.seed is not None and request.params.temperature > 0:
             raise ValueError(
                 "seed: seeded sampling with chunked prefill on vLLM's CPU backend would crash the engine "
                 "(vLLM 0.32 cannot rewind CPU generators); start the engine without enable_chunked_prefill=True "
                 "(the CPU default) or leave seed unset"
             )
-        request_id = f"t3-{self._next_id}"
-        self._next_id += 1
-        prompt = {"prompt_embeds": request.prompt_embeds, "cache_salt": request.cache_salt}
-        self.llm.llm_engine.add_request(request_id, prompt, self.sampling_params(request, extra_args, **sampling_overrides))
-        return request_id
 
-    def step(self):
-        """One engine step; returns the request outputs that finished in it."""
-        return [out for out in self.llm.llm_engine.step() if out.finished]
+    def submit(self, request: T3Request, sink: Sink, extra_args: dict | None = None,
+               **sampling_overrides) -> concurrent.futures.Future:
+        """Start one request; its events go to ``sink`` (called on the engine thread, so it must
+        be quick and thread-safe). Cancelling the returned future aborts the request in vLLM."""
+        self.check(request)
+        params = self.sampling_params(request, extra_args, **sampling_overrides)
+        request_id = f"t3-{next(self._request_ids)}"
+        self.requests_submitted += 1
+        prompt = {"prompt_embeds": request.prompt_embeds, "cache_salt": request.cache_salt}
+        return asyncio.run_coroutine_threadsafe(self._pump(request_id, prompt, params, sink), self._loop)
+
+    async def _pump(self, request_id: str, prompt: dict, params, sink: Sink) -> None:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        result = T3Result()
+        try:
+            async for out in self.engine.generate(prompt, params, request_id):
+                completion = out.outputs[0]
+                result.num_cached_tokens = max(result.num_cached_tokens, out.num_cached_tokens or 0)
+                if completion.token_ids:
+                    new = list(completion.token_ids)
+                    result.token_ids.extend(new)
+                    sink(("tokens", new))
+                if out.finished:
+                    result.finish_reason = completion.finish_reason
+            sink(("done", result))
+        except asyncio.CancelledError:
+            raise
+        except EngineDeadError as exc:
+            sink(("error", T3EngineDeadError(
+                "the T3 engine (vLLM engine core) died while this request was running; start a new ChatterboxTTS")))
+            logger.error("vLLM engine core died: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - every failure goes to the waiting caller
+            sink(("error", exc))
+
+    def run(self, requests: list[T3Request], **sampling_overrides) -> Iterator[tuple[int, T3Result]]:
+        """Submit all requests and yield ``(index, T3Result)`` as each one finishes. Leaving the
+        loop early (break, error, KeyboardInterrupt) aborts the requests still running."""
+        with T3Batch(self, requests, **sampling_overrides) as batch:
+            while batch.unfinished:
+                yield from batch.next_finished()
+
+    def generate(self, requests: list[T3Request], **sampling_overrides) -> list[T3Result]:
+        results: list = [None] * len(requests)
+        for index, result in self.run(requests, **sampling_overrides):
+            results[index] = result
+        return results
+
+    async def stream(self, request: T3Request, **sampling_overrides) -> AsyncIterator[list[int]]:
+        """New token ids of one request as vLLM samples them, awaited from any event loop.
+        Closing the iterator early aborts the request."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        future = self.submit(request, lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+                             **sampling_overrides)
+        try:
+            while True:
+                kind, value = await events.get()
+                if kind == "tokens":
+                    yield value
+                elif kind == "done":
+                    return
+                else:
+                    raise value
+        finally:
+            future.cancel()
+
+    def iterate_in_loop(self, iterator: AsyncIterator) -> Iterator:
+        """Drive an async iterator on the engine's event loop from synchronous code; leaving
+        early closes it there."""
+        try:
+            while True:
+                try:
+                    yield self._run_in_loop(_anext(iterator))
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._closed:
+                self._run_in_loop(_aclose(iterator))
 
     def has_unfinished(self) -> bool:
-        return self.llm.llm_engine.has_unfinished_requests()
+        return self.engine.get_num_unfinished_requests() > 0
 
-    def run(self, requests: list[T3Request], **sampling_overrides) -> Iterator[tuple[int, object]]:
-        """Submit all requests and yield ``(index, RequestOutput)`` as each one finishes."""
-        ids = {self.submit(r, **sampling_overrides): i for i, r in enumerate(requests)}
-        while ids:
-            for out in self.step():
-                index = ids.pop(out.request_id, None)
-                if index is not None:
-                    yield index, out
+    # --- lifetime ---------------------------------------------------------------------------
 
     def shutdown(self) -> None:
         """Stop vLLM's engine processes now rather than at interpreter exit."""
-        self.llm.llm_engine.engine_core.shutdown()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._run_in_loop(self._shutdown())
+        finally:
+            self._stop_loop()
 
-    def generate(self, requests: list[T3Request], **sampling_overrides) -> list:
-        results: list = [None] * len(requests)
-        for index, out in self.run(requests, **sampling_overrides):
-            results[index] = out
-        return results
+    async def _shutdown(self) -> None:
+        self.engine.shutdown()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+
+class T3Batch:
+    """Requests submitted together, whose results one thread collects as they finish.
+
+    Every request is checked before any is sent; leaving the ``with`` block (or ``cancel``)
+    aborts those still running.
+    """
+
+    def __init__(self, engine: T3Engine, requests: list[T3Request], **sampling_overrides):
+        for request in requests:
+            engine.check(request)
+        self._events: queue.Queue = queue.Queue()
+        self._futures: dict[int, concurrent.futures.Future] = {}
+        try:
+            for index, request in enumerate(requests):
+                sink = _finished_events(self._events.put, index)
+                self._futures[index] = engine.submit(request, sink, **sampling_overrides)
+        except BaseException:
+            self.cancel()
+            raise
+        self._unfinished = set(self._futures)
+
+    @property
+    def unfinished(self) -> int:
+        return len(self._unfinished)
+
+    def next_finished(self, timeout: float | None = None) -> list[tuple[int, T3Result]]:
+        """Results that finished, waiting up to ``timeout`` s (None: until one does) for the
+        first; a request's error is raised here."""
+        finished = []
+        try:
+            index, (kind, value) = self._events.get(timeout=timeout)
+            while True:
+                self._unfinished.discard(index)
+                if kind == "error":
+                    raise value
+                finished.append((index, value))
+                index, (kind, value) = self._events.get_nowait()
+        except queue.Empty:
+            pass
+        return finished
+
+    def cancel(self) -> None:
+        for future in self._futures.values():
+            future.cancel()
+
+    def __enter__(self) -> "T3Batch":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.cancel()
+
+
+async def _anext(iterator: AsyncIterator):
+    return await iterator.__anext__()
+
+
+async def _aclose(iterator: AsyncIterator) -> None:
+    await iterator.aclose()
+
+
+def _finished_events(put: Callable, index: int) -> Sink:
+    """A sink that passes on only a request's end (its result or error), tagged with ``index``."""
+    return lambda event: event[0] != "tokens" and put((index, event))

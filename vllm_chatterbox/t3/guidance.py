@@ -19,6 +19,8 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor, MoveDirectionality
 
+from vllm_chatterbox.t3.layout import split_logits
+
 EXTRA_ARGS_KEY = "t3"
 
 
@@ -102,9 +104,10 @@ class T3GuidanceLogitsProcessor(LogitsProcessor):
                 rows.append(torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device))
                 continue
             new_tokens = state.output_tok_ids[state.consumed:]
-            state.consumed = len(state.output_tok_ids)
-            # -1 marks not-yet-known tokens under async scheduling.
-            valid = [t for t in new_tokens if 0 <= t < self.vocab_size]
+            # -1 marks a token not yet known under async scheduling: it is read on a later step.
+            known = next((i for i, t in enumerate(new_tokens) if t < 0), len(new_tokens))
+            state.consumed += known
+            valid = [t for t in new_tokens[:known] if t < self.vocab_size]
             if valid:
                 state.penalised[torch.tensor(valid, device=self.device)] = True
             rows.append(state.penalised)
@@ -116,8 +119,7 @@ class T3GuidanceLogitsProcessor(LogitsProcessor):
             return logits
         vocab = self.vocab_size
         weights, penalties = self._batch_parameters(batch_size)
-        cond = logits[:, :vocab]
-        uncond = logits[:, vocab:]
+        cond, uncond = split_logits(logits, vocab)
         # Built-in masks (e.g. min_tokens) act before us on both halves; a masked uncond entry
         # must not turn into NaN through -inf - -inf.
         uncond = torch.where(torch.isfinite(uncond), uncond, cond)

@@ -3,7 +3,7 @@
 vLLM runs general plugins in every process it starts, so the spawned workers know the model.
 """
 
-from vllm_chatterbox.t3.vllm_model import ARCHITECTURE
+from vllm_chatterbox.t3.layout import ARCHITECTURE
 
 
 def register() -> None:

@@ -8,7 +8,7 @@ Layout (one row per position, length L = 34 + Tt + 2)::
 
 The conditioning is speaker (1 row) | perceiver over the prompt speech tokens (32) | emotion (1).
 The original appends the BOS row twice (once in its input builder, once as ``bos_embed``); so do
-we. Rows are returned packed ``[cond | uncond]`` (width 2D), the layout the vLLM model expects.
+we. Rows are returned packed ``[cond | uncond]`` (width 2D, ``t3/layout.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from safetensors import safe_open
 from torch import nn
 
 from vllm_chatterbox.config import T3Config
+from vllm_chatterbox.t3.layout import pack_rows
 from vllm_chatterbox.voice.voice import Voice
 
 # Tensors of t3_cfg.safetensors used on the client side.
@@ -138,4 +139,4 @@ class T3PromptBuilder(nn.Module):
         cond_rows = torch.cat([conditioning, self.text_emb(text) + text_pos, bos], dim=0)
         # Unconditional branch: text token embeddings zeroed, text positions kept.
         uncond_rows = torch.cat([conditioning, text_pos, bos], dim=0)
-        return torch.cat([cond_rows, uncond_rows], dim=1).contiguous()
+        return pack_rows(cond_rows, uncond_rows)

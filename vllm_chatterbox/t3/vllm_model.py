@@ -1,10 +1,8 @@
 """T3's Llama backbone as a vLLM model, with classifier-free guidance packed into one sequence.
 
-Each vLLM sequence carries both CFG branches of one request: a hidden row is ``[cond | uncond]``
-(width 2D). Norms, MLPs and projections run on the two halves with shared weights; attention
-runs as one layer with 2H query heads and 2KV kv heads (cond heads first), so the paged KV cache
-holds both branches and grouped-query attention never mixes them. ``compute_logits`` returns
-``[cond logits | uncond logits]`` (width 2V); the guidance logits processor combines them.
+Each vLLM sequence carries both CFG branches of one request, in the layout of ``t3/layout.py``:
+hidden rows ``[cond | uncond]``, attention with 2H query and 2KV kv heads, logits
+``[cond | uncond]``; the guidance logits processor combines them.
 
 Prompt rows arrive as precomputed embeddings (``t3/prefix.py``); fed-back speech tokens are
 embedded here, both halves alike, plus their exact learned speech position (``t3/positions.py``).
@@ -23,9 +21,8 @@ from vllm.sequence import IntermediateTensors
 
 from vllm_chatterbox.config import T3Config
 from vllm_chatterbox.t3 import positions
+from vllm_chatterbox.t3.layout import branch_rows, packed_rows
 from vllm_chatterbox.t3.rope import apply_rope, rope_cos_sin
-
-ARCHITECTURE = "ChatterboxT3ForCausalLM"
 
 # Checkpoint tensors the worker needs; everything else in t3_cfg.safetensors (text embeddings,
 # conditioning encoder) is used by the prompt builder in the client process.
@@ -156,17 +153,16 @@ class ChatterboxT3ForCausalLM(nn.Module, SupportsMRoPE):
         is_speech = speech_index > 0
         speech_pos = self.speech_pos_emb(speech_index.clamp(min=0, max=self.speech_pos_emb.num_embeddings - 1))
         x = x + (speech_pos * is_speech[:, None].to(speech_pos.dtype))[:, None, :]
-        x = x.reshape(2 * n, self.hidden_size)
+        x = branch_rows(x.reshape(n, 2 * self.hidden_size), self.hidden_size)
         cos = self.rope_cos[rope_positions]
         sin = self.rope_sin[rope_positions]
         for layer in self.layers:
             x = layer(x, cos, sin)
-        return self.norm(x).reshape(n, 2 * self.hidden_size)
+        return packed_rows(self.norm(x))
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        n = hidden_states.shape[0]
-        logits = self.speech_head(hidden_states.reshape(2 * n, self.hidden_size))
-        return logits.reshape(n, 2 * self.speech_vocab_size).float()
+        logits = self.speech_head(branch_rows(hidden_states, self.hidden_size))
+        return packed_rows(logits).float()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         params = dict(self.named_parameters())

@@ -1,0 +1,86 @@
+"""T3's front door: text, voice and parameters in, vLLM requests out; finished tokens back.
+
+Everything that builds T3 work (the public API in ``tts.py``, the streaming layer, the server)
+comes through :class:`T3Client`; the engine that runs the requests is ``t3/engine.py``, the
+packed layout they use is ``t3/layout.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from vllm_chatterbox.config import T3Config
+from vllm_chatterbox.params import T3Params
+from vllm_chatterbox.t3.engine import T3Request, T3Result
+from vllm_chatterbox.t3.prefix import T3PromptBuilder
+from vllm_chatterbox.t3.tokens import clean_speech_tokens
+from vllm_chatterbox.text import text_to_token_ids
+from vllm_chatterbox.voice.voice import Voice
+
+# Distinct (voice, exaggeration) conditionings kept; computing one runs the perceiver.
+CONDITIONING_CACHE_SIZE = 64
+
+
+class T3Client:
+    """Builds :class:`T3Request` objects exactly as the original builds T3's input."""
+
+    def __init__(self, prompt_builder: T3PromptBuilder, tokenizer, cfg: T3Config):
+        self.prompt_builder = prompt_builder
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self._conditioning_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    @classmethod
+    def from_file(cls, t3_weights: str | Path, tokenizer, cfg: T3Config) -> "T3Client":
+        return cls(T3PromptBuilder.from_file(t3_weights, cfg), tokenizer, cfg)
+
+    def text_token_ids(self, text: str, language: str | None = None) -> list[int]:
+        """``[start] + ids + [stop]``; the multilingual model needs ``language``, the English
+        one takes only None or "en"."""
+        return text_to_token_ids(text, self.tokenizer, language=language, max_text_tokens=self.cfg.max_text_len)
+
+    def count_text_tokens(self, text: str, language: str | None = None) -> int:
+        """Tokens of ``text`` as :meth:`text_token_ids` counts them, without start/stop or length limit."""
+        return len(text_to_token_ids(text, self.tokenizer, language=language, max_text_tokens=sys.maxsize)) - 2
+
+    def conditioning(self, voice: Voice) -> torch.Tensor:
+        """The voice's conditioning rows, computed once per (voice, exaggeration)."""
+        key = voice.t3_key
+        cached = self._conditioning_cache.get(key)
+        if cached is None:
+            cached = self.prompt_builder.conditioning(voice)
+            self._conditioning_cache[key] = cached
+            if len(self._conditioning_cache) > CONDITIONING_CACHE_SIZE:
+                self._conditioning_cache.popitem(last=False)
+        else:
+            self._conditioning_cache.move_to_end(key)
+        return cached
+
+    def request(self, text_ids: list[int], voice: Voice, params: T3Params) -> T3Request:
+        """One request; ``params.exaggeration`` overrides the voice's own."""
+        voice = voice.with_exaggeration(params.exaggeration)
+        embeds = self.prompt_builder.prompt_embeds(self.conditioning(voice), text_ids)
+        # Prefix caching hashes the embeddings; the salt keeps requests whose rows are equal
+        # but whose RoPE shift differs (another prompt length) from sharing KV blocks.
+        return T3Request(prompt_embeds=embeds, cache_salt=f"t3-len{embeds.shape[0]}", params=params)
+
+    def requests(self, texts: Sequence[str], voices: Sequence[Voice], languages: Sequence[str | None],
+                 params: Sequence[T3Params]) -> list[T3Request]:
+        """One request per text (all lists of equal length); errors name the text's index."""
+        requests = []
+        for i, (text, voice, language, p) in enumerate(zip(texts, voices, languages, params, strict=True)):
+            try:
+                text_ids = self.text_token_ids(text, language)
+            except ValueError as exc:
+                raise ValueError(f"text {i}: {exc}" if len(texts) > 1 else str(exc)) from None
+            requests.append(self.request(text_ids, voice, p))
+        return requests
+
+    def speech_tokens(self, result: T3Result) -> list[int]:
+        """The finished request's tokens, cleaned as the original cleans them for S3Gen."""
+        return clean_speech_tokens(result.token_ids, self.cfg)
