@@ -132,6 +132,8 @@ def cmd_serve(args) -> None:
         max_voice_bytes=int(args.max_voice_mb * (1 << 20)), max_voice_seconds=args.max_voice_seconds,
     )
     options = {name: getattr(args, name) for name in ("max_num_seqs", "max_model_len") if getattr(args, name)}
+    if args.kv_cache_gib:
+        options["kv_cache_memory_bytes"] = int(args.kv_cache_gib * (1 << 30))
     if args.model is None:
         options.setdefault("max_model_len", 2048)  # the demo model is tiny; keep its KV cache small
 
@@ -194,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="most speech tokens per text chunk a request may ask for, and the default (demo model: "
                             f"{DEMO_MAX_NEW_TOKENS})")
     serve.add_argument("--max-model-len", type=int, default=None, help="vLLM context length (engine option)")
+    serve.add_argument("--kv-cache-gib", type=float, default=None,
+                       help="vLLM KV cache size on CPU (engine option; default 2)")
     serve.set_defaults(func=cmd_serve)
 
     for command in (speak, voice, serve):

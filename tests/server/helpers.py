@@ -52,7 +52,8 @@ class ServerProcess:
                    "--host", "127.0.0.1", "--port", str(self.port), "--api-key", API_KEY,
                    "--voices-dir", str(self.voices_dir), "--max-queue", str(MAX_QUEUE),
                    "--max-new-tokens", str(MAX_NEW_TOKENS), "--max-voice-mb", str(MAX_VOICE_MB),
-                   "--max-voice-seconds", str(MAX_VOICE_SECONDS), "--max-num-seqs", "16", "--max-model-len", "1024"]
+                   "--max-voice-seconds", str(MAX_VOICE_SECONDS), "--max-num-seqs", "16", "--max-model-len", "1024",
+                   "--kv-cache-gib", "0.25"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -88,7 +88,8 @@ def test_metrics_in_prometheus_format(server, http):
     for name in ("chatterbox_requests_total", "chatterbox_time_to_first_audio_seconds_bucket",
                  "chatterbox_audio_seconds_total", "chatterbox_queue_depth", "chatterbox_t3_tokens_total",
                  "chatterbox_t3_tokens_per_second", "chatterbox_s3gen_batch_size_bucket",
-                 "chatterbox_speech_requests_in_flight", "chatterbox_engine_ready"):
+                 "chatterbox_speech_requests_in_flight", "chatterbox_engine_ready",
+                 "chatterbox_t3_requests_unfinished", "chatterbox_t3_requests_submitted"):
         assert f"\n{name}" in text, name
     assert 'chatterbox_requests_total{route="/v1/audio/speech",status="200"}' in text
     assert server.metric("chatterbox_audio_seconds_total") > 0

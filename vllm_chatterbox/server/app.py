@@ -176,6 +176,10 @@ class _Slot:
             self.state.metrics.aborted.inc()
 
 
+def _engine_dead() -> APIError:
+    return APIError(503, "the engine has died; the server must be restarted (see its log)", code="engine_dead")
+
+
 class ServerState:
     def __init__(self, settings: ServerSettings, metrics: ServerMetrics):
         self.settings = settings
@@ -192,6 +196,8 @@ class ServerState:
             message = "the engine failed to load" if self.load_error else "the engine is still loading"
             raise APIError(503, f"{message}; retry shortly", code="engine_not_ready",
                            headers={"Retry-After": "5"})
+        if self.backend.engine_dead:
+            raise _engine_dead()
         return self.backend
 
     def admit(self) -> _Slot:
@@ -366,6 +372,8 @@ def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics],
         if state.backend is None:
             status = "failed" if state.load_error else "loading"
             return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+        if state.backend.engine_dead:
+            return JSONResponse({"status": "failed", "error": "the engine has died"}, status_code=503)
         return {"status": "ok"}
 
     @open_routes.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -440,8 +448,12 @@ def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics],
             job = await asyncio.to_thread(backend.prepare, body.input, voice, language=body.language, **params)
         except ValueError as exc:
             raise _library_error(exc) from None
-        slot = state.admit()
-        chunks = backend.stream(job)
+        try:
+            slot = state.admit()
+        except APIError:
+            await _close(job.chunks)
+            raise
+        chunks = job.chunks
         try:
             first = await _next_or_disconnect(request, chunks)
         except StopAsyncIteration:
@@ -457,6 +469,8 @@ def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics],
         except BaseException:
             slot.release(completed=False)
             await _close(chunks)
+            if backend.engine_dead:
+                raise _engine_dead() from None
             raise
         slot.first_audio()
         encoder = AudioEncoder(body.response_format)

@@ -30,17 +30,14 @@ class ServerMetrics:
                                registry=r)
         self.rejected = Counter("chatterbox_speech_requests_rejected", "Speech requests refused because the "
                                 "queue was full (429)", registry=r)
-        self.t3_tokens = Counter("chatterbox_t3_tokens", "Speech tokens decoded by T3", registry=r)
-        self.t3_seconds = Counter("chatterbox_t3_decode_seconds", "Wall seconds spent in T3 decoding",
-                                  registry=r)
+        self.t3_tokens = Counter("chatterbox_t3_tokens", "Speech tokens from T3 handed to S3Gen", registry=r)
         self.t3_tokens_per_second = Gauge("chatterbox_t3_tokens_per_second",
-                                          "T3 speech tokens per second of the last decode", registry=r)
-        self.s3gen_batch_size = Histogram("chatterbox_s3gen_batch_size", "Items per S3Gen call",
+                                          "Speech tokens from T3 per second, over the last 10 s", registry=r)
+        self.t3_requests_submitted = Gauge("chatterbox_t3_requests_submitted",
+                                           "T3 requests sent to vLLM since start (one per text chunk)", registry=r)
+        self.t3_requests_unfinished = Gauge("chatterbox_t3_requests_unfinished",
+                                            "T3 requests vLLM is running or waiting to run", registry=r)
+        self.s3gen_batch_size = Histogram("chatterbox_s3gen_batch_size", "Streams per batched S3Gen call",
                                           buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         self.engine_ready = Gauge("chatterbox_engine_ready", "1 once the engine has loaded", registry=r)
 
-    def observe_t3(self, tokens: int, seconds: float) -> None:
-        self.t3_tokens.inc(tokens)
-        self.t3_seconds.inc(seconds)
-        if seconds > 0:
-            self.t3_tokens_per_second.set(tokens / seconds)
