@@ -17,7 +17,7 @@ from vllm_chatterbox.config import ChatterboxConfig
 from vllm_chatterbox.model_files import DEFAULT_REPO, MULTILINGUAL_TEXT_VOCAB_SIZE, ModelFiles, download
 from vllm_chatterbox.engine.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAUSE_MS,
                                               check_join_options, join_with_crossfade)
-from vllm_chatterbox.engine.pipeline import AudioJob, s3gen_generator, synthesize
+from vllm_chatterbox.engine.pipeline import AudioJob, s3gen_seed, synthesize
 from vllm_chatterbox.engine.streaming import StreamJob, StreamVocoder, stream_audio
 from vllm_chatterbox.engine.watermark import Watermarker, apply_watermark, check_watermark_flag, load_watermarker
 from vllm_chatterbox.params import check_seed, check_timesteps, per_text, t3_params
@@ -167,7 +167,7 @@ class ChatterboxTTS:
             noise = [torch.as_tensor(n, dtype=torch.float32, device=self.device) for n in noise]
         wavs = self.s3gen.inference(
             [list(t) for t in token_lists], voices, n_timesteps=check_timesteps(n_timesteps), noise=noise,
-            generators=[s3gen_generator(s, self.device) for s in seeds],
+            seeds=[s3gen_seed(s) for s in seeds],
         )
         return [self._trim_last_token(wav, len(tokens)) for wav, tokens in zip(wavs, token_lists)]
 

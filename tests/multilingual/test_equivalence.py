@@ -19,7 +19,7 @@ import torch
 
 from tests.t3.driver import assert_matches_reference, run_recorded
 from tests.t3.reference import ReferenceT3
-from vllm_chatterbox.engine.pipeline import s3gen_generator
+from vllm_chatterbox.engine.pipeline import s3gen_seed
 from vllm_chatterbox.test_model import random_voice
 from vllm_chatterbox.voice.voice import Voice
 
@@ -85,7 +85,7 @@ def test_audio_drops_the_last_tokens_samples(mtl_tts):
     assert len(tokens) > 2
     wav = mtl_tts.generate("Hola mundo.", **options, n_timesteps=2, seed=7)[0]
     full = mtl_tts.s3gen.inference([tokens], [mtl_tts.builtin_voice], n_timesteps=2,
-                                   generators=[s3gen_generator(7, mtl_tts.device)])[0]
+                                   seeds=[s3gen_seed(7)])[0]
     assert len(full) == len(tokens) * SAMPLES_PER_TOKEN
     assert len(wav) == (len(tokens) - 1) * SAMPLES_PER_TOKEN
     np.testing.assert_allclose(wav, full[: len(wav)], atol=1e-5)

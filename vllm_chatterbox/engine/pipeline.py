@@ -35,11 +35,12 @@ class AudioJob:
     seed: int | None
 
 
-def s3gen_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    """The RNG of one item's S3Gen noise: seeded per item, so batching cannot change it."""
+def s3gen_seed(seed: int | None) -> int:
+    """The seed of one item's S3Gen noise, a function of (seed, frame) so that batching and
+    streaming cannot change it; None draws one from torch's global RNG."""
     if seed is None:
-        return None
-    return torch.Generator(device=device).manual_seed(seed)
+        return int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    return seed % 2**63
 
 
 def synthesize(t3_engine: T3Engine, t3_client: T3Client, s3gen, jobs: Sequence[AudioJob], *, s3gen_batch: int = DEFAULT_S3GEN_BATCH,
@@ -80,7 +81,7 @@ def _vocode(s3gen, jobs, batch):
         group = [(i, tokens) for i, tokens in batch if jobs[i].n_timesteps == steps]
         wavs = s3gen.inference(
             [tokens for _, tokens in group], [jobs[i].voice for i, _ in group], n_timesteps=steps,
-            generators=[s3gen_generator(jobs[i].seed, s3gen.device) for i, _ in group],
+            seeds=[s3gen_seed(jobs[i].seed) for i, _ in group],
         )
         for (index, tokens), wav in zip(group, wavs):
             yield index, tokens, wav

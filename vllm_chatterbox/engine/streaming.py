@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vllm_chatterbox.engine.long_text import StreamJoiner
+from vllm_chatterbox.engine.pipeline import s3gen_seed
 from vllm_chatterbox.t3.client import T3Client
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
 from vllm_chatterbox.t3.tokens import S3GEN_VOCAB_SIZE
@@ -138,7 +139,7 @@ async def stream_audio(job: StreamJob, t3_engine: T3Engine, t3_client: T3Client,
 
     def start(index: int) -> None:
         if index < len(chunks) and index not in feeders:
-            state = new_stream(s3gen, job.voice, n_timesteps=job.n_timesteps, seed=job.seeds[index])
+            state = new_stream(s3gen, job.voice, n_timesteps=job.n_timesteps, seed=s3gen_seed(job.seeds[index]))
             chunks[index].state = state
             feeders[index] = asyncio.ensure_future(
                 _feed(t3_engine, t3_client, job.requests[index], state, vocoder, chunks[index], index))

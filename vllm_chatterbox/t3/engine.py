@@ -299,6 +299,8 @@ class T3Engine:
 
     async def _shutdown(self) -> None:
         self.engine.shutdown()
+        # AsyncLLM.__del__ shuts down again, at interpreter exit after its modules are torn down.
+        self.engine.shutdown = lambda *args, **kwargs: None
         tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
