@@ -44,13 +44,17 @@ def python_api(model_dir):
 
 
 def test_same_seed_same_samples_as_the_python_api(server, python_api):
-    """A three-chunk text: the server's stream equals ``ChatterboxTTS.stream`` with the same seed."""
+    """A three-chunk text: the server's stream equals ``ChatterboxTTS.stream`` with the same seed,
+    to one 16-bit step (measured: 10 of 39360 samples one step apart; the server process and this
+    one round S3Gen's floats differently, e.g. other thread counts)."""
     text = long_text(6)
     samples, _, _ = stream_pcm(server, text, seed=5, max_new_tokens=12)
     wav = np.concatenate(list(python_api.stream(text, seed=5, max_new_tokens=12, n_timesteps=2)))
     expected = np.frombuffer(pcm16(wav), dtype="<i2")
     assert expected.size > 3 * 24000 * 0.1  # three chunks of speech
-    np.testing.assert_array_equal(samples, expected)
+    assert samples.size == expected.size
+    difference = np.abs(samples.astype(np.int32) - expected.astype(np.int32))
+    assert difference.max() <= 1 and np.count_nonzero(difference) < 0.001 * samples.size, difference.max()
 
 
 def test_first_audio_arrives_well_before_the_last(server):
