@@ -28,4 +28,14 @@ else
 fi
 
 $PIP install --quiet -e ".[test]"
+
+# The server's demo-page test drives Debian's chromium with Playwright (its own browser builds
+# cannot be downloaded everywhere); skipped when chromium is already there.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "note: install chromium (e.g. 'sudo apt-get install chromium') for tests/server/test_demo_page.py" >&2
+    fi
+fi
 .venv/bin/python -c "import vllm, torch, vllm_chatterbox; print(f'vllm {vllm.__version__}, torch {torch.__version__}: ready')"

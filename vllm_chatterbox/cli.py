@@ -222,6 +222,35 @@ def cmd_make_test_model(args) -> None:
     logger.info("wrote a random-weight %s%s model to %s", args.size, kind, args.directory)
 
 
+def cmd_serve(args) -> None:
+    from vllm_chatterbox.server.app import ServerSettings, run_server
+    from vllm_chatterbox.server.backend import SpeechBackend
+    from vllm_chatterbox.t3.engine import cache_root
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    settings = ServerSettings(
+        voices_dir=Path(args.voices_dir) if args.voices_dir else cache_root() / "voices",
+        model_name=args.served_model_name, api_key=args.api_key or os.environ.get("VLLM_CHATTERBOX_API_KEY") or None,
+        max_queue=args.max_queue, max_input_chars=args.max_input_chars,
+        max_voice_bytes=int(args.max_voice_mb * (1 << 20)), max_voice_seconds=args.max_voice_seconds,
+    )
+    options = {name: getattr(args, name) for name in ("max_num_seqs", "max_model_len") if getattr(args, name)}
+    if args.kv_cache_gib:
+        options["kv_cache_memory_bytes"] = int(args.kv_cache_gib * (1 << 30))
+    if args.model is None:
+        options.setdefault("max_model_len", 2048)  # the demo model is tiny; keep its KV cache small
+
+    def load_backend(metrics):
+        tts = ChatterboxTTS.from_files(_model_files(args.model, args), **options)
+        # Random weights rarely emit the stop token; the demo keeps each chunk short.
+        cap = args.max_new_tokens or (DEMO_MAX_NEW_TOKENS if args.model is None else None)
+        return SpeechBackend(tts, metrics, max_new_tokens=cap)
+
+    logger.info("serving on http://%s:%d (the engine loads in the background; /health says when it is ready)",
+                args.host, args.port)
+    run_server(settings, load_backend, host=args.host, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vllm-chatterbox", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="show vLLM's logs")
@@ -260,7 +289,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the voice's emotion intensity in [0, 2], used when speaking gives none (Turbo/Nano: unused)")
     voice.set_defaults(func=cmd_voice)
 
-    for command in (speak, voice):
+    serve = sub.add_parser("serve", help="an OpenAI-compatible speech server (/v1/audio/speech, voices, "
+                                         "streaming, metrics, demo page at /)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health and the "
+                                         "demo page (default: $VLLM_CHATTERBOX_API_KEY; unset: no key)")
+    serve.add_argument("--voices-dir", help="where uploaded voices are stored (default: the user cache dir)")
+    serve.add_argument("--served-model-name", default="chatterbox", help="the model id clients see")
+    serve.add_argument("--max-queue", type=int, default=64,
+                       help="speech requests admitted at once (running + waiting); beyond it 429 + Retry-After")
+    serve.add_argument("--max-input-chars", type=int, default=4096)
+    serve.add_argument("--max-voice-mb", type=float, default=20.0, help="largest voice upload")
+    serve.add_argument("--max-voice-seconds", type=float, default=60.0, help="longest voice reference")
+    serve.add_argument("--max-new-tokens", type=int, default=None,
+                       help="most speech tokens per text chunk a request may ask for, and the default (demo model: "
+                            f"{DEMO_MAX_NEW_TOKENS})")
+    serve.add_argument("--max-model-len", type=int, default=None, help="vLLM context length (engine option)")
+    serve.add_argument("--kv-cache-gib", type=float, default=None,
+                       help="vLLM KV cache size on CPU (engine option; default 2)")
+    serve.set_defaults(func=cmd_serve)
+
+    for command in (speak, voice, serve):
         command.add_argument("--model", help="model directory or hub repo id (default: random demo model)")
         command.add_argument("--max-num-seqs", type=int, default=None, help="vLLM concurrent sequences")
         command.add_argument("--multilingual", action="store_true",

@@ -1,0 +1,41 @@
+"""The real server (``python -m vllm_chatterbox.cli serve``) in a subprocess on a free loopback
+port, on a freshly generated tiny random model, shared by all server tests."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.server.helpers import API_KEY, ServerProcess, reference_signal, wav_bytes
+from vllm_chatterbox.test_model import make_test_model
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return make_test_model(tmp_path_factory.mktemp("server-model"), "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def server(model_dir, tmp_path_factory):
+    process = ServerProcess(model_dir, tmp_path_factory.mktemp("voices"), tmp_path_factory.mktemp("server-logs"))
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def http(server):
+    with server.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def openai_client(server):
+    import openai
+
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, timeout=300, max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def reference_audio() -> bytes:
+    """Three seconds of a voiced-sounding test signal as a 16 kHz wav file."""
+    return wav_bytes(reference_signal(3.0, 16000), 16000)

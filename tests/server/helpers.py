@@ -1,0 +1,140 @@
+"""Running the real server in a subprocess, and small helpers of the server tests."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import soundfile
+
+API_KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+MAX_QUEUE = 16
+MAX_NEW_TOKENS = 40  # the server's cap (and default) per text chunk: keeps every request short
+MAX_VOICE_MB = 1.0
+MAX_VOICE_SECONDS = 10.0
+STARTUP_TIMEOUT_S = 900
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """One ``vllm-chatterbox serve`` process; ``restart`` keeps its model and voices directory."""
+
+    def __init__(self, model_dir: Path, voices_dir: Path, log_dir: Path):
+        self.model_dir, self.voices_dir, self.log_dir = model_dir, voices_dir, log_dir
+        self.process: subprocess.Popen | None = None
+        self.health_statuses: list[tuple[int, str]] = []  # what /health said while starting
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.port = free_port()
+        self.starts += 1
+        self.log_path = self.log_dir / f"server-{self.starts}.log"
+        command = [sys.executable, "-m", "vllm_chatterbox.cli", "serve", "--model", str(self.model_dir),
+                   "--host", "127.0.0.1", "--port", str(self.port), "--api-key", API_KEY,
+                   "--voices-dir", str(self.voices_dir), "--max-queue", str(MAX_QUEUE),
+                   "--max-new-tokens", str(MAX_NEW_TOKENS), "--max-voice-mb", str(MAX_VOICE_MB),
+                   "--max-voice-seconds", str(MAX_VOICE_SECONDS), "--max-num-seqs", "16", "--max-model-len", "1024",
+                   "--kv-cache-gib", "0.25"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.health_statuses = []
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                response = httpx.get(f"{self.url}/health", timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.5)
+                continue
+            self.health_statuses.append((response.status_code, response.json().get("status")))
+            if response.status_code == 200:
+                return
+            time.sleep(1)
+        self.stop()
+        raise RuntimeError(f"the server was not ready after {STARTUP_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=AUTH, timeout=kwargs.pop("timeout", 300), **kwargs)
+
+    def metric(self, name: str) -> float:
+        """The value of one unlabelled metric sample from /metrics."""
+        text = httpx.get(f"{self.url}/metrics", headers=AUTH, timeout=30).text
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+
+def reference_signal(seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(0).standard_normal(t.size)
+    return (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.02 * noise).astype(
+        np.float32)
+
+
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def pcm_samples(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<i2")
+
+
+def speech(http: httpx.Client, text: str, **fields) -> httpx.Response:
+    return http.post("/v1/audio/speech", json={"model": "chatterbox", "input": text, **fields})
+
+
+def assert_openai_error(response: httpx.Response, status: int, param: str | None = "any") -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and error["message"]
+    assert "Traceback" not in response.text
+    if param != "any":
+        assert error["param"] == param, error
+    return error

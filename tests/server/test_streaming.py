@@ -1,0 +1,112 @@
+"""Streaming through the real server: the Python API's samples, first audio early, many
+concurrent streams each equal to its solo run, and a client that leaves aborts its work."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from tests.server.helpers import MAX_NEW_TOKENS, pcm_samples
+from vllm_chatterbox.server.encoding import pcm16
+
+SENTENCE = "The quick brown fox number {} jumps over the lazy dog near the quiet river bank. "
+
+
+def long_text(sentences: int) -> str:
+    """53 text tokens a sentence: two sentences fill one 150-token chunk (generate_long's cut)."""
+    return "".join(SENTENCE.format(i) for i in range(sentences)).strip()
+
+
+def stream_pcm(server, text: str, **fields) -> tuple[np.ndarray, list[float], float]:
+    """(samples, arrival time of each body part, total seconds), timed from the request."""
+    body = {"model": "chatterbox", "input": text, "response_format": "pcm", "n_timesteps": 2, **fields}
+    arrivals, parts = [], []
+    with server.client() as http:
+        started = time.perf_counter()
+        with http.stream("POST", "/v1/audio/speech", json=body) as response:
+            assert response.status_code == 200, response.read()
+            for part in response.iter_raw():
+                arrivals.append(time.perf_counter() - started)
+                parts.append(part)
+        total = time.perf_counter() - started
+    return pcm_samples(b"".join(parts)), arrivals, total
+
+
+@pytest.fixture(scope="module")
+def python_api(model_dir):
+    """The Python API on the same model files, in this process."""
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    tts = ChatterboxTTS.from_dir(model_dir, max_num_seqs=16, max_model_len=1024, kv_cache_memory_bytes=256 << 20)
+    yield tts
+    tts.t3_engine.shutdown()
+
+
+def test_same_seed_same_samples_as_the_python_api(server, python_api):
+    """A three-chunk text: the server's stream equals ``ChatterboxTTS.stream`` with the same seed,
+    to one 16-bit step (measured: 10 of 39360 samples one step apart; the server process and this
+    one round S3Gen's floats differently, e.g. other thread counts)."""
+    text = long_text(6)
+    samples, _, _ = stream_pcm(server, text, seed=5, max_new_tokens=12)
+    wav = np.concatenate(list(python_api.stream(text, seed=5, max_new_tokens=12, n_timesteps=2)))
+    expected = np.frombuffer(pcm16(wav), dtype="<i2")
+    assert expected.size > 3 * 24000 * 0.1  # three chunks of speech
+    assert samples.size == expected.size
+    difference = np.abs(samples.astype(np.int32) - expected.astype(np.int32))
+    assert difference.max() <= 1 and np.count_nonzero(difference) < 0.001 * samples.size, difference.max()
+
+
+def test_first_audio_arrives_well_before_the_last(server):
+    samples, arrivals, total = stream_pcm(server, long_text(6), seed=2, max_new_tokens=10)
+    assert samples.size > 0
+    assert len(arrivals) >= 3
+    # Three chunks: the first audio leaves after the first, the last after the third.
+    assert arrivals[0] < 0.5 * arrivals[-1], (arrivals[0], arrivals[-1], total)
+
+
+def test_sixteen_concurrent_streams_each_equal_their_solo_run(server):
+    texts = [f"Client number {i} asks for a short sentence." for i in range(16)]
+    solo = [stream_pcm(server, text, seed=100 + i, max_new_tokens=8)[0] for i, text in enumerate(texts)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        futures = [pool.submit(stream_pcm, server, text, seed=100 + i, max_new_tokens=8)
+                   for i, text in enumerate(texts)]
+        together = [future.result()[0] for future in futures]
+    for i, (alone, concurrent) in enumerate(zip(solo, together)):
+        assert alone.size > 0 and concurrent.size == alone.size, i
+        # S3Gen vocodes the concurrent streams in shared batches: float rounding may move a
+        # sample by one 16-bit step (measured: 0-5 of 7680 samples per stream), never more.
+        difference = np.abs(concurrent.astype(np.int32) - alone.astype(np.int32)).max()
+        assert difference <= 1, (i, difference)
+    # Different seeds and texts really are different audio.
+    assert not np.array_equal(solo[0][:1000], solo[1][:1000])
+
+
+def test_disconnect_mid_stream_aborts_the_request(server):
+    """An eight-chunk text; the client leaves after the first audio. Its vLLM requests are
+    aborted (none left unfinished) and the chunks after the ones in flight never reach vLLM."""
+    chunks = 8
+    text = long_text(2 * chunks)
+    aborted_before = server.metric("chatterbox_speech_requests_aborted_total")
+    submitted_before = server.metric("chatterbox_t3_requests_submitted")
+    tokens_before = server.metric("chatterbox_t3_tokens_total")
+    with server.client() as http:
+        with http.stream("POST", "/v1/audio/speech", json={"input": text, "response_format": "pcm",
+                                                           "seed": 3, "n_timesteps": 2}) as response:
+            assert response.status_code == 200
+            next(response.iter_raw())  # the first audio; then the client goes away
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (server.metric("chatterbox_speech_requests_in_flight") > 0
+                                           or server.metric("chatterbox_t3_requests_unfinished") > 0):
+        time.sleep(0.25)
+    assert server.metric("chatterbox_speech_requests_in_flight") == 0
+    assert server.metric("chatterbox_t3_requests_unfinished") == 0
+    assert server.metric("chatterbox_speech_requests_aborted_total") == aborted_before + 1
+    time.sleep(2)
+    submitted = server.metric("chatterbox_t3_requests_submitted") - submitted_before
+    vocoded = server.metric("chatterbox_t3_tokens_total") - tokens_before
+    assert 1 <= submitted <= 3 < chunks, submitted  # the chunk playing, the next, at most one more
+    assert vocoded <= 3 * MAX_NEW_TOKENS < chunks * MAX_NEW_TOKENS, vocoded
+    # The server keeps serving.
+    samples, _, _ = stream_pcm(server, "Still here.", seed=1, max_new_tokens=10)
+    assert samples.size > 0

@@ -1,0 +1,100 @@
+"""The voices API: upload, list, get, use, delete; limits; persistence across a restart."""
+
+import httpx
+import numpy as np
+import torch
+
+from tests.server.helpers import (MAX_VOICE_MB, MAX_VOICE_SECONDS, assert_openai_error, pcm_samples,
+                                  reference_signal, speech, wav_bytes)
+from vllm_chatterbox.voice.voice import Voice
+
+
+def upload(http: httpx.Client, name: str, data: bytes, field: str = "file", **form) -> httpx.Response:
+    return http.post("/v1/audio/voices", data={"name": name, **form}, files={field: ("ref.wav", data, "audio/wav")})
+
+
+def leftover_temp_files(server) -> list[str]:
+    return [p.name for p in server.voices_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_voice_lifecycle(server, http, reference_audio):
+    created = upload(http, "narrator", reference_audio, exaggeration="0.7")
+    assert created.status_code == 201, created.text
+    assert created.json() | {"created_at": 0} == {"id": "narrator", "object": "audio.voice", "name": "narrator",
+                                                   "created_at": 0, "exaggeration": 0.7, "builtin": False}
+    # Stored in the official conds.pt format, loadable by the library.
+    path = server.voices_dir / "narrator.pt"
+    assert set(torch.load(path, weights_only=True)) == {"t3", "gen"}
+    assert Voice.load(path).exaggeration == 0.7
+    assert leftover_temp_files(server) == []
+
+    assert [v["id"] for v in http.get("/v1/audio/voices").json()["data"]] == ["default", "narrator"]
+    assert http.get("/v1/audio/voices/narrator").json()["id"] == "narrator"
+    assert_openai_error(upload(http, "narrator", reference_audio), 409, "name")
+
+    fields = {"response_format": "pcm", "seed": 4, "max_new_tokens": 10, "n_timesteps": 2}
+    own = speech(http, "Who is speaking?", voice="narrator", **fields)
+    by_id = speech(http, "Who is speaking?", voice={"id": "narrator"}, **fields)
+    builtin = speech(http, "Who is speaking?", voice="default", **fields)
+    assert own.status_code == by_id.status_code == builtin.status_code == 200
+    assert own.content == by_id.content
+    assert not np.array_equal(pcm_samples(own.content), pcm_samples(builtin.content))
+
+    assert http.delete("/v1/audio/voices/narrator").json() == {"id": "narrator", "object": "audio.voice.deleted",
+                                                                "deleted": True}
+    assert_openai_error(http.get("/v1/audio/voices/narrator"), 404)
+    assert_openai_error(http.delete("/v1/audio/voices/narrator"), 404)
+    assert_openai_error(speech(http, "Gone?", voice="narrator"), 404, "voice")
+    assert not path.exists()
+
+
+def test_openai_field_name_audio_sample(http, reference_audio):
+    assert upload(http, "sampled", reference_audio, field="audio_sample").status_code == 201
+    assert http.delete("/v1/audio/voices/sampled").status_code == 200
+
+
+def test_bad_uploads(server, http, reference_audio):
+    assert_openai_error(upload(http, "notaudio", b"this is not audio at all" * 100), 400, "file")
+    assert_openai_error(upload(http, "silent", wav_bytes(np.zeros(16000, np.float32), 16000)), 400, "file")
+    assert_openai_error(upload(http, "tooshort", wav_bytes(reference_signal(0.2, 16000), 16000)), 400, "file")
+    too_long = wav_bytes(reference_signal(MAX_VOICE_SECONDS + 2, 16000), 16000)
+    assert len(too_long) < MAX_VOICE_MB * (1 << 20)
+    error = assert_openai_error(upload(http, "toolong", too_long), 400, "file")
+    assert error["code"] == "audio_too_long"
+    too_big = wav_bytes(reference_signal(40, 16000), 16000)  # 1.3 MB
+    assert_openai_error(upload(http, "toobig", too_big), 413)
+    # Without Content-Length (chunked upload) the limit holds while reading.
+    envelope = b"--b\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nchunked\r\n--b\r\n" \
+               b"Content-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n"
+    body = (part for part in [envelope, too_big, b"\r\n--b--\r\n"])
+    response = http.post("/v1/audio/voices", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert_openai_error(response, 413)
+    for name in ["../evil", "a/b", "..", ".hidden", "x" * 65, "white space", "default", ""]:
+        assert_openai_error(upload(http, name, reference_audio), 400)
+    assert_openai_error(http.post("/v1/audio/voices", data={"name": "nofile"}), 400)
+    assert_openai_error(upload(http, "loud", reference_audio, exaggeration="9"), 400, "exaggeration")
+    for path in ["/v1/audio/voices/..%2F..%2Fetc", "/v1/audio/voices/%2e%2e", "/v1/audio/voices/a.pt"]:
+        assert http.get(path).status_code in (400, 404)
+        assert http.delete(path).status_code in (400, 404)
+    assert_openai_error(http.delete("/v1/audio/voices/default"), 400)
+    stored = {p.stem for p in server.voices_dir.glob("*.pt")}
+    assert not stored & {"notaudio", "silent", "tooshort", "toolong", "toobig", "chunked", "nofile", "loud"}
+    assert leftover_temp_files(server) == []
+    assert server.is_running()
+
+
+def test_voices_survive_a_restart_and_deleted_ones_stay_gone(server, reference_audio):
+    with server.client() as http:
+        assert upload(http, "keeper", reference_audio).status_code == 201
+        assert upload(http, "dropped", reference_audio).status_code == 201
+        before = speech(http, "Same voice after a restart.", voice="keeper", response_format="pcm", seed=9,
+                        max_new_tokens=10, n_timesteps=2)
+        assert http.delete("/v1/audio/voices/dropped").status_code == 200
+    server.restart()
+    with server.client() as http:
+        assert [v["id"] for v in http.get("/v1/audio/voices").json()["data"]] == ["default", "keeper"]
+        assert_openai_error(http.get("/v1/audio/voices/dropped"), 404)
+        after = speech(http, "Same voice after a restart.", voice="keeper", response_format="pcm", seed=9,
+                       max_new_tokens=10, n_timesteps=2)
+        assert after.status_code == 200 and after.content == before.content
+        assert http.delete("/v1/audio/voices/keeper").status_code == 200

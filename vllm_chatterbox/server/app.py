@@ -1,0 +1,702 @@
+"""``vllm-chatterbox serve``: an OpenAI-compatible speech server.
+
+One process, one engine (see :mod:`vllm_chatterbox.server.backend`). Every error is OpenAI's
+``{"error": {"message", "type", "param", "code"}}``; a traceback never reaches a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vllm_chatterbox.params import check_number
+from vllm_chatterbox.server.backend import SAMPLE_RATE, SPEECH_TOKENS_PER_SECOND, SpeechBackend
+from vllm_chatterbox.server.encoding import AudioEncoder
+from vllm_chatterbox.server.metrics import ServerMetrics
+from vllm_chatterbox.server.voices import BUILTIN_VOICE, VoiceExists, VoiceStore, check_voice_name
+
+logger = logging.getLogger(__name__)
+
+# Model ids OpenAI clients send; all mean the served model.
+OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+# OpenAI's voice names, which clients often hard-code: a stored voice of that name if there is
+# one, else the built-in voice.
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
+                 "marin", "cedar")
+MAX_JSON_BODY_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    voices_dir: Path
+    model_name: str = "chatterbox"
+    api_key: str | None = None
+    max_queue: int = 64
+    max_input_chars: int = 4096
+    max_voice_bytes: int = 20 << 20
+    max_voice_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, got {self.max_queue}")
+        if self.max_input_chars < 1:
+            raise ValueError(f"max_input_chars must be at least 1, got {self.max_input_chars}")
+        if self.api_key is not None and not self.api_key:
+            raise ValueError("api_key must not be empty")
+
+
+# --- errors --------------------------------------------------------------------------------
+
+_ERROR_TYPES = {401: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+
+
+class APIError(StarletteHTTPException):
+    """An error answered in OpenAI's schema (a Starlette HTTPException, so FastAPI passes it on
+    unchanged even from inside body parsing)."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 error_type: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(status, message, headers)
+        self.message, self.param, self.code = message, param, code
+        self.error_type = error_type or _ERROR_TYPES.get(status, "invalid_request_error")
+
+
+def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def _error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(error_body(error.message, error.error_type, error.param, error.code),
+                        status_code=error.status_code, headers=error.headers)
+
+
+def _library_error(exc: ValueError) -> APIError:
+    """A 400 for the library's ValueError; its message starts with the parameter's name."""
+    message = str(exc)
+    head = message.split(" ", 1)[0].rstrip(":")
+    param = head if head in _SPEECH_PARAMS else ("language" if "language" in message else None)
+    return APIError(400, message, param=param, code="invalid_value")
+
+
+# --- request models ------------------------------------------------------------------------
+
+class VoiceId(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI's ``/v1/audio/speech`` body plus Chatterbox's generation parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, description="the served model id (see /v1/models) or tts-1, tts-1-hd, "
+                                                "gpt-4o-mini-tts; default: the served model")
+    input: str = Field(description="text to speak; long text is cut into sentences and streamed in order")
+    voice: str | VoiceId = Field(BUILTIN_VOICE, description="a stored voice name, 'default' (the model's "
+                                                            "built-in voice), or {'id': name}")
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = Field(
+        "mp3", description="pcm is raw 24 kHz mono s16le; flac is sent once complete")
+    speed: float = Field(1.0, description="only 1.0 is supported (other values are refused with 400)")
+    stream_format: Literal["audio", "sse"] = "audio"
+    instructions: str | None = Field(None, description="not supported: refused with 400 unless empty")
+    exaggeration: float | None = Field(None, description="emotion intensity, 0-2 (0.5)")
+    cfg_weight: float | None = Field(None, description="classifier-free guidance, 0-2 (0.5); 0 disables it")
+    temperature: float | None = Field(None, description="0-2 (0.8); 0 is greedy")
+    top_p: float | None = Field(None, description="(0, 1] (1.0)")
+    min_p: float | None = Field(None, description="0-1 (0.05)")
+    repetition_penalty: float | None = Field(None, description="(0, 10] (1.2)")
+    seed: int | None = Field(None, description="same seed, same audio")
+    language: str | None = Field(None, description="language id, required by the multilingual model")
+    max_new_tokens: int | None = Field(None, description="speech tokens per text chunk (25 per second)")
+    n_timesteps: int | None = Field(None, description="S3Gen flow-matching steps, 1-100 (10)")
+
+
+GENERATION_FIELDS = ("exaggeration", "cfg_weight", "temperature", "top_p", "min_p", "repetition_penalty", "seed",
+                     "max_new_tokens", "n_timesteps")
+_SPEECH_PARAMS = (*GENERATION_FIELDS, "language", "input", "voice")
+
+
+# --- server state --------------------------------------------------------------------------
+
+class ClientDisconnected(Exception):
+    pass
+
+
+class _Slot:
+    """One admitted speech request; released exactly once."""
+
+    def __init__(self, state: "ServerState"):
+        self.state = state
+        self.arrival = time.perf_counter()
+        self.waiting = True
+        self.released = False
+        state.metrics.in_flight.inc()
+        state.metrics.queue_depth.inc()
+
+    def first_audio(self) -> None:
+        if self.waiting:
+            self.waiting = False
+            self.state.metrics.queue_depth.dec()
+            self.state.metrics.time_to_first_audio.observe(time.perf_counter() - self.arrival)
+
+    def release(self, completed: bool) -> None:
+        if self.released:
+            return
+        self.released = True
+        if self.waiting:
+            self.waiting = False
+            self.state.metrics.queue_depth.dec()
+        self.state.metrics.in_flight.dec()
+        self.state.admitted -= 1
+        elapsed = time.perf_counter() - self.arrival
+        if completed:
+            self.state.metrics.speech_duration.observe(elapsed)
+            self.state.mean_duration += 0.2 * (elapsed - self.state.mean_duration)
+        else:
+            self.state.metrics.aborted.inc()
+
+
+def _engine_dead() -> APIError:
+    return APIError(503, "the engine has died; the server must be restarted (see its log)", code="engine_dead")
+
+
+class ServerState:
+    def __init__(self, settings: ServerSettings, metrics: ServerMetrics):
+        self.settings = settings
+        self.metrics = metrics
+        self.voices = VoiceStore(settings.voices_dir)
+        self.backend: SpeechBackend | None = None
+        self.load_error: str | None = None
+        self.started_at = int(time.time())
+        self.admitted = 0
+        self.mean_duration = 5.0  # seconds; a moving average that sizes Retry-After
+
+    def require_backend(self) -> SpeechBackend:
+        if self.backend is None:
+            message = "the engine failed to load" if self.load_error else "the engine is still loading"
+            raise APIError(503, f"{message}; retry shortly", code="engine_not_ready",
+                           headers={"Retry-After": "5"})
+        if self.backend.engine_dead:
+            raise _engine_dead()
+        return self.backend
+
+    def admit(self) -> _Slot:
+        if self.admitted >= self.settings.max_queue:
+            self.metrics.rejected.inc()
+            waves = self.admitted / max(1, self.settings.max_queue)
+            retry = min(60, max(1, math.ceil(self.mean_duration * waves)))
+            raise APIError(429, f"the server is busy ({self.admitted} speech requests queued or running, the "
+                                f"limit is {self.settings.max_queue}); retry after {retry} s",
+                           code="queue_full", headers={"Retry-After": str(retry)})
+        self.admitted += 1
+        return _Slot(self)
+
+
+# --- middleware ----------------------------------------------------------------------------
+
+class _BodyTooLarge(APIError):
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body too large (limit {limit} bytes)", code="request_too_large")
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over a per-route limit, by Content-Length or while reading."""
+
+    def __init__(self, app, limit_for: Callable[[str], int]):
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limit_for(scope["path"])
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            response = _error_response(_BodyTooLarge(limit))
+            return await response(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class RequestMetricsMiddleware:
+    """Counts responses by route template and status code."""
+
+    def __init__(self, app, metrics: ServerMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = {"code": 500}
+
+        async def record_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_send)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(route=label, status=str(status["code"])).inc()
+
+
+# --- streaming -----------------------------------------------------------------------------
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _next_or_disconnect(request: Request, chunks: AsyncIterator):
+    """The next chunk, unless the client goes away first (then ClientDisconnected)."""
+    step = asyncio.ensure_future(chunks.__anext__())
+    gone = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({step, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not step.done():
+            step.cancel()
+    if not step.done() or step.cancelled():
+        await asyncio.gather(step, return_exceptions=True)
+        raise ClientDisconnected
+    return step.result()
+
+
+async def _close(chunks) -> None:
+    with anyio.CancelScope(shield=True):
+        await chunks.aclose()
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """Closes its body generator however the response ends (a client that leaves cancels it)."""
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await _close(self.body_iterator)
+
+
+def _sse(event: dict) -> bytes:
+    return f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+
+# --- the app -------------------------------------------------------------------------------
+
+def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics], SpeechBackend]) -> FastAPI:
+    """The ASGI app; ``load_backend`` runs in a background thread at start-up (``/health`` is 503
+    until it returns)."""
+    metrics = ServerMetrics()
+    state = ServerState(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loaded = asyncio.get_running_loop().create_future()
+
+        def load() -> None:
+            try:
+                backend = load_backend(metrics)
+            except Exception as exc:  # noqa: BLE001 - reported through /health and the exit code
+                logger.exception("the engine failed to load")
+                loaded.get_loop().call_soon_threadsafe(_set_if_pending, loaded, exc)
+                return
+            loaded.get_loop().call_soon_threadsafe(_set_if_pending, loaded, backend)
+
+        # A daemon thread: a server stopped while loading must not wait for the load to end.
+        threading.Thread(target=load, name="chatterbox-load", daemon=True).start()
+        watcher = asyncio.create_task(_install_backend(state, loaded))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            if state.backend is not None:
+                await asyncio.to_thread(state.backend.close)
+
+    app = FastAPI(title="vllm-chatterbox", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.chatterbox = state
+
+    voice_limit = settings.max_voice_bytes + (64 << 10)  # the file plus the multipart envelope
+    app.add_middleware(BodyLimitMiddleware,
+                       limit_for=lambda path: voice_limit if path == "/v1/audio/voices" else MAX_JSON_BODY_BYTES)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    _add_error_handlers(app)
+
+    def require_api_key(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
+            raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+    open_routes = APIRouter()
+    api = APIRouter(dependencies=[Depends(require_api_key)])
+
+    @open_routes.get("/health", include_in_schema=False)
+    async def health():
+        if state.backend is None:
+            status = "failed" if state.load_error else "loading"
+            return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+        if state.backend.engine_dead:
+            return JSONResponse({"status": "failed", "error": "the engine has died"}, status_code=503)
+        return {"status": "ok"}
+
+    @open_routes.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def demo_page():
+        return resources.files("vllm_chatterbox.server").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi():
+        return app.openapi()
+
+    @api.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def model_card() -> dict:
+        return {"id": settings.model_name, "object": "model", "created": state.started_at,
+                "owned_by": "vllm-chatterbox"}
+
+    @api.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [model_card()]}
+
+    @api.get("/v1/models/{model}")
+    async def get_model(model: str):
+        _check_model(model)
+        return model_card()
+
+    def _check_model(model: str | None) -> None:
+        if model is not None and model != settings.model_name and model not in OPENAI_MODEL_ALIASES:
+            raise APIError(404, f"the model {model!r} does not exist; this server serves {settings.model_name!r}",
+                           param="model", code="model_not_found")
+
+    def _resolve_voice(voice: str | VoiceId):
+        name = voice.id if isinstance(voice, VoiceId) else voice
+        if name == BUILTIN_VOICE:
+            return None
+        try:
+            check_voice_name(name)
+            stored = state.voices.load(name)
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="voice", code="invalid_voice") from None
+        if stored is None:
+            if name in OPENAI_VOICES:
+                return None
+            raise APIError(404, f"voice {name!r} not found; see GET /v1/audio/voices", param="voice",
+                           code="voice_not_found")
+        return stored
+
+    @api.post("/v1/audio/speech", response_class=Response,
+              responses={200: {"description": "the audio, streamed as it is produced (or SSE events)",
+                               "content": {"audio/mpeg": {}, "text/event-stream": {}}}})
+    async def create_speech(body: SpeechRequest, request: Request):
+        backend = state.require_backend()
+        _check_model(body.model)
+        if len(body.input) > settings.max_input_chars:
+            raise APIError(400, f"input is {len(body.input)} characters; the limit is {settings.max_input_chars}",
+                           param="input", code="string_above_max_length")
+        if not body.input.strip():
+            raise APIError(400, "input is empty", param="input", code="empty_input")
+        if not math.isfinite(body.speed) or not 0.25 <= body.speed <= 4.0:
+            raise APIError(400, f"speed must be in [0.25, 4.0], got {body.speed}", param="speed")
+        if body.speed != 1.0:
+            raise APIError(400, "speed other than 1.0 is not supported by this server (Chatterbox has no speed "
+                                "control; changing the playback rate would change the voice)", param="speed",
+                           code="unsupported_parameter")
+        if body.instructions:
+            raise APIError(400, "instructions are not supported by Chatterbox; use exaggeration and cfg_weight",
+                           param="instructions", code="unsupported_parameter")
+        voice = _resolve_voice(body.voice)
+        params = {name: getattr(body, name) for name in GENERATION_FIELDS}
+        try:
+            job = await asyncio.to_thread(backend.prepare, body.input, voice, language=body.language, **params)
+        except ValueError as exc:
+            raise _library_error(exc) from None
+        try:
+            slot = state.admit()
+        except APIError:
+            await _close(job.chunks)
+            raise
+        chunks = job.chunks
+        try:
+            first = await _next_or_disconnect(request, chunks)
+        except StopAsyncIteration:
+            first = None
+        except ClientDisconnected:
+            slot.release(completed=False)
+            await _close(chunks)
+            return Response(status_code=499)
+        except ValueError as exc:
+            slot.release(completed=False)
+            await _close(chunks)
+            raise _library_error(exc) from None
+        except BaseException:
+            slot.release(completed=False)
+            await _close(chunks)
+            if backend.engine_dead:
+                raise _engine_dead() from None
+            raise
+        slot.first_audio()
+        encoder = AudioEncoder(body.response_format)
+        produced = _AudioCount()
+        if body.stream_format == "sse":
+            body_iterator = _sse_events(first, chunks, encoder, slot, produced, job.input_tokens)
+            return _ClosingStreamingResponse(body_iterator, media_type="text/event-stream",
+                                             headers={"Cache-Control": "no-cache"})
+        return _ClosingStreamingResponse(_audio_bytes(first, chunks, encoder, slot, produced),
+                                         media_type=encoder.content_type)
+
+    async def _audio_chunks(first, chunks, slot: _Slot, produced: "_AudioCount"):
+        """The request's audio chunks; releases its slot when done, however it ends."""
+        completed = False
+        try:
+            if first is not None:
+                produced.add(first)
+                yield first
+            async for chunk in chunks:
+                produced.add(chunk)
+                yield chunk
+            completed = True
+        finally:
+            await _close(chunks)
+            metrics.audio_seconds.inc(produced.samples / SAMPLE_RATE)
+            slot.release(completed)
+
+    async def _audio_bytes(first, chunks, encoder: AudioEncoder, slot: _Slot, produced: "_AudioCount"):
+        audio = _audio_chunks(first, chunks, slot, produced)
+        try:
+            async for chunk in audio:
+                data = encoder.encode(chunk)
+                if data:
+                    yield data
+            yield encoder.finish()
+        except ValueError:
+            logger.exception("speech request failed after its audio had started; the stream ends early")
+        finally:
+            encoder.close()
+            await _close(audio)
+
+    async def _sse_events(first, chunks, encoder: AudioEncoder, slot: _Slot, produced: "_AudioCount",
+                          input_tokens: int):
+        audio = _audio_chunks(first, chunks, slot, produced)
+        try:
+            async for chunk in audio:
+                data = encoder.encode(chunk)
+                if data:
+                    yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+            data = encoder.finish()
+            if data:
+                yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+            output_tokens = math.ceil(produced.samples * SPEECH_TOKENS_PER_SECOND / SAMPLE_RATE)
+            yield _sse({"type": "speech.audio.done", "usage": {
+                "input_tokens": input_tokens, "output_tokens": output_tokens,
+                "total_tokens": input_tokens + output_tokens}})
+        except ValueError as exc:
+            logger.exception("speech request failed after its audio had started")
+            yield _sse({"type": "error", **error_body(str(exc), "invalid_request_error")})
+        finally:
+            encoder.close()
+            await _close(audio)
+
+    # --- voices --------------------------------------------------------------------------
+
+    @api.get("/v1/audio/voices")
+    async def list_voices():
+        backend_voice = {"id": BUILTIN_VOICE, "object": "audio.voice", "name": BUILTIN_VOICE,
+                         "created_at": state.started_at, "exaggeration": None, "builtin": True}
+        infos = [state.voices.info(name) for name in state.voices.names()]
+        return {"object": "list", "data": [backend_voice, *(i.to_json() for i in infos if i is not None)]}
+
+    def _stored_voice_name(name: str) -> str:
+        try:
+            return check_voice_name(name)
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="name", code="invalid_voice_name") from None
+
+    @api.get("/v1/audio/voices/{name}")
+    async def get_voice(name: str):
+        if name == BUILTIN_VOICE:
+            return {"id": BUILTIN_VOICE, "object": "audio.voice", "name": BUILTIN_VOICE,
+                    "created_at": state.started_at, "exaggeration": None, "builtin": True}
+        info = state.voices.info(_stored_voice_name(name))
+        if info is None:
+            raise APIError(404, f"voice {name!r} not found", param="name", code="voice_not_found")
+        return info.to_json()
+
+    @api.delete("/v1/audio/voices/{name}")
+    async def delete_voice(name: str):
+        if name == BUILTIN_VOICE:
+            raise APIError(400, "the built-in voice cannot be deleted", param="name", code="builtin_voice")
+        if not state.voices.delete(_stored_voice_name(name)):
+            raise APIError(404, f"voice {name!r} not found", param="name", code="voice_not_found")
+        return {"id": name, "object": "audio.voice.deleted", "deleted": True}
+
+    @api.post("/v1/audio/voices", status_code=201)
+    async def create_voice(
+        name: Annotated[str, Form(description="1-64 letters, digits, '-' or '_'")],
+        file: Annotated[UploadFile | None, File(description="reference audio (wav, flac, mp3, ogg)")] = None,
+        audio_sample: Annotated[UploadFile | None, File(description="same as file (OpenAI's field name)")] = None,
+        exaggeration: Annotated[float, Form(description="emotion intensity stored with the voice, 0-2")] = 0.5,
+    ):
+        name = _stored_voice_name(name)
+        if name == BUILTIN_VOICE:
+            raise APIError(400, f"{BUILTIN_VOICE!r} is the built-in voice; choose another name", param="name",
+                           code="invalid_voice_name")
+        if (file is None) == (audio_sample is None):
+            raise APIError(400, "send the reference audio as one multipart file field, 'file' (or 'audio_sample')",
+                           param="file")
+        try:
+            exaggeration = check_number("exaggeration", exaggeration)
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="exaggeration") from None
+        backend = state.require_backend()
+        if state.voices.exists(name):
+            raise APIError(409, f"voice {name!r} already exists; DELETE it first", param="name",
+                           code="voice_exists")
+        upload = file or audio_sample
+        data = await upload.read(settings.max_voice_bytes + 1)
+        if len(data) > settings.max_voice_bytes:
+            raise APIError(413, f"reference audio is larger than {settings.max_voice_bytes} bytes", param="file",
+                           code="file_too_large")
+        try:
+            samples, rate = await asyncio.to_thread(backend.decode_reference, data)
+        except ValueError as exc:
+            raise APIError(400, f"reference audio: {exc}", param="file", code="invalid_audio") from None
+        if samples.size / rate > settings.max_voice_seconds:
+            raise APIError(400, f"reference audio is {samples.size / rate:.1f} s long; the limit is "
+                                f"{settings.max_voice_seconds:g} s", param="file", code="audio_too_long")
+        try:
+            voice = await backend.build_voice(samples, rate, exaggeration)
+        except ValueError as exc:
+            raise APIError(400, f"reference audio: {exc}", param="file", code="invalid_audio") from None
+        try:
+            info = await asyncio.to_thread(state.voices.save, name, voice)
+        except VoiceExists:
+            raise APIError(409, f"voice {name!r} already exists; DELETE it first", param="name",
+                           code="voice_exists") from None
+        return info.to_json()
+
+    app.include_router(open_routes)
+    app.include_router(api)
+    return app
+
+
+class _AudioCount:
+    def __init__(self) -> None:
+        self.samples = 0
+
+    def add(self, chunk) -> None:
+        self.samples += len(chunk)
+
+
+def _set_if_pending(future: asyncio.Future, value: Any) -> None:
+    if future.done():
+        return
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+
+
+async def _install_backend(state: ServerState, loaded: asyncio.Future) -> None:
+    try:
+        state.backend = await loaded
+    except Exception as exc:  # noqa: BLE001 - logged by the loader
+        state.load_error = f"{type(exc).__name__}: {exc}"
+        return
+    state.metrics.engine_ready.set(1)
+    logger.info("engine ready: serving %s", state.settings.model_name)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc, APIError):
+            return _error_response(exc)
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return _error_response(APIError(exc.status_code, str(exc.detail), code=codes.get(exc.status_code),
+                                        headers=getattr(exc, "headers", None)))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+        if first.get("type") == "json_invalid":
+            message = f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'decode error')})"
+            return _error_response(APIError(400, message, code="invalid_json"))
+        param = ".".join(loc) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        return _error_response(APIError(400, message, param=param, code=first.get("type")))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception):
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error_response(APIError(500, "internal server error (see the server log)", code="internal_error"))
+
+
+def run_server(settings: ServerSettings, load_backend: Callable[[ServerMetrics], SpeechBackend], *, host: str,
+               port: int) -> None:
+    """Serve until stopped (Ctrl-C / SIGTERM); RuntimeError if the engine failed to load."""
+    import uvicorn
+
+    app = create_app(settings, load_backend)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
+                            timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+
+    state: ServerState = app.state.chatterbox
+
+    async def serve() -> None:
+        async def stop_on_load_failure() -> None:
+            while state.load_error is None:
+                await asyncio.sleep(0.5)
+            server.should_exit = True
+
+        watcher = asyncio.create_task(stop_on_load_failure())
+        try:
+            await server.serve()
+        finally:
+            watcher.cancel()
+
+    asyncio.run(serve())
+    if state.load_error:
+        raise RuntimeError(f"the engine failed to load: {state.load_error}")

@@ -1,0 +1,120 @@
+"""The server's one door to the engine: validate a request, stream its audio, clone a voice.
+
+Speech comes from ``ChatterboxTTS.astream``: T3 on vLLM's async engine, S3Gen vocoding the
+pieces of all open streams together, long text chunk by chunk with ``generate_long``'s pauses.
+Closing a stream early aborts its vLLM requests and drops its queued vocoder work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vllm_chatterbox.params import T3_PARAMETERS, reject_unknown
+from vllm_chatterbox.server.metrics import ServerMetrics
+from vllm_chatterbox.voice.audio import load_audio
+from vllm_chatterbox.voice.voice import Voice
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24000
+SPEECH_TOKENS_PER_SECOND = 25
+# Generation parameters a request may set (besides text, voice and language).
+GENERATION_PARAMETERS = (*T3_PARAMETERS, "seed", "n_timesteps")
+_RATE_WINDOW_S = 10.0
+
+
+@dataclass
+class SpeechJob:
+    """A validated request: its audio stream (not started yet) and its text tokens."""
+
+    chunks: AsyncIterator[np.ndarray]
+    input_tokens: int
+
+
+class SpeechBackend:
+    """Requests to audio on a loaded ``ChatterboxTTS``."""
+
+    def __init__(self, tts, metrics: ServerMetrics, *, max_new_tokens: int | None = None):
+        """``max_new_tokens``: the operator's cap on speech tokens per text chunk, also the
+        default of requests that do not set it (None: the library's default and range)."""
+        self.tts = tts
+        self.metrics = metrics
+        self.max_new_tokens = max_new_tokens
+        self.multilingual = bool(tts.files.multilingual)
+        # Building a stream's requests touches caches shared with other callers: one at a time.
+        self._prepare_lock = threading.Lock()
+        self._voice_lock = threading.Lock()
+        self._recent_tokens: collections.deque[tuple[float, int]] = collections.deque()
+        engine = tts.t3_engine
+        metrics.t3_requests_unfinished.set_function(lambda: engine.engine.get_num_unfinished_requests())
+        metrics.t3_requests_submitted.set_function(lambda: engine.requests_submitted)
+        self._observe_vocoder(tts._stream_vocoder)
+
+    def _observe_vocoder(self, vocoder) -> None:
+        """Count each batched S3Gen streaming call: its size and the T3 tokens it consumes.
+        (The engine has no statistics hook; this wraps the call its vocoder thread makes.)"""
+        vocode = vocoder._vocode
+
+        def observed(s3gen, items, **options):
+            tokens = sum(len(new_tokens) for _, new_tokens, _ in items)
+            self.metrics.s3gen_batch_size.observe(len(items))
+            self._count_tokens(tokens)
+            return vocode(s3gen, items, **options)
+
+        vocoder._vocode = observed
+
+    def _count_tokens(self, tokens: int) -> None:
+        now = time.monotonic()
+        self.metrics.t3_tokens.inc(tokens)
+        window = self._recent_tokens
+        window.append((now, tokens))
+        while window and window[0][0] < now - _RATE_WINDOW_S:
+            window.popleft()
+        span = max(1.0, now - window[0][0])
+        self.metrics.t3_tokens_per_second.set(sum(n for _, n in window) / span)
+
+    @property
+    def engine_dead(self) -> bool:
+        """vLLM's engine core has died: nothing more can be served (restart the server)."""
+        return bool(self.tts.t3_engine.engine.errored)
+
+    # --- validation (in a worker thread; nothing runs yet) -----------------------------------
+
+    def prepare(self, text: str, voice: Voice | None, *, language: str | None = None, **params: Any) -> SpeechJob:
+        """Check a request with the library's own checks (ValueError names the problem) and
+        build its stream."""
+        reject_unknown({k: v for k, v in params.items() if k not in GENERATION_PARAMETERS}, GENERATION_PARAMETERS)
+        params = {k: v for k, v in params.items() if v is not None}
+        if self.max_new_tokens is not None:
+            requested = params.setdefault("max_new_tokens", self.max_new_tokens)
+            if isinstance(requested, int) and requested > self.max_new_tokens:
+                raise ValueError(f"max_new_tokens must be at most {self.max_new_tokens} on this server, "
+                                 f"got {requested}")
+        with self._prepare_lock:
+            chunks = self.tts.astream(text, voice, language=language, **params)
+        return SpeechJob(chunks, self.tts.t3.count_text_tokens(text, language))
+
+    # --- voices -----------------------------------------------------------------------------
+
+    def decode_reference(self, data: bytes) -> tuple[np.ndarray, int]:
+        """Reference audio bytes -> (mono samples, rate), checked by the library's loader."""
+        return load_audio(data)
+
+    async def build_voice(self, samples: np.ndarray, sample_rate: int, exaggeration: float) -> Voice:
+        def build() -> Voice:
+            with self._voice_lock:  # the voice networks load on first use
+                return self.tts.voice_from_audio(samples, sample_rate, exaggeration=exaggeration)
+
+        return await asyncio.to_thread(build)
+
+    def close(self) -> None:
+        self.tts.t3_engine.shutdown()
