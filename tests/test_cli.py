@@ -342,7 +342,7 @@ def test_speak_leaves_exaggeration_to_the_voice(tmp_path, tiny_dir, fake_tts):
     out = tmp_path / "x.flac"
     assert cli.main(["speak", "Hi.", "-o", str(out), "--model", str(tiny_dir), "--voice", str(saved)]) == 0
     (_, voice, params), = fake_tts.calls
-    assert params["exaggeration"] is None and voice.exaggeration == pytest.approx(0.7)
+    assert params.get("exaggeration") is None and voice.exaggeration == pytest.approx(0.7)
     assert soundfile.info(str(out)).format == "FLAC"
 
 
