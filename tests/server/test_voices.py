@@ -2,6 +2,7 @@
 
 import httpx
 import numpy as np
+import pytest
 import torch
 
 from tests.server.helpers import (MAX_VOICE_MB, MAX_VOICE_SECONDS, assert_openai_error, pcm_samples,
@@ -25,7 +26,8 @@ def test_voice_lifecycle(server, http, reference_audio):
     # Stored in the official conds.pt format, loadable by the library.
     path = server.voices_dir / "narrator.pt"
     assert set(torch.load(path, weights_only=True)) == {"t3", "gen"}
-    assert Voice.load(path).exaggeration == 0.7
+    assert Voice.load(path).exaggeration == pytest.approx(0.7)  # stored as float32
+    assert http.get("/v1/audio/voices/narrator").json()["exaggeration"] == 0.7
     assert leftover_temp_files(server) == []
 
     assert [v["id"] for v in http.get("/v1/audio/voices").json()["data"]] == ["default", "narrator"]

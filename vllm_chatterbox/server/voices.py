@@ -36,8 +36,9 @@ class VoiceInfo:
     exaggeration: float
 
     def to_json(self) -> dict:
+        # conds.pt stores exaggeration as float32: report it as it was given (0.7, not 0.69999999).
         return {"id": self.name, "object": "audio.voice", "name": self.name, "created_at": self.created_at,
-                "exaggeration": self.exaggeration, "builtin": self.name == BUILTIN_VOICE}
+                "exaggeration": round(self.exaggeration, 6), "builtin": self.name == BUILTIN_VOICE}
 
 
 def check_voice_name(name: str) -> str:
