@@ -58,10 +58,12 @@ def test_same_seed_same_samples_as_the_python_api(server, python_api):
 
 
 def test_first_audio_arrives_well_before_the_last(server):
-    samples, arrivals, total = stream_pcm(server, long_text(6), seed=2, max_new_tokens=10)
+    samples, arrivals, total = stream_pcm(server, long_text(6), seed=2, max_new_tokens=40)
     assert samples.size > 0
     assert len(arrivals) >= 3
-    # Three chunks: the first audio leaves after the first, the last after the third.
+    # Three chunks of 40 tokens: the first audio leaves after the first chunk's first 15 tokens,
+    # the last after all 120 (with 10 tokens a chunk, an idle machine finished the whole text in
+    # 0.46 s and the first audio, after the whole first chunk, came at half of that).
     assert arrivals[0] < 0.5 * arrivals[-1], (arrivals[0], arrivals[-1], total)
 
 
