@@ -148,7 +148,7 @@ def cmd_speak(args) -> None:
     if args.stream and args.watermark:
         raise ValueError("--watermark marks whole waveforms; it cannot be combined with --stream")
     if args.watermark:
-        from vllm_chatterbox.engine.watermark import load_watermarker
+        from vllm_chatterbox.pipeline.watermark import load_watermarker
 
         load_watermarker()
     files = _model_files(args.model, args)

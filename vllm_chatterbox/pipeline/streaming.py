@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vllm_chatterbox.engine.long_text import StreamJoiner
-from vllm_chatterbox.engine.pipeline import s3gen_seed
+from vllm_chatterbox.pipeline.long_text import StreamJoiner
+from vllm_chatterbox.pipeline.batch import s3gen_seed
 from vllm_chatterbox.t3.client import T3Client
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
 from vllm_chatterbox.t3.tokens import S3GEN_VOCAB_SIZE
