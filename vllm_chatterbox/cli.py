@@ -22,7 +22,7 @@ DEMO_MAX_NEW_TOKENS = 150  # 6 s of audio
 
 def _demo_model_dir(multilingual: bool = False, variant: str | None = None) -> Path:
     from vllm_chatterbox.t3.engine import cache_root
-    from vllm_chatterbox.test_model import cached_test_model
+    from vllm_chatterbox.demo_model import cached_test_model
 
     if variant in ("turbo", "nano"):
         directory = cache_root() / f"demo-tiny-{variant}"
@@ -215,7 +215,7 @@ def cmd_voice(args) -> None:
 
 
 def cmd_make_test_model(args) -> None:
-    from vllm_chatterbox.test_model import make_test_model
+    from vllm_chatterbox.demo_model import make_test_model
 
     make_test_model(args.directory, args.size, args.seed, multilingual=args.multilingual, variant=args.variant)
     kind = " multilingual" if args.multilingual else "" if args.variant == "original" else f" {args.variant}"

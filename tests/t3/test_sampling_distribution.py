@@ -29,7 +29,7 @@ from tests.paths import FIXTURE_CKPT
 from tests.t3.driver import fixture_voices
 from tests.t3.reference import SAMPLING_ORDER, Perturbation, ReferenceT3, SamplingParams
 from vllm_chatterbox.config import tiny_config
-from vllm_chatterbox.test_model import random_voice
+from vllm_chatterbox.demo_model import random_voice
 
 STEPS = 16
 HEAD_SCALE = 0.15
