@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from vllm_chatterbox.config import S3GEN_SAMPLE_RATE
+
 logger = logging.getLogger("vllm_chatterbox")
 
 DEMO_WARNING = (
@@ -169,9 +171,9 @@ def cmd_speak(args) -> None:
             wav = tts.generate_long(text, voice, **params)
         else:
             wav = tts.generate(text, voice, **params)[0]
-        write_audio(output, wav, 24000)
+        write_audio(output, wav, S3GEN_SAMPLE_RATE)
         samples = len(wav)
-    logger.info("wrote %s (%.2f s of audio)", output, samples / 24000)
+    logger.info("wrote %s (%.2f s of audio)", output, samples / S3GEN_SAMPLE_RATE)
     if args.model is None:
         logger.warning("reminder: %s was made with random weights (noise, not speech)", output)
 
@@ -188,7 +190,8 @@ def _speak_streaming(tts, text: str, voice, params: dict, output: Path) -> int:
     started = time.monotonic()
     samples = 0
     with atomic_output(output) as temporary, soundfile.SoundFile(
-            str(temporary), "w", 24000, 1, subtype="PCM_16", format=AUDIO_FORMATS[output.suffix.lower()]) as sink:
+            str(temporary), "w", S3GEN_SAMPLE_RATE, 1, subtype="PCM_16",
+            format=AUDIO_FORMATS[output.suffix.lower()]) as sink:
         for piece in tts.stream(text, voice, **params):
             if samples == 0:
                 logger.info("time to first audio: %.2f s", time.monotonic() - started)

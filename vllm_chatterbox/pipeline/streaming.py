@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vllm_chatterbox.pipeline.long_text import StreamJoiner
+from vllm_chatterbox.config import SPEECH_VOCAB_SIZE
 from vllm_chatterbox.pipeline.batch import s3gen_seed
+from vllm_chatterbox.pipeline.long_text import StreamJoiner
 from vllm_chatterbox.t3.client import T3Client
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
-from vllm_chatterbox.t3.tokens import S3GEN_VOCAB_SIZE
 from vllm_chatterbox.voice.voice import Voice
 
 logger = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ async def _feed(t3_engine: T3Engine, t3_client: T3Client, request: T3Request, st
                 if token == stop:
                     stopped = True
                     break
-                if token < S3GEN_VOCAB_SIZE:
+                if token < SPEECH_VOCAB_SIZE:
                     tokens.append(token)
             if tokens:
                 chunk.tokens += len(tokens)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vllm_chatterbox.config import T3Config
-
-# S3Gen's speech-token vocabulary: ids at or above this are T3 control tokens.
-S3GEN_VOCAB_SIZE = 6561
+from vllm_chatterbox.config import SPEECH_VOCAB_SIZE, T3Config
 
 
 def clean_speech_tokens(tokens: Sequence[int], cfg: T3Config) -> list[int]:
@@ -21,4 +18,4 @@ def clean_speech_tokens(tokens: Sequence[int], cfg: T3Config) -> list[int]:
         tokens = tokens[tokens.index(cfg.start_speech_token) + 1:]
     if cfg.stop_speech_token in tokens:
         tokens = tokens[: tokens.index(cfg.stop_speech_token)]
-    return [t for t in tokens if t < S3GEN_VOCAB_SIZE]
+    return [t for t in tokens if t < SPEECH_VOCAB_SIZE]
