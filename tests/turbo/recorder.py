@@ -15,7 +15,9 @@ import os
 
 import numpy as np
 import torch
-from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor, MoveDirectionality
+from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor
+
+from vllm_chatterbox.t3.batch_state import apply_batch_update
 
 
 class _Recorder(LogitsProcessor):
@@ -31,22 +33,7 @@ class _Recorder(LogitsProcessor):
         return False
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is None:
-            return
-        for index in batch_update.removed:
-            self.states.pop(index, None)
-        for index, params, _prompt, output_tok_ids in batch_update.added:
-            record = (params.extra_args or {}).get("record")
-            if record is None:
-                self.states.pop(index, None)
-            else:
-                self.states[index] = (record, output_tok_ids)
-        for a, b, direction in batch_update.moved:
-            state_a, state_b = self.states.pop(a, None), self.states.pop(b, None)
-            if state_a is not None:
-                self.states[b] = state_a
-            if direction == MoveDirectionality.SWAP and state_b is not None:
-                self.states[a] = state_b
+        apply_batch_update(self.states, batch_update, _recording)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         for index, (record, output_tok_ids) in self.states.items():
@@ -81,3 +68,9 @@ class ForcingRecorder(_Recorder):
 
 def read(directory, tag: str, kind: str, steps: int) -> np.ndarray:
     return np.stack([np.load(os.path.join(directory, f"{tag}.{kind}.{step}.npy")) for step in range(steps)])
+
+
+def _recording(params, output_tok_ids: list[int]) -> tuple[dict, list[int]] | None:
+    """A request's recorder state: its ``record`` extra arg and live output ids (None: not recorded)."""
+    record = (params.extra_args or {}).get("record")
+    return None if record is None else (record, output_tok_ids)
