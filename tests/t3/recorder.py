@@ -34,19 +34,26 @@ class RecordingLogitsProcessor(LogitsProcessor):
             if index >= logits.shape[0]:
                 continue
             step = len(output_tok_ids)
-            path = os.path.join(record["dir"], f"{record['tag']}.{step}.npy")
+            path = os.path.join(record["dir"], self.file_name(record["tag"], step))
             tmp = path + ".tmp.npy"
             np.save(tmp, logits[index].float().cpu().numpy())
             os.replace(tmp, path)
-            forced = record.get("forced")
-            if forced is not None and step < len(forced):
-                keep = logits[index].clone()
-                logits[index] = float("-inf")
-                vocab = logits.shape[1] // 2
-                token = forced[step]
-                logits[index, token] = keep[token]
-                logits[index, vocab + token] = keep[vocab + token]
+            self.force(logits, index, record.get("forced"), step)
         return logits
+
+    def file_name(self, tag: str, step: int) -> str:
+        return f"{tag}.{step}.npy"
+
+    def force(self, logits: torch.Tensor, index: int, forced: list[int] | None, step: int) -> None:
+        """Only the forced id survives, in both halves of the packed row."""
+        if forced is None or step >= len(forced):
+            return
+        keep = logits[index].clone()
+        logits[index] = float("-inf")
+        vocab = logits.shape[1] // 2
+        token = forced[step]
+        logits[index, token] = keep[token]
+        logits[index, vocab + token] = keep[vocab + token]
 
 
 def read_recorded(directory, tag: str, steps: int) -> np.ndarray:
