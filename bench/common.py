@@ -13,7 +13,7 @@ EXAGGERATION = 0.5
 
 def reference_speech_tokens(reference, voice, text_ids: list[int], max_new_tokens: int,
                             generator: torch.Generator) -> list[int]:
-    """One text through ``tests.t3.reference.ReferenceT3`` as the original runs it (batch of one)."""
+    """One text through ``reference.t3.ReferenceT3`` as the original runs it (batch of one)."""
     conditioning = reference.conditioning(voice.speaker_emb, voice.cond_prompt_speech_tokens, EXAGGERATION)
     prefill = reference.prefill_embeds(conditioning, text_ids)
     return reference.generate(prefill, max_new_tokens, generator=generator, **SAMPLING)

@@ -4,7 +4,7 @@ Not a test. Uses a random-weight model at the released size (``make_test_model(s
 fp32), created once under ``--model-dir`` (shared with ``bench/t3_decode.py``).
 
 * baseline, as the original runs a job: for each sentence in turn, T3 with
-  ``tests.t3.reference.ReferenceT3.generate`` (the original's loop: HF ``LlamaModel``, batch of
+  ``reference.t3.ReferenceT3.generate`` (the original's loop: HF ``LlamaModel``, batch of
   two rows cond/uncond, KV cache, CFG -> repetition penalty -> temperature -> min_p -> top_p ->
   ``torch.multinomial``), then ``S3Gen.inference`` on that one clip.
 * ours: one ``ChatterboxTTS.generate`` call on all sentences: T3 batched on vLLM while finished
@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# The baseline lives in the test tree (tests.t3.reference); make the repository root importable
+# The baseline lives at the repository root (reference/t3.py); make the root importable
 # when the script is run as ``python bench/e2e.py``.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -47,7 +47,7 @@ from bench.common import EXAGGERATION, SAMPLING, WARMUP_TEXT, WARMUP_TOKENS, ref
 from vllm_chatterbox.config import ChatterboxConfig  # noqa: E402
 from vllm_chatterbox.t3.engine import DEFAULT_BLOCK_SIZE, cache_root  # noqa: E402
 from vllm_chatterbox.t3.tokens import clean_speech_tokens  # noqa: E402
-from vllm_chatterbox.test_model import make_test_model  # noqa: E402
+from vllm_chatterbox.demo_model import make_test_model  # noqa: E402
 from vllm_chatterbox.text import EnglishTokenizer, text_to_token_ids  # noqa: E402
 from vllm_chatterbox.voice.voice import Voice  # noqa: E402
 
@@ -120,7 +120,7 @@ def configure_threads(threads: int, t3_threads: int) -> None:
 
 def run_baseline(model_dir: Path, cfg: ChatterboxConfig, text_ids: list[list[int]], budgets: list[int],
                  warmup_ids: list[int], n_timesteps: int) -> Result:
-    from tests.t3.reference import ReferenceT3
+    from reference.t3 import ReferenceT3
     from vllm_chatterbox.s3gen.model import S3Gen
 
     voice = Voice.load(model_dir / "conds.pt")

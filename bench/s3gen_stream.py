@@ -2,7 +2,7 @@
 
 Not a test. Builds ``S3Gen(ChatterboxConfig())`` with random weights (module init after
 ``torch.manual_seed(--seed)``: the S3Gen weights ``make_test_model(size="full", seed)`` writes) and
-a random built-in-like voice (``test_model.random_voice``: 100 prompt tokens, 200 mel frames),
+a random built-in-like voice (``demo_model.random_voice``: 100 prompt tokens, 200 mel frames),
 then vocodes ``--tokens`` random speech tokens with one seed:
 
 - one-shot: ``S3Gen.inference(..., seeds=[seed])`` (positional noise, as a stream draws it);
@@ -28,7 +28,7 @@ import torch
 from vllm_chatterbox.config import ChatterboxConfig
 from vllm_chatterbox.s3gen.model import S3Gen
 from vllm_chatterbox.s3gen.streaming import StreamSchedule, new_stream, vocode_stream_chunks
-from vllm_chatterbox.test_model import random_voice
+from vllm_chatterbox.demo_model import random_voice
 
 SAMPLE_RATE = 24000
 SCHEDULES = {

@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 
 from vllm_chatterbox.t3.engine import cache_root
-from vllm_chatterbox.test_model import make_test_model
+from vllm_chatterbox.demo_model import make_test_model
 
 TEXTS = [
     "The station is two streets north of the old market.",

@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from vllm_chatterbox.t3.engine import cache_root  # noqa: E402
-from vllm_chatterbox.test_model import make_test_model  # noqa: E402
+from vllm_chatterbox.demo_model import make_test_model  # noqa: E402
 
 logger = logging.getLogger("bench.stream")
 

@@ -3,7 +3,7 @@
 Not a test. Uses a random-weight model at the released size (``make_test_model(size="full")``:
 30 layers, hidden 1024, fp32), created once under ``--model-dir``.
 
-* baseline: ``tests.t3.reference.ReferenceT3.generate``, the original's inference loop (HF
+* baseline: ``reference.t3.ReferenceT3.generate``, the original's inference loop (HF
   ``LlamaModel``, batch of two rows cond/uncond, KV cache, CFG -> repetition penalty ->
   temperature -> min_p -> top_p -> ``torch.multinomial``), one text at a time.
 * ours: ``ChatterboxTTS.from_dir`` with ``--concurrency`` requests kept in flight (a new one is
@@ -59,7 +59,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# The baseline lives in the test tree (tests.t3.reference); make the repository root importable
+# The baseline lives at the repository root (reference/t3.py); make the root importable
 # when the script is run as ``python bench/t3_decode.py``.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -69,7 +69,7 @@ import torch  # noqa: E402
 from bench.common import EXAGGERATION, SAMPLING, WARMUP_TEXT, WARMUP_TOKENS, reference_speech_tokens  # noqa: E402
 from vllm_chatterbox.config import ChatterboxConfig  # noqa: E402
 from vllm_chatterbox.t3.engine import DEFAULT_BLOCK_SIZE, cache_root  # noqa: E402
-from vllm_chatterbox.test_model import make_test_model  # noqa: E402
+from vllm_chatterbox.demo_model import make_test_model  # noqa: E402
 from vllm_chatterbox.text import EnglishTokenizer, text_to_token_ids  # noqa: E402
 from vllm_chatterbox.voice.voice import Voice  # noqa: E402
 
@@ -141,7 +141,7 @@ def configure_threads(threads: int, bind: bool) -> list[int] | None:
 
 def run_baseline(model_dir: Path, cfg: ChatterboxConfig, text_ids: list[list[int]], warmup_ids: list[int],
                  voice: Voice, max_new_tokens: int, cores: list[int] | None) -> Row:
-    from tests.t3.reference import ReferenceT3
+    from reference.t3 import ReferenceT3
 
     everything = os.sched_getaffinity(0)
     if cores is not None:

@@ -11,8 +11,8 @@ import torch
 
 from tests.paths import SHARED_DIR
 from vllm_chatterbox import cli
-from vllm_chatterbox.engine.watermark import load_watermarker
-from vllm_chatterbox.test_model import make_test_model
+from vllm_chatterbox.pipeline.watermark import load_watermarker
+from vllm_chatterbox.demo_model import make_test_model
 from vllm_chatterbox.voice.voice import Voice
 
 REFERENCE_WAV = SHARED_DIR / "fixtures" / "tiny" / "audio" / "voice2_24k.wav"

@@ -60,7 +60,7 @@ def test_from_files_takes_model_files_only(tmp_path):
 def test_damaged_weights_are_named_before_anything_loads(tmp_path, name, monkeypatch):
     """Headers and archive directories are read up front: a truncated file is a ValueError
     naming it, before any loading (and before vLLM)."""
-    from vllm_chatterbox.test_model import make_test_model
+    from vllm_chatterbox.demo_model import make_test_model
     from vllm_chatterbox.tts import ChatterboxTTS
 
     directory = make_test_model(tmp_path / "m", "tiny")

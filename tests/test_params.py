@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vllm_chatterbox.engine.long_text import check_join_options
+from vllm_chatterbox.pipeline.long_text import check_join_options
 from vllm_chatterbox.params import MAX_SEED, T3_PARAMETERS, check_number, check_seed, check_timesteps, t3_params
 
 

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from vllm_chatterbox.config import S3GEN_SAMPLE_RATE
+
 logger = logging.getLogger("vllm_chatterbox")
 
 DEMO_WARNING = (
@@ -22,7 +24,7 @@ DEMO_MAX_NEW_TOKENS = 150  # 6 s of audio
 
 def _demo_model_dir(multilingual: bool = False, variant: str | None = None) -> Path:
     from vllm_chatterbox.t3.engine import cache_root
-    from vllm_chatterbox.test_model import cached_test_model
+    from vllm_chatterbox.demo_model import cached_test_model
 
     if variant in ("turbo", "nano"):
         directory = cache_root() / f"demo-tiny-{variant}"
@@ -148,7 +150,7 @@ def cmd_speak(args) -> None:
     if args.stream and args.watermark:
         raise ValueError("--watermark marks whole waveforms; it cannot be combined with --stream")
     if args.watermark:
-        from vllm_chatterbox.engine.watermark import load_watermarker
+        from vllm_chatterbox.pipeline.watermark import load_watermarker
 
         load_watermarker()
     files = _model_files(args.model, args)
@@ -169,9 +171,9 @@ def cmd_speak(args) -> None:
             wav = tts.generate_long(text, voice, **params)
         else:
             wav = tts.generate(text, voice, **params)[0]
-        write_audio(output, wav, 24000)
+        write_audio(output, wav, S3GEN_SAMPLE_RATE)
         samples = len(wav)
-    logger.info("wrote %s (%.2f s of audio)", output, samples / 24000)
+    logger.info("wrote %s (%.2f s of audio)", output, samples / S3GEN_SAMPLE_RATE)
     if args.model is None:
         logger.warning("reminder: %s was made with random weights (noise, not speech)", output)
 
@@ -188,7 +190,8 @@ def _speak_streaming(tts, text: str, voice, params: dict, output: Path) -> int:
     started = time.monotonic()
     samples = 0
     with atomic_output(output) as temporary, soundfile.SoundFile(
-            str(temporary), "w", 24000, 1, subtype="PCM_16", format=AUDIO_FORMATS[output.suffix.lower()]) as sink:
+            str(temporary), "w", S3GEN_SAMPLE_RATE, 1, subtype="PCM_16",
+            format=AUDIO_FORMATS[output.suffix.lower()]) as sink:
         for piece in tts.stream(text, voice, **params):
             if samples == 0:
                 logger.info("time to first audio: %.2f s", time.monotonic() - started)
@@ -215,7 +218,7 @@ def cmd_voice(args) -> None:
 
 
 def cmd_make_test_model(args) -> None:
-    from vllm_chatterbox.test_model import make_test_model
+    from vllm_chatterbox.demo_model import make_test_model
 
     make_test_model(args.directory, args.size, args.seed, multilingual=args.multilingual, variant=args.variant)
     kind = " multilingual" if args.multilingual else "" if args.variant == "original" else f" {args.variant}"

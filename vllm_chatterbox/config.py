@@ -16,6 +16,12 @@ from typing import Any
 
 CONFIG_FILE_NAME = "chatterbox_config.json"
 
+# S3Gen's audio rate, Hz: HiFT writes it, and the voice's prompt mel is computed at it.
+S3GEN_SAMPLE_RATE = 24000
+# The S3 speech tokens (3^8 FSQ codes): the S3 tokenizer's codebook and S3Gen's token vocabulary.
+# T3's speech vocabulary is larger; its ids from here on are control tokens S3Gen never sees.
+SPEECH_VOCAB_SIZE = 6561
+
 
 @dataclass(frozen=True)
 class T3Config:
@@ -65,10 +71,6 @@ class T3Config:
     def max_text_len(self) -> int:
         """Largest text length in tokens (without start/stop) the position table allows."""
         return self.text_pos_table_size - 2
-
-    @property
-    def is_multilingual(self) -> bool:
-        return self.text_vocab_size == 2454
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ class S3TokenizerConfig:
     n_head: int = 20
     n_layer: int = 6
     fsmn_kernel_size: int = 31
-    codebook_size: int = 6561
+    codebook_size: int = SPEECH_VOCAB_SIZE
     token_rate: int = 25
     # LayerNorm before each block's attention; s3tokenizer <= 0.2.0 used 1e-6, 0.3.0 (what
     # chatterbox-tts installs today) uses 1e-5. The MLP LayerNorm is 1e-5 in both.
@@ -149,7 +151,7 @@ class CAMPPlusConfig:
 class FlowConfig:
     """Token embedding + upsampling conformer encoder of S3Gen."""
 
-    vocab_size: int = 6561
+    vocab_size: int = SPEECH_VOCAB_SIZE
     input_size: int = 512
     output_size: int = 80
     spk_embed_dim: int = 192
@@ -186,7 +188,7 @@ class HiFTConfig:
     base_channels: int = 512
     f0_cond_channels: int = 512
     nb_harmonics: int = 8
-    sampling_rate: int = 24000
+    sampling_rate: int = S3GEN_SAMPLE_RATE
     nsf_alpha: float = 0.1
     nsf_sigma: float = 0.003
     nsf_voiced_threshold: float = 10.0

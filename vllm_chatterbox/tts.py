@@ -15,11 +15,11 @@ from tqdm import tqdm
 
 from vllm_chatterbox.config import CONFIG_FILE_NAME, ChatterboxConfig, turbo_config
 from vllm_chatterbox.model_files import DEFAULT_REPO, MULTILINGUAL_TEXT_VOCAB_SIZE, TURBO_REPOS, ModelFiles, download
-from vllm_chatterbox.engine.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAUSE_MS,
+from vllm_chatterbox.pipeline.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAUSE_MS,
                                               check_join_options, join_with_crossfade)
-from vllm_chatterbox.engine.pipeline import AudioJob, s3gen_seed, synthesize
-from vllm_chatterbox.engine.streaming import StreamJob, StreamVocoder, stream_audio
-from vllm_chatterbox.engine.watermark import Watermarker, apply_watermark, check_watermark_flag, load_watermarker
+from vllm_chatterbox.pipeline.batch import AudioJob, s3gen_seed, synthesize
+from vllm_chatterbox.pipeline.streaming import StreamJob, StreamVocoder, stream_audio
+from vllm_chatterbox.pipeline.watermark import Watermarker, apply_watermark, check_watermark_flag, load_watermarker
 from vllm_chatterbox.params import check_seed, check_timesteps, is_integer, per_text
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
 from vllm_chatterbox.t3.client import T3Client
@@ -205,7 +205,7 @@ class ChatterboxTTS:
         Takes every parameter of :meth:`generate_speech_tokens` plus ``n_timesteps``, each a
         scalar or one value per text. T3 decodes on vLLM while finished texts are vocoded.
         ``watermark=True`` marks each waveform with Perth, as the original does (see
-        :mod:`vllm_chatterbox.engine.watermark` for when that is available).
+        :mod:`vllm_chatterbox.pipeline.watermark` for when that is available).
         """
         watermarker = self._watermarker_for(watermark)
         wavs = [wav for _, wav in sorted(self._synthesize(texts, voice, n_timesteps, parameters))]

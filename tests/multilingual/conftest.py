@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.t3.driver import RECORDER
-from vllm_chatterbox.test_model import make_test_model
+from vllm_chatterbox.demo_model import make_test_model
 
 torch.set_num_threads(1)
 

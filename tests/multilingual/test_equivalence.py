@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
+from reference.t3 import ReferenceT3
 from tests.t3.driver import assert_matches_reference, run_recorded
-from tests.t3.reference import ReferenceT3
-from vllm_chatterbox.engine.pipeline import s3gen_seed
-from vllm_chatterbox.test_model import random_voice
+from vllm_chatterbox.demo_model import random_voice
+from vllm_chatterbox.pipeline.batch import s3gen_seed
 from vllm_chatterbox.voice.voice import Voice
 
 LOGITS_ATOL = 1e-3

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vllm_chatterbox.tts as tts_module
-from vllm_chatterbox.test_model import make_test_model
+from vllm_chatterbox.demo_model import make_test_model
 
 
 @pytest.mark.parametrize("call,kwargs,message", [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.t3.reference import ReferenceT3
+from reference.t3 import ReferenceT3
 from vllm_chatterbox.text import MultilingualTokenizer, normalize_text
 
 SENTENCES = {

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.server.helpers import API_KEY, ServerProcess, reference_signal, wav_bytes
-from vllm_chatterbox.test_model import make_test_model
+from vllm_chatterbox.demo_model import make_test_model
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,9 @@ import os
 
 import numpy as np
 import torch
-from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor, MoveDirectionality
+from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor
+
+from vllm_chatterbox.t3.batch_state import apply_batch_update
 
 
 class RecordingLogitsProcessor(LogitsProcessor):
@@ -25,41 +27,33 @@ class RecordingLogitsProcessor(LogitsProcessor):
         return False
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is None:
-            return
-        for index in batch_update.removed:
-            self.states.pop(index, None)
-        for index, params, _prompt, output_tok_ids in batch_update.added:
-            record = (params.extra_args or {}).get("record")
-            if record is None:
-                self.states.pop(index, None)
-            else:
-                self.states[index] = (record, output_tok_ids)
-        for a, b, direction in batch_update.moved:
-            state_a, state_b = self.states.pop(a, None), self.states.pop(b, None)
-            if state_a is not None:
-                self.states[b] = state_a
-            if direction == MoveDirectionality.SWAP and state_b is not None:
-                self.states[a] = state_b
+        apply_batch_update(self.states, batch_update, _recording)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         for index, (record, output_tok_ids) in self.states.items():
             if index >= logits.shape[0]:
                 continue
             step = len(output_tok_ids)
-            path = os.path.join(record["dir"], f"{record['tag']}.{step}.npy")
+            path = os.path.join(record["dir"], self.file_name(record["tag"], step))
             tmp = path + ".tmp.npy"
             np.save(tmp, logits[index].float().cpu().numpy())
             os.replace(tmp, path)
-            forced = record.get("forced")
-            if forced is not None and step < len(forced):
-                keep = logits[index].clone()
-                logits[index] = float("-inf")
-                vocab = logits.shape[1] // 2
-                token = forced[step]
-                logits[index, token] = keep[token]
-                logits[index, vocab + token] = keep[vocab + token]
+            self.force(logits, index, record.get("forced"), step)
         return logits
+
+    def file_name(self, tag: str, step: int) -> str:
+        return f"{tag}.{step}.npy"
+
+    def force(self, logits: torch.Tensor, index: int, forced: list[int] | None, step: int) -> None:
+        """Only the forced id survives, in both halves of the packed row."""
+        if forced is None or step >= len(forced):
+            return
+        keep = logits[index].clone()
+        logits[index] = float("-inf")
+        vocab = logits.shape[1] // 2
+        token = forced[step]
+        logits[index, token] = keep[token]
+        logits[index, vocab + token] = keep[vocab + token]
 
 
 def read_recorded(directory, tag: str, steps: int) -> np.ndarray:
@@ -67,3 +61,9 @@ def read_recorded(directory, tag: str, steps: int) -> np.ndarray:
     rows = [np.load(os.path.join(directory, f"{tag}.{step}.npy")) for step in range(steps)]
     stacked = np.stack(rows)
     return stacked.reshape(steps, 2, -1)
+
+
+def _recording(params, output_tok_ids: list[int]) -> tuple[dict, list[int]] | None:
+    """A request's recorder state: its ``record`` extra arg and live output ids (None: not recorded)."""
+    record = (params.extra_args or {}).get("record")
+    return None if record is None else (record, output_tok_ids)

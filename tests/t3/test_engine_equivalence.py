@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from reference.t3 import ReferenceT3
 from tests.paths import FIXTURE_CKPT
 from tests.t3.driver import assert_matches_reference, fixture_voices, run_recorded
-from tests.t3.reference import ReferenceT3
 from vllm_chatterbox.config import tiny_config
-from vllm_chatterbox.test_model import random_voice
+from vllm_chatterbox.demo_model import random_voice
 from vllm_chatterbox.voice.voice import Voice
 
 LOGITS_ATOL = 1e-3

@@ -5,7 +5,7 @@ generated token vLLM returns the log-softmax of the very logits its sampler draw
 after our guidance processor (CFG, repetition penalty over {BOS} + generated), temperature,
 min_p and top_p (vllm/v1/sample/sampler.py ``Sampler.sample`` -> ``TopKTopPSampler``, which
 computes them after ``apply_top_k_top_p``, on CPU and GPU alike). The plain-PyTorch reference
-(tests/t3/reference.py) rebuilds the original's chain on its own raw logits, teacher-forced on
+(reference/t3.py) rebuilds the original's chain on its own raw logits, teacher-forced on
 the tokens vLLM sampled, and the two distributions must agree for a mixed batch of four
 requests with different voices, texts and sampling parameters, at every step.
 
@@ -25,11 +25,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from reference.t3 import SAMPLING_ORDER, Perturbation, ReferenceT3, SamplingParams
 from tests.paths import FIXTURE_CKPT
 from tests.t3.driver import fixture_voices
-from tests.t3.reference import SAMPLING_ORDER, Perturbation, ReferenceT3, SamplingParams
 from vllm_chatterbox.config import tiny_config
-from vllm_chatterbox.test_model import random_voice
+from vllm_chatterbox.demo_model import random_voice
 
 STEPS = 16
 HEAD_SCALE = 0.15

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from vllm_chatterbox.engine.long_text import DEFAULT_MAX_CHUNK_TOKENS
+from vllm_chatterbox.pipeline.long_text import DEFAULT_MAX_CHUNK_TOKENS
 from vllm_chatterbox.text import EnglishTokenizer, normalize_text
 from vllm_chatterbox.text.chunking import split_text
 

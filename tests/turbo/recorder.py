@@ -15,49 +15,23 @@ import os
 
 import numpy as np
 import torch
-from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor, MoveDirectionality
+
+from tests.t3.recorder import RecordingLogitsProcessor
 
 
-class _Recorder(LogitsProcessor):
+class _Recorder(RecordingLogitsProcessor):
+    """The T3 recorder's bookkeeping and files (``tests/t3/recorder.py``), named ``{tag}.{kind}.{step}.npy``."""
+
     kind = ""
 
     def __init__(self, vllm_config, device, is_pin_memory):
+        super().__init__(vllm_config, device, is_pin_memory)
         t3 = vllm_config.model_config.hf_config.t3_turbo
         self.stop = t3["stop_speech_token"]
         self.marker = t3["speech_vocab_size"]
-        self.states: dict[int, tuple[dict, list[int]]] = {}
 
-    def is_argmax_invariant(self) -> bool:
-        return False
-
-    def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is None:
-            return
-        for index in batch_update.removed:
-            self.states.pop(index, None)
-        for index, params, _prompt, output_tok_ids in batch_update.added:
-            record = (params.extra_args or {}).get("record")
-            if record is None:
-                self.states.pop(index, None)
-            else:
-                self.states[index] = (record, output_tok_ids)
-        for a, b, direction in batch_update.moved:
-            state_a, state_b = self.states.pop(a, None), self.states.pop(b, None)
-            if state_a is not None:
-                self.states[b] = state_a
-            if direction == MoveDirectionality.SWAP and state_b is not None:
-                self.states[a] = state_b
-
-    def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        for index, (record, output_tok_ids) in self.states.items():
-            if index >= logits.shape[0]:
-                continue
-            step = len(output_tok_ids)
-            path = os.path.join(record["dir"], f"{record['tag']}.{self.kind}.{step}.npy")
-            np.save(path + ".tmp.npy", logits[index].float().cpu().numpy())
-            os.replace(path + ".tmp.npy", path)
-            self.force(logits, index, record.get("forced"), step)
-        return logits
+    def file_name(self, tag: str, step: int) -> str:
+        return f"{tag}.{self.kind}.{step}.npy"
 
     def force(self, logits, index, forced, step):
         pass
@@ -81,3 +55,4 @@ class ForcingRecorder(_Recorder):
 
 def read(directory, tag: str, kind: str, steps: int) -> np.ndarray:
     return np.stack([np.load(os.path.join(directory, f"{tag}.{kind}.{step}.npy")) for step in range(steps)])
+

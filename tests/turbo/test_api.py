@@ -12,7 +12,7 @@ import torch
 from tests.paths import TURBO_REF
 from tests.turbo.conftest import KV_CACHE_BYTES
 from vllm_chatterbox.model_files import ModelFiles
-from vllm_chatterbox.test_model import make_test_model
+from vllm_chatterbox.demo_model import make_test_model
 
 
 def load(name: str) -> dict[str, np.ndarray]:
@@ -100,7 +100,7 @@ def test_make_test_model_layouts(tmp_path, variant):
 
 def test_full_size_nano_t3_shapes():
     from vllm_chatterbox.config import nano_t3_config
-    from vllm_chatterbox.test_model import random_turbo_t3_state_dict
+    from vllm_chatterbox.demo_model import random_turbo_t3_state_dict
 
     state = random_turbo_t3_state_dict(nano_t3_config(), torch.Generator().manual_seed(0))
     assert state["tfmr.h.11.attn.c_attn.weight"].shape == (768, 2304)

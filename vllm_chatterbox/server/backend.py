@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from vllm_chatterbox.config import S3GEN_SAMPLE_RATE
 from vllm_chatterbox.params import T3_PARAMETERS, reject_unknown
 from vllm_chatterbox.server.metrics import ServerMetrics
 from vllm_chatterbox.voice.audio import load_audio
@@ -25,7 +26,7 @@ from vllm_chatterbox.voice.voice import Voice
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
+SAMPLE_RATE = S3GEN_SAMPLE_RATE
 SPEECH_TOKENS_PER_SECOND = 25
 # Generation parameters a request may set (besides text, voice and language).
 GENERATION_PARAMETERS = (*T3_PARAMETERS, "seed", "n_timesteps")

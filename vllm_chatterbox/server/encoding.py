@@ -17,7 +17,9 @@ import av
 import numpy as np
 import soundfile
 
-SAMPLE_RATE = 24000
+from vllm_chatterbox.config import S3GEN_SAMPLE_RATE
+
+SAMPLE_RATE = S3GEN_SAMPLE_RATE
 
 CONTENT_TYPES = {
     "mp3": "audio/mpeg",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -26,6 +26,28 @@ from vllm_chatterbox.voice.voice import Voice
 CONDITIONING_CACHE_SIZE = 64
 
 
+class ConditioningCache:
+    """A voice's conditioning rows, computed once per (voice, exaggeration): the last
+    :data:`CONDITIONING_CACHE_SIZE` used are kept (both T3 clients use one)."""
+
+    def __init__(self, compute: Callable[[Voice], torch.Tensor], size: int = CONDITIONING_CACHE_SIZE):
+        self.compute = compute
+        self.size = size
+        self._rows: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def get(self, voice: Voice) -> torch.Tensor:
+        key = voice.t3_key
+        cached = self._rows.get(key)
+        if cached is None:
+            cached = self.compute(voice)
+            self._rows[key] = cached
+            if len(self._rows) > self.size:
+                self._rows.popitem(last=False)
+        else:
+            self._rows.move_to_end(key)
+        return cached
+
+
 class T3Client:
     """Builds :class:`T3Request` objects exactly as the original builds T3's input."""
 
@@ -33,7 +55,7 @@ class T3Client:
         self.prompt_builder = prompt_builder
         self.tokenizer = tokenizer
         self.cfg = cfg
-        self._conditioning_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._conditioning_cache = ConditioningCache(prompt_builder.conditioning)
 
     @classmethod
     def from_file(cls, t3_weights: str | Path, tokenizer, cfg: T3Config) -> "T3Client":
@@ -61,16 +83,7 @@ class T3Client:
 
     def conditioning(self, voice: Voice) -> torch.Tensor:
         """The voice's conditioning rows, computed once per (voice, exaggeration)."""
-        key = voice.t3_key
-        cached = self._conditioning_cache.get(key)
-        if cached is None:
-            cached = self.prompt_builder.conditioning(voice)
-            self._conditioning_cache[key] = cached
-            if len(self._conditioning_cache) > CONDITIONING_CACHE_SIZE:
-                self._conditioning_cache.popitem(last=False)
-        else:
-            self._conditioning_cache.move_to_end(key)
-        return cached
+        return self._conditioning_cache.get(voice)
 
     def request(self, text_ids: list[int], voice: Voice, params: T3Params) -> T3Request:
         """One request; ``params.exaggeration``, when not None, overrides the voice's own."""

@@ -44,21 +44,26 @@ def cache_root() -> Path:
 
 
 def vllm_model_dir(t3_weights: Path, cfg: T3Config) -> Path:
-    """A directory holding vLLM's view of T3: ``config.json`` and a link to the T3 weights only.
+    """A directory holding vLLM's view of T3: ``config.json`` and a link to the T3 weights only."""
+    return write_vllm_model_dir(t3_weights, vllm_hf_config(cfg), "vllm-t3", T3_WEIGHTS_FILE)
+
+
+def write_vllm_model_dir(t3_weights: Path, hf_config: dict, kind: str, link_name: str) -> Path:
+    """``cache_root()/kind/<hash>``: ``config.json`` (``hf_config``) and a link ``link_name`` to
+    the T3 weights, reused while the weights file and the configuration stay the same.
 
     vLLM reads every ``*.safetensors`` in its model directory; the official layout keeps the
     S3Gen and voice-encoder weights beside T3, so vLLM gets a directory of its own.
     """
     t3_weights = t3_weights.resolve()
     stat = t3_weights.stat()
-    hf_config = vllm_hf_config(cfg)
     key = hashlib.sha256(
         json.dumps([str(t3_weights), stat.st_size, stat.st_mtime_ns, hf_config], sort_keys=True).encode()
     ).hexdigest()[:16]
-    directory = cache_root() / "vllm-t3" / key
+    directory = cache_root() / kind / key
     if not (directory / "config.json").exists():
         directory.mkdir(parents=True, exist_ok=True)
-        link = directory / T3_WEIGHTS_FILE
+        link = directory / link_name
         if not link.exists():
             link.symlink_to(t3_weights)
         tmp = directory / f"config.json.{os.getpid()}"

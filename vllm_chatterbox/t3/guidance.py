@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import torch
 from vllm import SamplingParams
-from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor, MoveDirectionality
+from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor
 
+from vllm_chatterbox.t3.batch_state import apply_batch_update
 from vllm_chatterbox.t3.layout import split_logits
 
 EXTRA_ARGS_KEY = "t3"
@@ -67,28 +68,19 @@ class T3GuidanceLogitsProcessor(LogitsProcessor):
         return False
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is None:
-            return
-        for index in batch_update.removed:
-            self.states.pop(index, None)
-        for index, params, _prompt_ids, output_tok_ids in batch_update.added:
-            args = (params.extra_args or {}).get(EXTRA_ARGS_KEY, {})
-            penalised = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
-            penalised[self.start_speech_token] = True
-            self.states[index] = _RequestState(
-                cfg_weight=float(args.get("cfg_weight", 0.0)),
-                repetition_penalty=float(args.get("repetition_penalty", 1.0)),
-                output_tok_ids=output_tok_ids,
-                penalised=penalised,
-            )
-        for a, b, direction in batch_update.moved:
-            state_a = self.states.pop(a, None)
-            state_b = self.states.pop(b, None)
-            if state_a is not None:
-                self.states[b] = state_a
-            if direction == MoveDirectionality.SWAP and state_b is not None:
-                self.states[a] = state_b
-        self._weights = self._penalties = None
+        if apply_batch_update(self.states, batch_update, self._new_state):
+            self._weights = self._penalties = None
+
+    def _new_state(self, params: SamplingParams, output_tok_ids: list[int]) -> _RequestState:
+        args = (params.extra_args or {}).get(EXTRA_ARGS_KEY, {})
+        penalised = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
+        penalised[self.start_speech_token] = True
+        return _RequestState(
+            cfg_weight=float(args.get("cfg_weight", 0.0)),
+            repetition_penalty=float(args.get("repetition_penalty", 1.0)),
+            output_tok_ids=output_tok_ids,
+            penalised=penalised,
+        )
 
     def _batch_parameters(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._weights is None or self._weights.shape[0] != batch_size:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from vllm_chatterbox.config import T3Config
+from vllm_chatterbox.config import SPEECH_VOCAB_SIZE, T3Config
 
 logger = logging.getLogger(__name__)
-
-# S3Gen's speech-token vocabulary: ids at or above this are T3 control tokens.
-S3GEN_VOCAB_SIZE = 6561
 
 
 def clean_speech_tokens(tokens: Sequence[int], cfg: T3Config) -> list[int]:
@@ -24,7 +21,7 @@ def clean_speech_tokens(tokens: Sequence[int], cfg: T3Config) -> list[int]:
         tokens = tokens[tokens.index(cfg.start_speech_token) + 1:]
     if cfg.stop_speech_token in tokens:
         tokens = tokens[: tokens.index(cfg.stop_speech_token)]
-    return [t for t in tokens if t < S3GEN_VOCAB_SIZE]
+    return [t for t in tokens if t < SPEECH_VOCAB_SIZE]
 
 
 class StreamingTokenCleaner:
@@ -57,7 +54,7 @@ class StreamingTokenCleaner:
                                    "one-shot clean-up drops those tokens, this stream has already vocoded them",
                                    self.handed_on)
                 continue
-            if token < S3GEN_VOCAB_SIZE:
+            if token < SPEECH_VOCAB_SIZE:
                 tokens.append(token)
         self.handed_on += len(tokens)
         return tokens

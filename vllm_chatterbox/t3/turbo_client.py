@@ -10,7 +10,6 @@ silence tokens (4299), which give the audio its last 120 ms.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import torch
 
 from vllm_chatterbox.config import TurboT3Config
 from vllm_chatterbox.params import check_number, check_seed, per_text, reject_unknown
-from vllm_chatterbox.t3.client import CONDITIONING_CACHE_SIZE
+from vllm_chatterbox.t3.client import ConditioningCache
 from vllm_chatterbox.t3.engine import T3Request, T3Result
 from vllm_chatterbox.t3.turbo_engine import TurboParams, tokens_for_s3gen
 from vllm_chatterbox.t3.turbo_prefix import TurboPromptBuilder
@@ -43,7 +42,7 @@ class TurboT3Client:
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.label = label
-        self._conditioning_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._conditioning_cache = ConditioningCache(prompt_builder.conditioning)
 
     @classmethod
     def from_file(cls, t3_weights: str | Path, tokenizer: TurboTokenizer, cfg: TurboT3Config,
@@ -86,16 +85,7 @@ class TurboT3Client:
         return len(self.text_token_ids(text, language))
 
     def conditioning(self, voice: Voice) -> torch.Tensor:
-        key = voice.t3_key
-        cached = self._conditioning_cache.get(key)
-        if cached is None:
-            cached = self.prompt_builder.conditioning(voice)
-            self._conditioning_cache[key] = cached
-            if len(self._conditioning_cache) > CONDITIONING_CACHE_SIZE:
-                self._conditioning_cache.popitem(last=False)
-        else:
-            self._conditioning_cache.move_to_end(key)
-        return cached
+        return self._conditioning_cache.get(voice)
 
     def request(self, text_ids: list[int], voice: Voice, params: TurboParams) -> T3Request:
         embeds = self.prompt_builder.prompt_embeds(self.conditioning(voice), text_ids)

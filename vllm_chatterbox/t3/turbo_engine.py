@@ -8,9 +8,6 @@ with temperature 1 or greedy from the result) and the stop marker.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,8 +33,6 @@ def max_model_len(cfg: TurboT3Config) -> int:
 
 def vllm_model_dir(t3_weights: Path, cfg: TurboT3Config) -> Path:
     """``config.json`` (GPT-2) and a link to the T3 weights only, in a directory of their own."""
-    t3_weights = t3_weights.resolve()
-    stat = t3_weights.stat()
     hf_config = {
         "architectures": [ARCHITECTURE],
         "model_type": "gpt2",
@@ -55,19 +50,7 @@ def vllm_model_dir(t3_weights: Path, cfg: TurboT3Config) -> Path:
         "torch_dtype": "float32",
         "t3_turbo": asdict(cfg),
     }
-    key = hashlib.sha256(
-        json.dumps([str(t3_weights), stat.st_size, stat.st_mtime_ns, hf_config], sort_keys=True).encode()
-    ).hexdigest()[:16]
-    directory = t3_engine.cache_root() / "vllm-t3-turbo" / key
-    if not (directory / "config.json").exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        link = directory / t3_weights.name
-        if not link.exists():
-            link.symlink_to(t3_weights)
-        tmp = directory / f"config.json.{os.getpid()}"
-        tmp.write_text(json.dumps(hf_config, indent=1))
-        tmp.replace(directory / "config.json")
-    return directory
+    return t3_engine.write_vllm_model_dir(t3_weights, hf_config, "vllm-t3-turbo", t3_weights.resolve().name)
 
 
 @dataclass(frozen=True)

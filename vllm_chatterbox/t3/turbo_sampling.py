@@ -23,7 +23,9 @@ from dataclasses import dataclass
 
 import torch
 from vllm import SamplingParams
-from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor, MoveDirectionality
+from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor
+
+from vllm_chatterbox.t3.batch_state import apply_batch_update
 
 EXTRA_ARGS_KEY = "t3_turbo"
 
@@ -130,25 +132,16 @@ class TurboSamplingLogitsProcessor(LogitsProcessor):
         return False
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is None:
-            return
-        for index in batch_update.removed:
-            self.states.pop(index, None)
-        for index, params, _prompt_ids, output_tok_ids in batch_update.added:
-            args = (params.extra_args or {})[EXTRA_ARGS_KEY]
-            self.states[index] = _RequestState(
-                settings=(args["temperature"], args["top_k"], args["top_p"], args["repetition_penalty"]),
-                output_tok_ids=output_tok_ids,
-                penalised=torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device),
-            )
-        for a, b, direction in batch_update.moved:
-            state_a = self.states.pop(a, None)
-            state_b = self.states.pop(b, None)
-            if state_a is not None:
-                self.states[b] = state_a
-            if direction == MoveDirectionality.SWAP and state_b is not None:
-                self.states[a] = state_b
-        self._params = None
+        if apply_batch_update(self.states, batch_update, self._new_state):
+            self._params = None
+
+    def _new_state(self, params: SamplingParams, output_tok_ids: list[int]) -> _RequestState:
+        args = (params.extra_args or {})[EXTRA_ARGS_KEY]
+        return _RequestState(
+            settings=(args["temperature"], args["top_k"], args["top_p"], args["repetition_penalty"]),
+            output_tok_ids=output_tok_ids,
+            penalised=torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device),
+        )
 
     def _penalised_row(self, state: _RequestState) -> torch.Tensor:
         outputs = state.output_tok_ids

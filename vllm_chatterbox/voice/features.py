@@ -13,10 +13,10 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from vllm_chatterbox.config import VoiceEncoderConfig
+from vllm_chatterbox.config import S3GEN_SAMPLE_RATE, VoiceEncoderConfig
 
 # S3Gen's prompt mel (Matcha/CosyVoice settings), fixed by the released model.
-PROMPT_MEL_SAMPLE_RATE = 24000
+PROMPT_MEL_SAMPLE_RATE = S3GEN_SAMPLE_RATE
 PROMPT_MEL_N_FFT = 1920
 PROMPT_MEL_HOP = 480
 PROMPT_MEL_BINS = 80

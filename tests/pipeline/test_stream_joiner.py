@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vllm_chatterbox.engine.long_text import StreamJoiner, join_with_crossfade
+from vllm_chatterbox.pipeline.long_text import StreamJoiner, join_with_crossfade
 
 
 @pytest.mark.parametrize("pause_ms", [0.0, 3.0, 100.0])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vllm_chatterbox.engine.long_text import fade_curves, join_with_crossfade
+from vllm_chatterbox.pipeline.long_text import fade_curves, join_with_crossfade
 from vllm_chatterbox.text import normalize_text
 from vllm_chatterbox.text.chunking import split_text
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vllm_chatterbox.test_model import make_test_model
+from vllm_chatterbox.demo_model import make_test_model
 
 torch.set_num_threads(1)
 

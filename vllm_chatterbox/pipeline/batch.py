@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ import torch
 from vllm_chatterbox.t3.engine import T3Batch, T3Engine, T3Request
 from vllm_chatterbox.t3.client import T3Client
 from vllm_chatterbox.voice.voice import Voice
+
+if TYPE_CHECKING:
+    from vllm_chatterbox.s3gen.model import S3Gen
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +47,8 @@ def s3gen_seed(seed: int | None) -> int:
     return seed % 2**63
 
 
-def synthesize(t3_engine: T3Engine, t3_client: T3Client, s3gen, jobs: Sequence[AudioJob], *, s3gen_batch: int = DEFAULT_S3GEN_BATCH,
-               max_wait_s: float = DEFAULT_MAX_WAIT_S) -> Iterator[tuple[int, list[int], np.ndarray]]:
+def synthesize(t3_engine: T3Engine, t3_client: T3Client, s3gen: S3Gen, jobs: Sequence[AudioJob], *,
+               s3gen_batch: int = DEFAULT_S3GEN_BATCH, max_wait_s: float = DEFAULT_MAX_WAIT_S) -> Iterator[tuple[int, list[int], np.ndarray]]:
     """Yield ``(index, speech_tokens, waveform)`` per job as soon as its audio is ready.
 
     Leaving early (an error, a break, KeyboardInterrupt) aborts the T3 requests still running.
@@ -68,7 +72,7 @@ def synthesize(t3_engine: T3Engine, t3_client: T3Client, s3gen, jobs: Sequence[A
                 yield from _vocode(s3gen, jobs, batch)
 
 
-def _vocode(s3gen, jobs, batch):
+def _vocode(s3gen: S3Gen, jobs: Sequence[AudioJob], batch):
     empty = [(i, tokens) for i, tokens in batch if not tokens]
     for index, tokens in empty:
         logger.warning("text %d produced no speech tokens; returning silence", index)

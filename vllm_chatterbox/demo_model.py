@@ -29,7 +29,8 @@ from safetensors.torch import save_file
 
 import json
 
-from vllm_chatterbox.config import ChatterboxConfig, T3Config, TurboT3Config, tiny_config, tiny_turbo_config, turbo_config
+from vllm_chatterbox.config import (SPEECH_VOCAB_SIZE, ChatterboxConfig, T3Config, TurboT3Config, tiny_config,
+                                    tiny_turbo_config, turbo_config)
 from vllm_chatterbox.model_files import (MULTILINGUAL_T3_FILES, MULTILINGUAL_TEXT_VOCAB_SIZE, MULTILINGUAL_TOKENIZER,
                                          TURBO_S3GEN, TURBO_T3_FILES, VARIANTS, ModelFiles)
 from vllm_chatterbox.voice.voice import Voice
@@ -170,9 +171,9 @@ def random_voice(generator: torch.Generator, *, prompt_tokens: int = 150, ref_to
     speaker = speaker / speaker.norm()
     return Voice(
         speaker_emb=speaker,
-        cond_prompt_speech_tokens=torch.randint(0, 6561, (1, prompt_tokens), generator=generator),
+        cond_prompt_speech_tokens=torch.randint(0, SPEECH_VOCAB_SIZE, (1, prompt_tokens), generator=generator),
         exaggeration=0.5,
-        prompt_token=torch.randint(0, 6561, (1, ref_tokens), generator=generator),
+        prompt_token=torch.randint(0, SPEECH_VOCAB_SIZE, (1, ref_tokens), generator=generator),
         prompt_feat=torch.randn(1, 2 * ref_tokens, 80, generator=generator) * 1.5 - 5.0,
         embedding=torch.randn(1, 192, generator=generator) * 0.1,
     )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vllm_chatterbox.config import S3GEN_SAMPLE_RATE
 from vllm_chatterbox.params import is_integer, is_number
 
 # Text tokens per chunk. English prose runs about 1.6 characters per text token, so 150 tokens
@@ -47,7 +48,7 @@ def fade_curves(n: int, equal_power: bool = True) -> tuple[np.ndarray, np.ndarra
     return fade_in.astype(np.float32), fade_out.astype(np.float32)
 
 
-def join_with_crossfade(wavs: Sequence[np.ndarray], sample_rate: int = 24000,
+def join_with_crossfade(wavs: Sequence[np.ndarray], sample_rate: int = S3GEN_SAMPLE_RATE,
                         crossfade_ms: float = DEFAULT_CROSSFADE_MS, pause_ms: float = DEFAULT_PAUSE_MS, *,
                         equal_power: bool = True) -> np.ndarray:
     """One float32 waveform from consecutive 1-D chunks (empty chunks are skipped).
@@ -103,7 +104,7 @@ class StreamJoiner:
     the end of a chunk is faded only once the next chunk begins.
     """
 
-    def __init__(self, sample_rate: int = 24000, crossfade_ms: float = DEFAULT_CROSSFADE_MS,
+    def __init__(self, sample_rate: int = S3GEN_SAMPLE_RATE, crossfade_ms: float = DEFAULT_CROSSFADE_MS,
                  pause_ms: float = DEFAULT_PAUSE_MS, *, equal_power: bool = True):
         check_join_options(sample_rate, crossfade_ms, pause_ms)
         self.fade = round(crossfade_ms * sample_rate / 1000)

@@ -17,15 +17,20 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vllm_chatterbox.engine.long_text import StreamJoiner
-from vllm_chatterbox.engine.pipeline import s3gen_seed
+from vllm_chatterbox.pipeline.batch import s3gen_seed
+from vllm_chatterbox.pipeline.long_text import StreamJoiner
 from vllm_chatterbox.t3.client import T3Client
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
 from vllm_chatterbox.t3.tokens import StreamingTokenCleaner
 from vllm_chatterbox.voice.voice import Voice
+
+if TYPE_CHECKING:
+    from vllm_chatterbox.s3gen.model import S3Gen
+    from vllm_chatterbox.s3gen.streaming import StreamState
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +50,7 @@ class StreamVocoder:
     then the same alone, in any batch, and at any speed of T3.
     """
 
-    def __init__(self, s3gen):
+    def __init__(self, s3gen: S3Gen):
         from vllm_chatterbox.s3gen.streaming import vocode_stream_chunks
 
         self._s3gen = s3gen
@@ -97,7 +102,7 @@ class StreamVocoder:
 
 @dataclass
 class _Pending:
-    state: object  # s3gen.streaming.StreamState
+    state: StreamState
     sink: PieceSink
     tokens: list[int] = field(default_factory=list)
     final: bool = False
@@ -124,7 +129,7 @@ class StreamJob:
     trim_last_token: bool  # the multilingual model drops the last token's audio
 
 
-async def stream_audio(job: StreamJob, t3_engine: T3Engine, t3_client: T3Client, s3gen,
+async def stream_audio(job: StreamJob, t3_engine: T3Engine, t3_client: T3Client, s3gen: S3Gen,
                        vocoder: StreamVocoder) -> AsyncIterator[np.ndarray]:
     """24 kHz float32 pieces of the job's speech, in order. Closing the iterator early aborts
     the T3 requests and drops the queued vocoder work."""

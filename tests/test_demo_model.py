@@ -8,8 +8,8 @@ from safetensors import safe_open
 
 from tests.paths import FIXTURE_CKPT
 from vllm_chatterbox.config import ChatterboxConfig
+from vllm_chatterbox.demo_model import make_test_model
 from vllm_chatterbox.model_files import ModelFiles
-from vllm_chatterbox.test_model import make_test_model
 from vllm_chatterbox.voice.voice import Voice
 
 
@@ -63,39 +63,39 @@ def test_full_size_config_is_the_released_model():
 
 
 def test_cached_model_is_built_atomically_and_verified_on_use(tmp_path, monkeypatch):
-    from vllm_chatterbox import test_model
+    from vllm_chatterbox import demo_model
 
     directory = tmp_path / "cache" / "demo-tiny"
-    real_make = test_model.make_test_model
+    real_make = demo_model.make_test_model
 
     def interrupted(target, *args, **kwargs):
         real_make(target, *args, **kwargs)
         (target / "tokenizer.json").unlink()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(test_model, "make_test_model", interrupted)
+    monkeypatch.setattr(demo_model, "make_test_model", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        test_model.cached_test_model(directory)
+        demo_model.cached_test_model(directory)
     assert not directory.exists() and list((tmp_path / "cache").iterdir()) == [], "a partial model was left behind"
 
-    monkeypatch.setattr(test_model, "make_test_model", real_make)
-    assert test_model.cached_test_model(directory) == directory
+    monkeypatch.setattr(demo_model, "make_test_model", real_make)
+    assert demo_model.cached_test_model(directory) == directory
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["demo-tiny"]
     conds = (directory / "conds.pt").read_bytes()
 
     # Used again: verified, not rebuilt.
-    monkeypatch.setattr(test_model, "make_test_model", lambda *a, **k: pytest.fail("rebuilt a sound model"))
-    test_model.cached_test_model(directory)
+    monkeypatch.setattr(demo_model, "make_test_model", lambda *a, **k: pytest.fail("rebuilt a sound model"))
+    demo_model.cached_test_model(directory)
 
     # A partly written model from an older version (missing tokenizer, truncated weights) is rebuilt.
-    monkeypatch.setattr(test_model, "make_test_model", real_make)
+    monkeypatch.setattr(demo_model, "make_test_model", real_make)
     for damage in ("missing", "truncated"):
         if damage == "missing":
             (directory / "tokenizer.json").unlink()
         else:
             data = (directory / "s3gen.safetensors").read_bytes()
             (directory / "s3gen.safetensors").write_bytes(data[:1000])
-        test_model.cached_test_model(directory)
-        test_model.verify_model_dir(directory)
+        demo_model.cached_test_model(directory)
+        demo_model.verify_model_dir(directory)
         assert (directory / "conds.pt").read_bytes() == conds
         assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["demo-tiny"]

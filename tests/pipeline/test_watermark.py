@@ -6,7 +6,7 @@ import types
 import numpy as np
 import pytest
 
-from vllm_chatterbox.engine.watermark import load_watermarker
+from vllm_chatterbox.pipeline.watermark import load_watermarker
 
 
 class MarkingWatermarker:
