@@ -73,7 +73,10 @@ class S3Gen(nn.Module):
         return self.flow.decoder.estimator.compute_dtype
 
     def set_compute_dtype(self, dtype: str | torch.dtype) -> None:
-        """Run the estimator and HiFT's convolution stack in ``dtype`` ("float32" / "bfloat16")."""
+        """Run the estimator and HiFT's convolution stack in ``dtype`` ("float32" / "bfloat16").
+
+        Going back from bfloat16 to float32 keeps the bf16-rounded weights: load the model again
+        (``from_file``) for the exact path."""
         dtype = s3gen_dtype(dtype)
         self.flow.decoder.estimator.set_compute_dtype(dtype)
         self.mel2wav.set_compute_dtype(dtype)
