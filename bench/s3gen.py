@@ -119,30 +119,32 @@ def main() -> None:
     for model in models.values():  # warm-up: kernel selection, allocator
         model.inference([clips[0][:10]], [voice], n_timesteps=1)
 
+    prompt_frames = voice.prompt_feat.shape[1]
+    audio_s = sum(480 * (2 * (prompt_tokens + n) - prompt_frames) for n in lengths) / SAMPLE_RATE
+    print(f"S3Gen full size (random weights), CPU, {torch.get_num_threads()} thread(s), {args.n_timesteps} CFM steps; "
+          f"CPU bf16 support: {cpu_bf16_support()}")
+    print(f"{args.clips} clips, tokens {lengths}, built-in voice ({prompt_tokens} prompt tokens / "
+          f"{prompt_frames} frames), {audio_s:.1f} s of audio; batched as {len(groups)} group(s) "
+          f"of sizes {[len(g) for g in groups]}")
+    print("baseline = the original's algorithm one clip at a time in fp32 with SDPA attention and the threads "
+          "above (S3Gen.inference per clip; see the module docstring)")
+    print(f"{'mode':<52}{'wall s':>8}{'CPU s':>8}{'wall s/audio s':>16}{'speed-up (wall)':>17}", flush=True)
+
+    def report(t: Timing, base: Timing) -> None:
+        print(f"{t.name:<52}{t.wall_s:>8.2f}{t.cpu_s:>8.2f}{t.wall_s / audio_s:>16.3f}{base.wall_s / t.wall_s:>16.2f}x",
+              flush=True)
+
     fp32 = models["float32"]
-    timings = []
-    t, single = timed("baseline: original algorithm, 1 clip/call, fp32", lambda: [
+    base, single = timed("baseline: original algorithm, 1 clip/call, fp32", lambda: [
         fp32.inference([c], [voice], n_timesteps=args.n_timesteps, generators=[g])[0]
         for c, g in zip(clips, generators())])
-    timings.append(t)
+    report(base, base)
     outputs = {}
     for dtype, model in models.items():
         t, outputs[dtype] = timed(f"ours batched, {dtype}", lambda model=model: model.inference(
             clips, voices, n_timesteps=args.n_timesteps, generators=generators(), max_batch_frames=args.max_batch_frames))
-        timings.append(t)
+        report(t, base)
 
-    audio_s = sum(len(w) for w in single) / SAMPLE_RATE
-    print(f"S3Gen full size (random weights), CPU, {torch.get_num_threads()} thread(s), {args.n_timesteps} CFM steps; "
-          f"CPU bf16 support: {cpu_bf16_support()}")
-    print(f"{args.clips} clips, tokens {lengths}, built-in voice ({prompt_tokens} prompt tokens / "
-          f"{voice.prompt_feat.shape[1]} frames), {audio_s:.1f} s of audio; batched as {len(groups)} group(s) "
-          f"of sizes {[len(g) for g in groups]}")
-    print("baseline = the original's algorithm one clip at a time in fp32 with SDPA attention and the threads "
-          "above (S3Gen.inference per clip; see the module docstring)")
-    base = timings[0]
-    print(f"{'mode':<52}{'wall s':>8}{'CPU s':>8}{'wall s/audio s':>16}{'speed-up (wall)':>17}")
-    for t in timings:
-        print(f"{t.name:<52}{t.wall_s:>8.2f}{t.cpu_s:>8.2f}{t.wall_s / audio_s:>16.3f}{base.wall_s / t.wall_s:>16.2f}x")
     max_diff = max(float(np.abs(a - b).max()) for a, b in zip(single, outputs["float32"]))
     print(f"max |ours fp32 batched - baseline| = {max_diff:.2e} (same noise); peak RSS {peak_rss_mib():.0f} MiB")
 
