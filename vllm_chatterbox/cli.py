@@ -66,7 +66,7 @@ def _load_model(files, args):
         options["max_num_seqs"] = args.max_num_seqs
     if args.model is None:
         options["max_model_len"] = 2048  # the demo model is tiny; keep its KV cache small
-    return ChatterboxTTS.from_files(files, **options)
+    return ChatterboxTTS.from_files(files, s3gen_dtype=args.s3gen_dtype, **options)
 
 
 def _speak_text(args) -> str:
@@ -244,7 +244,7 @@ def cmd_serve(args) -> None:
         options.setdefault("max_model_len", 2048)  # the demo model is tiny; keep its KV cache small
 
     def load_backend(metrics):
-        tts = ChatterboxTTS.from_files(_model_files(args.model, args), **options)
+        tts = ChatterboxTTS.from_files(_model_files(args.model, args), s3gen_dtype=args.s3gen_dtype, **options)
         # Random weights rarely emit the stop token; the demo keeps each chunk short.
         cap = args.max_new_tokens or (DEMO_MAX_NEW_TOKENS if args.model is None else None)
         return SpeechBackend(tts, metrics, max_new_tokens=cap)
@@ -324,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--variant", choices=("turbo", "nano"), default=None,
                              help="Chatterbox Turbo / Nano for a hub repo id or the demo model "
                                   "(a local directory is recognised by its files)")
+    for command in (speak, serve):
+        command.add_argument("--s3gen-dtype", choices=("float32", "bfloat16"), default="float32",
+                             help="S3Gen precision: float32 (exact, default) or bfloat16 (faster only where "
+                                  "the hardware computes bf16: CUDA, AVX512-BF16/AMX CPUs)")
 
     make = sub.add_parser("make-test-model", help="write a random-weight model in the official layout")
     make.add_argument("directory")

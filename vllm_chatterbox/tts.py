@@ -37,13 +37,17 @@ class ChatterboxTTS:
 
     Build with :meth:`from_dir` (official file layout) or :meth:`from_pretrained` (hub).
     Extra keyword arguments go to ``vllm.LLM`` (e.g. ``max_num_seqs``, ``max_model_len``).
+    ``s3gen_dtype``: "float32" (exact, default) or "bfloat16" (S3Gen's estimator and vocoder
+    convolutions in bf16, see :mod:`vllm_chatterbox.s3gen.model`; a speed-up only where the
+    hardware computes bf16 natively).
     """
 
     def __init__(self, files: ModelFiles, config: ChatterboxConfig, engine_options: dict[str, Any],
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", s3gen_dtype: str = "float32"):
         self.files = files
         self.config = config
         self.device = torch.device(device)
+        self.s3gen_dtype = _checked_s3gen_dtype(s3gen_dtype)
         tokenizer_class = MultilingualTokenizer if files.multilingual else EnglishTokenizer
         self.t3 = T3Client.from_file(files.t3, tokenizer_class.from_file(files.tokenizer), config.t3)
         self.builtin_voice = Voice.load(files.conds).check_dims(config)
@@ -52,7 +56,7 @@ class ChatterboxTTS:
     @classmethod
     def from_dir(cls, path: str | Path, *, multilingual: bool | None = None, version: str | None = None,
                  variant: str | None = None, device: str | torch.device | None = None,
-                 **engine_options) -> "ChatterboxTTS":
+                 s3gen_dtype: str = "float32", **engine_options) -> "ChatterboxTTS":
         """Load a model directory in the official layout. ``device`` runs S3Gen and the voice
         networks (default: CUDA when available); T3 runs wherever vLLM runs.
 
@@ -61,11 +65,11 @@ class ChatterboxTTS:
         are recognised too (``variant`` forces one) and load as :class:`ChatterboxTurboTTS`.
         """
         files = ModelFiles.from_dir(path, multilingual=multilingual, version=version, variant=variant)
-        return cls.from_files(files, device=device, **engine_options)
+        return cls.from_files(files, device=device, s3gen_dtype=s3gen_dtype, **engine_options)
 
     @classmethod
     def from_files(cls, files: ModelFiles, *, device: str | torch.device | None = None,
-                   **engine_options) -> "ChatterboxTTS":
+                   s3gen_dtype: str = "float32", **engine_options) -> "ChatterboxTTS":
         """Load already located model files (see :class:`ModelFiles`)."""
         if not isinstance(files, ModelFiles):
             raise ValueError(f"files must be a ModelFiles (see ModelFiles.from_dir), got {type(files).__name__}; "
@@ -74,8 +78,9 @@ class ChatterboxTTS:
         if files.is_turbo:
             from vllm_chatterbox.turbo import ChatterboxTurboTTS
 
-            return ChatterboxTurboTTS(files, model_config(files), engine_options, device or default_device())
-        return cls(files, model_config(files), engine_options, device or default_device())
+            return ChatterboxTurboTTS(files, model_config(files), engine_options, device or default_device(),
+                                      s3gen_dtype)
+        return cls(files, model_config(files), engine_options, device or default_device(), s3gen_dtype)
 
     @classmethod
     def from_pretrained(cls, repo_id: str | None = None, *, revision: str | None = None, multilingual: bool = False,
@@ -93,7 +98,7 @@ class ChatterboxTTS:
     def s3gen(self):
         from vllm_chatterbox.s3gen.model import S3Gen
 
-        return S3Gen.from_file(self.files.s3gen, self.config, device=self.device)
+        return S3Gen.from_file(self.files.s3gen, self.config, device=self.device, dtype=self.s3gen_dtype)
 
     @functools.cached_property
     def voice_builder(self):
@@ -322,6 +327,15 @@ class ChatterboxTTS:
         jobs = [AudioJob(request=r, voice=v, n_timesteps=n, seed=r.params.seed) for r, v, n in zip(requests, voices, steps)]
         for index, tokens, wav in synthesize(self.t3_engine, self.t3, self.s3gen, jobs):
             yield index, self._trim_last_token(wav, len(tokens))
+
+
+def _checked_s3gen_dtype(name: str) -> str:
+    """The S3Gen dtype name, validated before any engine starts."""
+    from vllm_chatterbox.s3gen.model import S3GEN_DTYPES
+
+    if not isinstance(name, str) or name not in S3GEN_DTYPES:
+        raise ValueError(f"s3gen_dtype must be one of {sorted(S3GEN_DTYPES)}, got {name!r}")
+    return name
 
 
 def default_device() -> str:

@@ -28,7 +28,7 @@ from vllm_chatterbox.model_files import ModelFiles
 from vllm_chatterbox.t3.turbo_client import TurboT3Client
 from vllm_chatterbox.t3.turbo_engine import TurboT3Engine
 from vllm_chatterbox.text.turbo import TurboTokenizer
-from vllm_chatterbox.tts import ChatterboxTTS
+from vllm_chatterbox.tts import ChatterboxTTS, _checked_s3gen_dtype
 from vllm_chatterbox.voice.voice import Voice
 
 DEFAULT_N_TIMESTEPS = 2
@@ -36,13 +36,14 @@ DEFAULT_N_TIMESTEPS = 2
 
 class ChatterboxTurboTTS(ChatterboxTTS):
     def __init__(self, files: ModelFiles, config: ChatterboxConfig, engine_options: dict[str, Any],
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", s3gen_dtype: str = "float32"):
         if not config.estimator.meanflow:
             raise ValueError(f"{files.directory}: chatterbox_config.json must set estimator.meanflow for "
                              f"the {files.variant} model")
         self.files = files
         self.config = config
         self.device = torch.device(device)
+        self.s3gen_dtype = _checked_s3gen_dtype(s3gen_dtype)
         tokenizer = TurboTokenizer.from_dir(files.tokenizer, config.turbo_t3.text_vocab_size)
         self.t3 = TurboT3Client.from_file(files.t3, tokenizer, config.turbo_t3, label=files.variant)
         self.builtin_voice = Voice.load(files.conds)

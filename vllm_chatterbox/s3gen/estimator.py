@@ -8,6 +8,11 @@ stage and a final causal block. Parameter names equal the official
 
 Padding: convolutions are causal (left padding only), LayerNorms act per frame and attention
 masks padded keys, so right-padded batch items get the same values as when run alone.
+
+Precision (:meth:`ConditionalDecoder.set_compute_dtype`): in bfloat16 the convolutions, linears
+and attention run in bf16 while the LayerNorms (statistics and affine parameters) and the time
+embedding MLP stay in fp32; the solver keeps its state and the velocity sum in fp32. In fp32 the
+casts are no-ops, so the exact path computes exactly what it did without them.
 """
 
 from __future__ import annotations
@@ -34,7 +39,20 @@ class CausalConv1d(nn.Conv1d):
         return super().forward(F.pad(x, (self.left_pad, 0)))
 
 
-class ChannelLayerNorm(nn.LayerNorm):
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors to fp32; fp32 / fp64 unchanged (the same tensor, no copy)."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
+class Fp32LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 (with fp32 parameters) whatever the input's precision; the
+    output has the input's dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(upcast(x), self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
+
+
+class ChannelLayerNorm(Fp32LayerNorm):
     """LayerNorm over the channel axis of a (B, C, T) tensor."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,9 +127,9 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, dim: int, n_heads: int, head_dim: int):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = Fp32LayerNorm(dim)
         self.attn1 = Attention(dim, n_heads, head_dim)
-        self.norm3 = nn.LayerNorm(dim)
+        self.norm3 = Fp32LayerNorm(dim)
         self.ff = FeedForward(dim, 4 * dim)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -150,8 +168,22 @@ class ConditionalDecoder(nn.Module):
         self.final_block = CausalBlock(C, C)
         self.final_proj = nn.Conv1d(C, cfg.out_channels, 1)
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.final_proj.weight.dtype
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> None:
+        """Run in ``dtype`` with the fp32 islands of :meth:`fp32_modules` kept in fp32."""
+        self.to(dtype)
+        for module in self.fp32_modules():
+            module.float()
+
+    def fp32_modules(self) -> list[nn.Module]:
+        """LayerNorms and the time-embedding MLP (it runs once per call, on n_timesteps rows)."""
+        return [self.time_mlp, *(m for m in self.modules() if isinstance(m, nn.LayerNorm))]
+
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
-        """(N,) -> (N, 4*channels); computed once per solver step and broadcast over the batch."""
+        """(N,) -> (N, 4*channels) in t's dtype; computed once per call for all solver steps."""
         return self.time_mlp(sinusoidal_time_embedding(t, self.in_channels))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, time_emb: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -56,24 +56,26 @@ class ConditionalFlowMatching(nn.Module):
                 cond: torch.Tensor, n_timesteps: int) -> torch.Tensor:
         """noise, mu, cond (B, 80, L); mask (B, 1, L); spks (B, 80) -> mel (B, 80, L)."""
         B, n_mels, L = mu.shape
+        dtype = self.estimator.compute_dtype
         t_span = cosine_time_grid(n_timesteps, mu.device, mu.dtype)
         step_sizes = t_span[1:] - t_span[:-1]
-        time_embs = self.estimator.time_embedding(t_span[:-1])  # all steps at once: (n, 4C)
+        time_embs = self.estimator.time_embedding(t_span[:-1]).to(dtype)  # all steps at once: (n, 4C)
 
         # Rows [0, B) are conditioned, rows [B, 2B) are the unconditional guidance copies whose
         # mu / speaker / prompt channels stay zero. Only the first 80 channels change per step.
-        inputs = mu.new_zeros(2 * B, 4 * n_mels, L)
+        # The estimator runs in its compute dtype; the solver state x stays in mu's (fp32).
+        inputs = mu.new_zeros(2 * B, 4 * n_mels, L, dtype=dtype)
         inputs[:B, n_mels:2 * n_mels] = mu
         inputs[:B, 2 * n_mels:3 * n_mels] = spks.unsqueeze(-1)
         inputs[:B, 3 * n_mels:] = cond
-        mask2 = torch.cat([mask, mask])
+        mask2 = torch.cat([mask, mask]).to(dtype)
         bias = attention_bias(mask2)
 
         x = noise
         for step in range(n_timesteps):
             inputs[:B, :n_mels] = x
             inputs[B:, :n_mels] = x
-            velocity = self.estimator(inputs, mask2, time_embs[step:step + 1], bias)
+            velocity = self.estimator(inputs, mask2, time_embs[step:step + 1], bias).to(x.dtype)
             v_cond, v_uncond = velocity[:B], velocity[B:]
             x = x + step_sizes[step] * ((1.0 + self.cfg_rate) * v_cond - self.cfg_rate * v_uncond)
         return x

@@ -8,6 +8,11 @@ with zeros, so re-zeroing each item's frames past its own length after every con
 the padded batch see exactly what a single item sees; the reflect padding of the source STFT and
 the iSTFT window normalisation are done per item. Only the small f0 predictor runs per item
 (see ``_f0_per_item``).
+
+Precision (:meth:`HiFTGenerator.set_compute_dtype`): in bfloat16 only the convolution stack
+(conv_pre, upsamplers, resblocks, source downsamplers, conv_post) runs in bf16. The f0 predictor
+and the source module (whose phase integrates f0 over the whole item), the STFT of the source,
+the exp / sin of conv_post's output and the iSTFT stay in fp32.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vllm_chatterbox.config import HiFTConfig
+from vllm_chatterbox.s3gen.estimator import upcast
 from vllm_chatterbox.s3gen.hift_source import SourceModule
 from vllm_chatterbox.s3gen.noise import source_noise, source_phases
 
@@ -183,6 +189,14 @@ class HiFTGenerator(nn.Module):
             sd[name + _PARAM_V] = w
         return sd
 
+    # ---- precision -------------------------------------------------------------------------
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> None:
+        """Run the convolution stack in ``dtype``; the f0 / source path stays in fp32."""
+        self.to(dtype)
+        self.f0_predictor.float()
+        self.m_source.float()
+
     # ---- inference -------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -197,7 +211,7 @@ class HiFTGenerator(nn.Module):
         lengths = self._check_inputs(mel, mel_lengths, generators, sources)
         batch, _, frames = mel.shape
         num_samples = frames * self.samples_per_frame
-        mel = mel.to(self.conv_pre.weight.dtype)
+        mel = mel.to(self.f0_predictor.classifier.weight.dtype)
         mel = _masked(mel, lengths.mask(1, 0, frames, mel.dtype))
 
         if sources is None:
@@ -249,7 +263,7 @@ class HiFTGenerator(nn.Module):
     @torch.no_grad()
     def item_f0(self, mel: Tensor) -> Tensor:
         """One item's mel (80, T) -> f0 (T,) in Hz (a batch-of-one call: see ``_f0_per_item``)."""
-        return self.f0_predictor(mel[None].to(self.conv_pre.weight.dtype))[0]
+        return self.f0_predictor(mel[None].to(self.f0_predictor.classifier.weight.dtype))[0]
 
     @torch.no_grad()
     def positional_source(self, f0: Tensor, seed: int, start_frame: int = 0,
@@ -287,6 +301,7 @@ class HiFTGenerator(nn.Module):
         Samples past an item's length are meaningless.
         """
         frames = mel.shape[-1]
+        mel = mel.to(self.conv_pre.weight.dtype)
         stft = self._stft(source[:, 0].float(), lengths).to(mel.dtype)
 
         x = _masked(self.conv_pre(mel), lengths.mask(1, 0, frames, mel.dtype))
@@ -308,7 +323,7 @@ class HiFTGenerator(nn.Module):
                 acc = acc + block(x, mask)
             x = acc / len(blocks)
 
-        x = self.conv_post(F.leaky_relu(x))
+        x = upcast(self.conv_post(F.leaky_relu(x)))
         bins = self.n_fft // 2 + 1
         magnitude = torch.exp(x[:, :bins])
         phase = torch.sin(x[:, bins:])

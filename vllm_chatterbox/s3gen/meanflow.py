@@ -25,6 +25,9 @@ class MeanflowDecoder(ConditionalDecoder):
         time_dim = 4 * cfg.channels
         self.time_embed_mixer = nn.Linear(2 * time_dim, time_dim, bias=False)
 
+    def fp32_modules(self) -> list[nn.Module]:
+        return [*super().fp32_modules(), self.time_embed_mixer]
+
     def mean_time_embedding(self, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """(N,) start times, (N,) end times -> (N, 4*channels)."""
         return self.time_embed_mixer(torch.cat([self.time_embedding(t), self.time_embedding(r)], dim=1))
@@ -41,14 +44,16 @@ class MeanflowEuler(nn.Module):
                 cond: torch.Tensor, n_timesteps: int) -> torch.Tensor:
         """noise, mu, cond (B, 80, L); mask (B, 1, L); spks (B, 80) -> mel (B, 80, L)."""
         n_mels = mu.shape[1]
+        dtype = self.estimator.compute_dtype
         t_span = torch.linspace(0, 1, n_timesteps + 1, device=mu.device, dtype=mu.dtype)
-        time_embs = self.estimator.mean_time_embedding(t_span[:-1], t_span[1:])
-        inputs = torch.cat([noise, mu, spks.unsqueeze(-1).expand_as(mu), cond], dim=1)
+        time_embs = self.estimator.mean_time_embedding(t_span[:-1], t_span[1:]).to(dtype)
+        inputs = torch.cat([noise, mu, spks.unsqueeze(-1).expand_as(mu), cond], dim=1).to(dtype)
+        mask = mask.to(dtype)
         bias = attention_bias(mask)
         x = noise
         for step in range(n_timesteps):
             inputs[:, :n_mels] = x
-            velocity = self.estimator(inputs, mask, time_embs[step:step + 1], bias)
+            velocity = self.estimator(inputs, mask, time_embs[step:step + 1], bias).to(x.dtype)
             x = x + (t_span[step + 1] - t_span[step]) * velocity
         return x
 

@@ -8,6 +8,15 @@ rounding.
 
 Loads the ``flow.*`` and ``mel2wav.*`` entries of the official ``s3gen.safetensors`` (the
 ``tokenizer.*`` / ``speaker_encoder.*`` entries belong to the voice side and are skipped).
+
+Precision (``dtype``, see :data:`S3GEN_DTYPES`): "float32" (default) is the exact path.
+"bfloat16" runs the two heavy parts in bf16: the CFM estimator (10 steps x 2 CFG rows over
+prompt + generated frames, nearly all of S3Gen's work) and HiFT's convolution stack, with fp32
+islands where faithfulness needs them (LayerNorms, time embeddings, the solver state, HiFT's f0
+and source path, STFT / iSTFT). The conformer encoder runs once per call (a few % of the work)
+and stays fp32, as do the input and output of every stage: mels and waveforms are fp32. bf16
+pays off only where the hardware computes bf16 natively (CUDA, CPUs with AVX512-BF16 / AMX);
+on an AVX2-only CPU PyTorch's bf16 matmuls and convolutions are several times slower than fp32.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 VOICE_SIDE_PREFIXES = ("tokenizer.", "speaker_encoder.")
+S3GEN_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_MAX_BATCH_FRAMES = 8192  # batch size x longest item, in 50 Hz frames (CFG rows not counted)
 
 
@@ -54,17 +64,35 @@ class S3Gen(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of mels, noise and waveforms in and out (fp32 in both precisions)."""
         return self.flow.input_embedding.weight.dtype
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the CFM estimator and HiFT's convolutions run in."""
+        return self.flow.decoder.estimator.compute_dtype
+
+    def set_compute_dtype(self, dtype: str | torch.dtype) -> None:
+        """Run the estimator and HiFT's convolution stack in ``dtype`` ("float32" / "bfloat16").
+
+        Going back from bfloat16 to float32 keeps the bf16-rounded weights: load the model again
+        (``from_file``) for the exact path."""
+        dtype = s3gen_dtype(dtype)
+        self.flow.decoder.estimator.set_compute_dtype(dtype)
+        self.mel2wav.set_compute_dtype(dtype)
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
     def from_file(cls, source: str | Path | dict[str, torch.Tensor], config: ChatterboxConfig,
-                  device: str | torch.device = "cpu") -> "S3Gen":
-        """Build from an official ``s3gen.safetensors`` / ``s3gen.pt`` path or an already loaded state dict."""
+                  device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32") -> "S3Gen":
+        """Build from an official ``s3gen.safetensors`` / ``s3gen.pt`` path or an already loaded state
+        dict; ``dtype`` "float32" (exact) or "bfloat16" (see the module docstring)."""
+        dtype = s3gen_dtype(dtype)
         state_dict = _read_state_dict(source) if isinstance(source, (str, Path)) else source
         model = cls(config)
         model.load_official_state_dict(state_dict)
+        model.set_compute_dtype(dtype)
         return model.to(device)
 
     def load_official_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
@@ -281,6 +309,15 @@ class _Item:
     noise: torch.Tensor  # (80, frames) initial CFM noise
     frames: int  # 2 * (prompt tokens + speech tokens)
     seed: int | None  # positional-noise seed, when drawing that way
+
+
+def s3gen_dtype(value: str | torch.dtype) -> torch.dtype:
+    """"float32" / "bfloat16" (or those torch dtypes) -> the torch dtype; anything else is a ValueError."""
+    if isinstance(value, torch.dtype) and value in S3GEN_DTYPES.values():
+        return value
+    if isinstance(value, str) and value in S3GEN_DTYPES:
+        return S3GEN_DTYPES[value]
+    raise ValueError(f"s3gen dtype must be one of {sorted(S3GEN_DTYPES)}, got {value!r}")
 
 
 def random_seed() -> int:

@@ -3,6 +3,13 @@
 Two 16 kHz versions of the reference feed different networks, as in the original:
 soxr-resampled audio of the whole file for the voice encoder and the T3 prompt tokens,
 sinc-resampled audio of the first 10 s for CAMPPlus and the S3Gen prompt tokens.
+
+Precision: these networks always run in fp32, also when S3Gen runs in bfloat16
+(``s3gen_dtype``). They run once per reference clip and the voice is cached, so they are off the
+per-request path and bf16 would save nothing that matters; and their outputs condition every
+later request: the S3 tokenizer's output is discrete (a rounding-level change of its logits can
+flip a prompt token), the CAMPPlus x-vector and voice-encoder embedding are reused verbatim, so
+an error there would be baked into every utterance of the voice.
 """
 
 from __future__ import annotations
