@@ -24,7 +24,7 @@ from vllm_chatterbox.engine.long_text import StreamJoiner
 from vllm_chatterbox.engine.pipeline import s3gen_seed
 from vllm_chatterbox.t3.client import T3Client
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
-from vllm_chatterbox.t3.tokens import S3GEN_VOCAB_SIZE
+from vllm_chatterbox.t3.tokens import StreamingTokenCleaner
 from vllm_chatterbox.voice.voice import Voice
 
 logger = logging.getLogger(__name__)
@@ -188,21 +188,14 @@ class _Chunk:
 async def _feed(t3_engine: T3Engine, t3_client: T3Client, request: T3Request, state, vocoder: StreamVocoder,
                 chunk: _Chunk, index: int) -> None:
     """T3's tokens for one chunk, cleaned as they come, into the vocoder."""
-    stop = t3_client.cfg.stop_speech_token
-    stopped = False
+    cleaner = StreamingTokenCleaner(t3_client.cfg)
     try:
         async for new_ids in t3_engine.stream(request):
-            tokens = []
-            for token in new_ids:
-                if token == stop:
-                    stopped = True
-                    break
-                if token < S3GEN_VOCAB_SIZE:
-                    tokens.append(token)
+            tokens = cleaner.feed(new_ids)
             if tokens:
                 chunk.tokens += len(tokens)
                 vocoder.push(state, tokens, False, chunk.sink)
-            if stopped:
+            if cleaner.stopped:
                 break
     except asyncio.CancelledError:
         raise
