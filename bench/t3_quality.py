@@ -28,6 +28,7 @@ import argparse
 import logging
 import math
 import os
+import queue
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.t3_decode import TEXTS  # noqa: E402
-from tests.t3.driver import RECORDER, recorded_logits, run_recorded  # noqa: E402
+from tests.t3.driver import RECORDER, recorded_logits  # noqa: E402
 from vllm_chatterbox.config import ChatterboxConfig  # noqa: E402
 from vllm_chatterbox.t3.engine import DEFAULT_BLOCK_SIZE, cache_root  # noqa: E402
 from vllm_chatterbox.test_model import make_test_model, random_voice  # noqa: E402
@@ -67,7 +68,7 @@ def jobs_for(count: int, builtin: Voice) -> list[Job]:
     voices = [builtin, *(random_voice(torch.Generator().manual_seed(seed), prompt_tokens=tokens)
                          for seed, tokens in ((11, 150), (12, 60), (13, 100)))]
     return [Job(f"job{i}", TEXTS[i % len(TEXTS)], voices[i % len(voices)], EXAGGERATIONS[i % len(EXAGGERATIONS)],
-                CFG_WEIGHTS[(i // len(voices)) % len(CFG_WEIGHTS)]) for i in range(count)]
+                CFG_WEIGHTS[(i + i // len(voices)) % len(CFG_WEIGHTS)]) for i in range(count)]
 
 
 def record(model_dir: Path, dtype: str, jobs: list[Job], steps: int, record_dir: Path,
@@ -82,8 +83,18 @@ def record(model_dir: Path, dtype: str, jobs: list[Job], steps: int, record_dir:
         requests = [tts.prepare_t3_requests(j.text, j.voice, exaggeration=j.exaggeration, cfg_weight=j.cfg_weight,
                                             repetition_penalty=REPETITION_PENALTY, temperature=0,
                                             max_new_tokens=steps)[0] for j in jobs]
-        outputs = run_recorded(tts.t3_engine, requests, record_dir, [j.tag for j in jobs], forced=forced)
-        return [list(outputs[j.tag].token_ids) for j in jobs]
+        finished: queue.Queue = queue.Queue()
+        for i, (job, request) in enumerate(zip(jobs, requests)):
+            extra = {"record": {"dir": str(record_dir), "tag": job.tag, "forced": None if forced is None else forced[i]}}
+            tts.t3_engine.submit(request, lambda event, i=i: event[0] != "tokens" and finished.put((i, event)),
+                                 extra_args=extra)
+        tokens: list = [None] * len(jobs)
+        for _ in jobs:  # no time limit: on a busy machine a step can take minutes
+            i, (kind, value) = finished.get()
+            if kind == "error":
+                raise value
+            tokens[i] = list(value.token_ids)
+        return tokens
     finally:
         tts.t3_engine.shutdown()
 
