@@ -6,10 +6,15 @@ Not a test. Uses a random-weight model at the released size (``make_test_model(s
 * baseline: ``reference.t3.ReferenceT3.generate``, the original's inference loop (HF
   ``LlamaModel``, batch of two rows cond/uncond, KV cache, CFG -> repetition penalty ->
   temperature -> min_p -> top_p -> ``torch.multinomial``), one text at a time.
+  Its settings are the original's (chatterbox-tts 0.1.7: ``LLAMA_520M_CONFIG_DICT`` sets
+  ``attn_implementation="sdpa"``, ``T3.inference`` keeps HF's default ``DynamicCache``, the
+  weights load as fp32, torch threads are left at torch's default); the table header prints the
+  values actually in effect.
 * ours: ``ChatterboxTTS.from_dir`` with ``--concurrency`` requests kept in flight (a new one is
   submitted as one finishes), the public default sampling parameters, so vLLM decodes them as
   one continuous batch. Each level runs max(concurrency, ``--baseline-texts``) texts, so level 1
-  runs the baseline's texts one at a time.
+  runs the baseline's texts one at a time. ``--dtype float32 bfloat16`` runs one engine per T3
+  dtype, one after the other, in the same table.
 
 Every text produces ``--max-new-tokens`` tokens unless the stop token comes first (random
 weights rarely emit it); tokens/s = tokens actually produced / wall time, prompt building and
@@ -44,6 +49,7 @@ default, ``--threads 1 --no-bind``, is the robust choice on a shared machine; us
 
     python bench/t3_decode.py                       # from the repository root
     python bench/t3_decode.py --concurrency 32 --max-new-tokens 32 --baseline-texts 0 --threads 2 --bind
+    python bench/t3_decode.py --concurrency 32 --max-new-tokens 32 --dtype float32 bfloat16
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import EXAGGERATION, SAMPLING, WARMUP_TEXT, WARMUP_TOKENS, reference_speech_tokens  # noqa: E402
-from vllm_chatterbox.config import ChatterboxConfig  # noqa: E402
+from vllm_chatterbox.config import T3_DTYPES, ChatterboxConfig  # noqa: E402
 from vllm_chatterbox.t3.engine import DEFAULT_BLOCK_SIZE, cache_root  # noqa: E402
 from vllm_chatterbox.demo_model import make_test_model  # noqa: E402
 from vllm_chatterbox.text import EnglishTokenizer, text_to_token_ids  # noqa: E402
@@ -92,6 +98,9 @@ TEXTS = [
     "Could you read that number back to me, slowly, one digit at a time?",
     "Thanks for listening, and have a wonderful evening.",
 ]
+
+
+DTYPE_LABELS = {"float32": "fp32", "bfloat16": "bf16"}
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,9 @@ def configure_threads(threads: int, bind: bool) -> list[int] | None:
 
 
 def run_baseline(model_dir: Path, cfg: ChatterboxConfig, text_ids: list[list[int]], warmup_ids: list[int],
-                 voice: Voice, max_new_tokens: int, cores: list[int] | None) -> Row:
+                 voice: Voice, max_new_tokens: int, cores: list[int] | None) -> tuple[Row, str]:
+    """The baseline's row and a line naming the settings it ran with."""
+    import transformers
     from reference.t3 import ReferenceT3
 
     everything = os.sched_getaffinity(0)
@@ -148,6 +159,10 @@ def run_baseline(model_dir: Path, cfg: ChatterboxConfig, text_ids: list[list[int
         os.sched_setaffinity(0, cores)
     try:
         reference = ReferenceT3(model_dir / "t3_cfg.safetensors", cfg.t3)
+        settings = (f"baseline: transformers {transformers.__version__} LlamaModel, attn_implementation "
+                    f"{reference.tfmr.config._attn_implementation}, DynamicCache, "
+                    f"{next(reference.tfmr.parameters()).dtype}, torch {torch.__version__} with "
+                    f"{torch.get_num_threads()} thread(s); batch of 2 rows (cond, uncond), one text at a time")
         generator = torch.Generator().manual_seed(0)
 
         def one(ids: list[int], steps: int) -> int:
@@ -159,16 +174,17 @@ def run_baseline(model_dir: Path, cfg: ChatterboxConfig, text_ids: list[list[int
             tokens += one(ids, max_new_tokens)
             logger.info("baseline text %d/%d: %d tokens so far, %.1f s", i + 1, len(text_ids), tokens,
                         time.perf_counter() - start)
-        return Row("baseline", 1, len(text_ids), tokens, time.perf_counter() - start, cpu_seconds() - cpu_start)
+        row = Row("baseline", 1, len(text_ids), tokens, time.perf_counter() - start, cpu_seconds() - cpu_start)
+        return row, settings
     finally:
         os.sched_setaffinity(0, everything)
 
 
-def kv_cache_bytes(cfg: ChatterboxConfig, max_model_len: int, max_concurrency: int) -> int:
+def kv_cache_bytes(cfg: ChatterboxConfig, max_model_len: int, max_concurrency: int, dtype: str) -> int:
     """KV blocks for every concurrent request at full length (both CFG branches), plus one more
     request's worth for the warm-up request's cached blocks."""
     t3 = cfg.t3
-    per_token = 2 * 2 * t3.num_kv_heads * t3.head_dim * t3.num_layers * 4  # K and V, two branches, fp32
+    per_token = 2 * 2 * t3.num_kv_heads * t3.head_dim * t3.num_layers * getattr(torch, dtype).itemsize  # K, V; 2 branches
     blocks = math.ceil(max_model_len / DEFAULT_BLOCK_SIZE) * (max_concurrency + 1)
     return blocks * DEFAULT_BLOCK_SIZE * per_token
 
@@ -190,12 +206,12 @@ def run_concurrent(engine, requests: list, concurrency: int) -> int:
 
 
 def run_vllm(model_dir: Path, cfg: ChatterboxConfig, concurrencies: list[int], min_texts: int,
-             max_new_tokens: int, max_model_len: int) -> list[Row]:
+             max_new_tokens: int, max_model_len: int, dtype: str) -> list[Row]:
     from vllm_chatterbox.tts import ChatterboxTTS
 
-    kv_bytes = kv_cache_bytes(cfg, max_model_len, max(concurrencies))
-    logger.info("starting vLLM: max_model_len %d, KV cache %.2f GiB", max_model_len, kv_bytes / 2**30)
-    tts = ChatterboxTTS.from_dir(model_dir, max_model_len=max_model_len, kv_cache_memory_bytes=kv_bytes,
+    kv_bytes = kv_cache_bytes(cfg, max_model_len, max(concurrencies), dtype)
+    logger.info("starting vLLM (%s): max_model_len %d, KV cache %.2f GiB", dtype, max_model_len, kv_bytes / 2**30)
+    tts = ChatterboxTTS.from_dir(model_dir, dtype=dtype, max_model_len=max_model_len, kv_cache_memory_bytes=kv_bytes,
                                  max_num_seqs=max(concurrencies))
     rows = []
     try:
@@ -206,9 +222,9 @@ def run_vllm(model_dir: Path, cfg: ChatterboxConfig, concurrencies: list[int], m
             requests = tts.prepare_t3_requests(texts, max_new_tokens=max_new_tokens, exaggeration=EXAGGERATION,
                                                **SAMPLING)
             tokens = run_concurrent(tts.t3_engine, requests, concurrency)
-            row = Row("vllm", concurrency, len(texts), tokens, time.perf_counter() - start,
+            row = Row(f"vllm {DTYPE_LABELS[dtype]}", concurrency, len(texts), tokens, time.perf_counter() - start,
                       cpu_seconds() - cpu_start)
-            logger.info("vLLM at concurrency %d: %d tokens in %.1f s", concurrency, tokens, row.seconds)
+            logger.info("vLLM %s at concurrency %d: %d tokens in %.1f s", dtype, concurrency, tokens, row.seconds)
             rows.append(row)
     finally:
         tts.t3_engine.shutdown()
@@ -217,11 +233,11 @@ def run_vllm(model_dir: Path, cfg: ChatterboxConfig, concurrencies: list[int], m
 
 def print_table(rows: list[Row], baseline: Row | None, header: str) -> None:
     print(header)
-    print(f"{'mode':<10}{'concurrency':>12}{'texts':>7}{'tokens':>8}{'seconds':>9}{'tokens/s':>10}"
+    print(f"{'mode':<11}{'concurrency':>12}{'texts':>7}{'tokens':>8}{'seconds':>9}{'tokens/s':>10}"
           f"{'vs baseline':>13}{'cpu s':>9}")
     for row in rows:
         ratio = f"{row.tokens_per_s / baseline.tokens_per_s:.2f}x" if baseline else "-"
-        print(f"{row.mode:<10}{row.concurrency:>12}{row.texts:>7}{row.tokens:>8}{row.seconds:>9.1f}"
+        print(f"{row.mode:<11}{row.concurrency:>12}{row.texts:>7}{row.tokens:>8}{row.seconds:>9.1f}"
               f"{row.tokens_per_s:>10.2f}{ratio:>13}{row.cpu_seconds:>9.1f}")
 
 
@@ -231,6 +247,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--baseline-texts", type=int, default=3, help="texts run by the baseline (0: skip it)")
+    parser.add_argument("--dtype", nargs="+", choices=T3_DTYPES, default=["float32"],
+                        help="T3 dtype(s) of our engine, one engine each (the baseline is always fp32)")
     parser.add_argument("--threads", type=int, default=1, help="compute threads, both sides")
     parser.add_argument("--bind", action=argparse.BooleanOptionalAction, default=False,
                         help="pin compute threads to the first --threads cores")
@@ -239,6 +257,7 @@ def main() -> None:
     if args.max_new_tokens < 1 or args.baseline_texts < 0 or min(args.concurrency) < 1:
         parser.error("--max-new-tokens and --concurrency must be >= 1, --baseline-texts >= 0")
 
+    default_threads = torch.get_num_threads()
     cores = configure_threads(args.threads, args.bind)
     model_dir = args.model_dir.expanduser()
     if not (model_dir / "t3_cfg.safetensors").is_file():
@@ -252,17 +271,29 @@ def main() -> None:
     longest_prompt = cfg.t3.cond_len + max(len(token_ids(t)) for t in TEXTS) + 2
     max_model_len = math.ceil((longest_prompt + args.max_new_tokens) / DEFAULT_BLOCK_SIZE) * DEFAULT_BLOCK_SIZE
 
-    baseline = None
+    baseline, baseline_settings = None, None
     if args.baseline_texts:
-        baseline = run_baseline(model_dir, cfg, [token_ids(t) for t in texts_for(args.baseline_texts)],
+        baseline, baseline_settings = run_baseline(model_dir, cfg, [token_ids(t) for t in texts_for(args.baseline_texts)],
                                 token_ids(WARMUP_TEXT), Voice.load(model_dir / "conds.pt"), args.max_new_tokens,
                                 cores)
         gc.collect()  # the reference model's weights go before vLLM loads its own
-    rows = run_vllm(model_dir, cfg, args.concurrency, args.baseline_texts, args.max_new_tokens, max_model_len)
+    rows = []
+    for dtype in args.dtype:
+        rows += run_vllm(model_dir, cfg, args.concurrency, args.baseline_texts, args.max_new_tokens, max_model_len,
+                         dtype)
+        gc.collect()
 
-    header = (f"T3 full size (random weights), CPU fp32, {args.threads} compute thread(s) "
-              f"({'bound' if args.bind else 'unbound'}), max_new_tokens {args.max_new_tokens}")
+    header = (f"T3 full size (random weights), CPU, {args.threads} compute thread(s) "
+              f"({'bound' if args.bind else 'unbound'}; torch's default here: {default_threads}), "
+              f"max_new_tokens {args.max_new_tokens}")
+    if baseline_settings:
+        header += "\n" + baseline_settings
     print_table(([baseline] if baseline else []) + rows, baseline, header)
+    fp32 = {r.concurrency: r for r in rows if r.mode == "vllm fp32"}
+    for row in rows:
+        if row.mode == "vllm bf16" and row.concurrency in fp32:
+            print(f"bf16 / fp32 at concurrency {row.concurrency}: "
+                  f"{row.tokens_per_s / fp32[row.concurrency].tokens_per_s:.2f}x")
 
 
 if __name__ == "__main__":

@@ -375,3 +375,25 @@ def test_unexpected_errors_are_still_one_line(tmp_path, tiny_dir, monkeypatch, c
     monkeypatch.setattr(cli, "_load_model", broken)
     assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_dir)]) == 2
     assert "KeyError: 'something unforeseen' (run with -v for details)" in error_line(capsys)
+
+
+def test_dtype_reaches_the_model_and_a_bad_one_is_refused(tmp_path, tiny_dir, monkeypatch, capsys):
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    options = {}
+    monkeypatch.setattr(ChatterboxTTS, "from_files",
+                        classmethod(lambda cls, files, **kwargs: options.update(kwargs) or FakeTTS()))
+    out = tmp_path / "x.wav"
+    assert cli.main(["speak", "Hi.", "-o", str(out), "--model", str(tiny_dir), "--dtype", "bfloat16"]) == 0
+    assert options["dtype"] == "bfloat16"
+    for command in (["speak", "Hi.", "-o", str(out)], ["serve"]):
+        with pytest.raises(SystemExit):
+            cli.main([*command, "--dtype", "float16"])
+        assert "argument --dtype: invalid choice: 'float16'" in capsys.readouterr().err
+
+
+def test_dtype_is_checked_before_the_model_loads(tiny_dir):
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    with pytest.raises(ValueError, match="dtype must be one of 'float32', 'bfloat16', got 'half'"):
+        ChatterboxTTS.from_dir(tiny_dir, dtype="half")

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from vllm_chatterbox.config import S3GEN_SAMPLE_RATE
+from vllm_chatterbox.config import S3GEN_SAMPLE_RATE, T3_DTYPES
 
 logger = logging.getLogger("vllm_chatterbox")
 
@@ -61,7 +61,7 @@ def _model_files(model: str | None, args):
 def _load_model(files, args):
     from vllm_chatterbox.tts import ChatterboxTTS
 
-    options = {}
+    options = {"dtype": args.dtype}
     if args.max_num_seqs:
         options["max_num_seqs"] = args.max_num_seqs
     if args.model is None:
@@ -238,6 +238,7 @@ def cmd_serve(args) -> None:
         max_voice_bytes=int(args.max_voice_mb * (1 << 20)), max_voice_seconds=args.max_voice_seconds,
     )
     options = {name: getattr(args, name) for name in ("max_num_seqs", "max_model_len") if getattr(args, name)}
+    options["dtype"] = args.dtype
     if args.kv_cache_gib:
         options["kv_cache_memory_bytes"] = int(args.kv_cache_gib * (1 << 30))
     if args.model is None:
@@ -313,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="vLLM KV cache size on CPU (engine option; default 2)")
     serve.set_defaults(func=cmd_serve)
 
+    for command in (speak, serve):
+        command.add_argument("--dtype", choices=T3_DTYPES, default="float32",
+                             help="T3 compute dtype: float32 (default, the original's arithmetic) or bfloat16 "
+                                  "(fast mode where the CPU/GPU has bf16 units; deviation measured in the README)")
     for command in (speak, voice, serve):
         command.add_argument("--model", help="model directory or hub repo id (default: random demo model)")
         command.add_argument("--max-num-seqs", type=int, default=None, help="vLLM concurrent sequences")

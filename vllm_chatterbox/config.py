@@ -15,6 +15,17 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_FILE_NAME = "chatterbox_config.json"
+# T3's compute dtypes: float32 is the released model's own arithmetic (the exact default);
+# bfloat16 is the fast mode (weights, activations, KV cache; norm statistics, RoPE and logits in fp32).
+T3_DTYPES = ("float32", "bfloat16")
+
+
+def check_t3_dtype(dtype) -> str:
+    """The name of a T3 compute dtype (a name of :data:`T3_DTYPES` or that torch dtype); else a ValueError."""
+    name = str(dtype).removeprefix("torch.")
+    if name not in T3_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(map(repr, T3_DTYPES))}, got {dtype!r}")
+    return name
 
 # S3Gen's audio rate, Hz: HiFT writes it, and the voice's prompt mel is computed at it.
 S3GEN_SAMPLE_RATE = 24000

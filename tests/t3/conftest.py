@@ -45,3 +45,14 @@ def tts_constrained(fixture_model_dir):
     )
     yield model
     model.t3_engine.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tts_bf16(fixture_model_dir):
+    """The fast mode: T3 in bfloat16, a small engine of its own."""
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    model = ChatterboxTTS.from_dir(fixture_model_dir, dtype="bfloat16", extra_logits_processors=[RECORDER],
+                                   max_num_seqs=8, max_model_len=512, kv_cache_memory_bytes=64 << 20)
+    yield model
+    model.t3_engine.shutdown()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from vllm_chatterbox.config import T3Config
+from vllm_chatterbox.config import T3Config, check_t3_dtype
 from vllm_chatterbox.params import T3Params
 from vllm_chatterbox.t3 import positions
 from vllm_chatterbox.t3.guidance import t3_extra_args
@@ -110,12 +110,14 @@ Sink = Callable[[Event], None]
 class T3Engine:
     """A vLLM engine serving the packed-CFG T3 model; thread-safe."""
 
-    def __init__(self, t3_weights: Path, cfg: T3Config, *, extra_logits_processors: Iterable[str] = (),
-                 **engine_options):
+    def __init__(self, t3_weights: Path, cfg: T3Config, *, dtype: str = "float32",
+                 extra_logits_processors: Iterable[str] = (), **engine_options):
         self.cfg = cfg
+        self.dtype = check_t3_dtype(dtype)
+        self.torch_dtype: torch.dtype = getattr(torch, self.dtype)
         model_dir = self.vllm_model_dir(Path(t3_weights))
         options = {
-            "dtype": "float32",
+            "dtype": self.dtype,
             "skip_tokenizer_init": True,
             "enable_prompt_embeds": True,
             "enable_prefix_caching": True,
@@ -226,7 +228,9 @@ class T3Engine:
         params = self.sampling_params(request, extra_args, **sampling_overrides)
         request_id = f"t3-{next(self._request_ids)}"
         self.requests_submitted += 1
-        prompt = {"prompt_embeds": request.prompt_embeds, "cache_salt": request.cache_salt}
+        # Prompt rows are built in fp32; vLLM's model runner would round them to the model dtype
+        # anyway, rounding here halves what travels to the engine process in bf16.
+        prompt = {"prompt_embeds": request.prompt_embeds.to(self.torch_dtype), "cache_salt": request.cache_salt}
         return asyncio.run_coroutine_threadsafe(self._pump(request_id, prompt, params, sink), self._loop)
 
     async def _pump(self, request_id: str, prompt: dict, params, sink: Sink) -> None:

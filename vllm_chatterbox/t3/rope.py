@@ -40,9 +40,12 @@ def rope_cos_sin(cfg: T3Config, num_positions: int) -> tuple[torch.Tensor, torch
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE. x: (N, heads, head_dim); cos/sin: (N, head_dim // 2)."""
+    """Rotate-half RoPE. x: (N, heads, head_dim); cos/sin: (N, head_dim // 2), float32.
+
+    The rotation runs in float32 whatever x's dtype and is rounded once, so a bf16 model is not
+    also rotated by bf16-rounded cos/sin (angles off by up to 2^-8)."""
     half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    cos = cos[:, None, :].to(x.dtype)
-    sin = sin[:, None, :].to(x.dtype)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    x32 = x.float()
+    x1, x2 = x32[..., :half], x32[..., half:]
+    cos, sin = cos[:, None, :], sin[:, None, :]
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
