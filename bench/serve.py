@@ -59,7 +59,7 @@ def free_port() -> int:
 def start_server(model_dir: Path, port: int, max_new_tokens: int, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "vllm_chatterbox.cli", "serve", "--model", str(model_dir), "--port", str(port),
                "--max-queue", "256", "--max-new-tokens", str(max_new_tokens), "--max-num-seqs", "32",
-               "--kv-cache-gib", "1"]
+               "--kv-cache-gib", "1", "--max-model-len", "1024"]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/health"
