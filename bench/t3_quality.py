@@ -5,7 +5,7 @@ under ``--model-dir``, as ``bench/t3_decode.py`` does).
 
 1. fp32 engine: a mixed batch (``--requests`` texts of 3 to 60 tokens; the built-in voice and
    random voices; CFG weights 0 to 1; exaggerations 0.3 to 1.2) decodes greedily for ``--steps``
-   tokens. The test-only logits recorder (``tests/t3/recorder.py``) saves every step's raw
+   tokens. The logits recorder (``reference/recorder.py``) saves every step's raw
    ``[cond | uncond]`` logits.
 2. bf16 engine (``dtype="bfloat16"``): the same requests, each forced to the fp32 tokens, so both
    engines see the same history at every step; recorded the same way.
@@ -17,7 +17,7 @@ under ``--model-dir``, as ``bench/t3_decode.py`` does).
 original's backbone) cast to bf16 over the same tokens against its fp32 self: what a bf16 port
 of the original deviates by, next to ours.
 
-Run from the repository root (the vLLM worker imports the recorder from ``tests``)::
+Run from the repository root (the vLLM worker imports the recorder from ``reference``)::
 
     PYTHONPATH=$PWD python bench/t3_quality.py --requests 8 --steps 32
 """
@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.t3_decode import TEXTS  # noqa: E402
-from tests.t3.driver import RECORDER, recorded_logits  # noqa: E402
+from reference.recorder import RECORDER, read_recorded  # noqa: E402
 from vllm_chatterbox.config import ChatterboxConfig  # noqa: E402
 from vllm_chatterbox.t3.engine import DEFAULT_BLOCK_SIZE, cache_root  # noqa: E402
 from vllm_chatterbox.test_model import make_test_model, random_voice  # noqa: E402
@@ -176,8 +176,8 @@ def main() -> None:
         raw32, raw16, guided32, guided16 = [], [], [], []
         agree = steps = 0
         for job, forced in zip(jobs, tokens):
-            exact = recorded_logits(fp32_dir, job.tag, len(forced))
-            ours = recorded_logits(bf16_dir, job.tag, len(forced))
+            exact = read_recorded(fp32_dir, job.tag, len(forced))
+            ours = read_recorded(bf16_dir, job.tag, len(forced))
             raw32.append(exact)
             raw16.append(ours)
             g32 = guided(exact, forced, job.cfg_weight, cfg.start_speech_token)

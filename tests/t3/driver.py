@@ -10,10 +10,9 @@ import numpy as np
 import torch
 
 from tests.paths import FIXTURE_CKPT, FIXTURE_DIR, FIXTURE_REF
-from tests.t3.recorder import read_recorded
+from reference.recorder import RECORDER, read_recorded
 from vllm_chatterbox.voice.voice import Voice
 
-RECORDER = "tests.t3.recorder:RecordingLogitsProcessor"
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ import os
 import numpy as np
 import torch
 
-from tests.t3.recorder import RecordingLogitsProcessor
+from reference.recorder import RecordingLogitsProcessor
 
 
 class _Recorder(RecordingLogitsProcessor):
-    """The T3 recorder's bookkeeping and files (``tests/t3/recorder.py``), named ``{tag}.{kind}.{step}.npy``."""
+    """The T3 recorder's bookkeeping and files (``reference/recorder.py``), named ``{tag}.{kind}.{step}.npy``."""
 
     kind = ""
 

@@ -1,4 +1,5 @@
-"""A test-only vLLM logits processor: records the raw [cond | uncond] logits, optionally forces tokens.
+"""A vLLM logits processor for tests and benchmarks: records the raw [cond | uncond] logits,
+optionally forces tokens.
 
 It runs before the guidance processor, so it sees the model's raw output. Each request that
 carries ``extra_args["record"] = {"dir": ..., "tag": ..., "forced": [...] | None}`` gets one
@@ -17,6 +18,9 @@ import torch
 from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor
 
 from vllm_chatterbox.t3.batch_state import apply_batch_update
+
+# How an engine loads it: ChatterboxTTS.from_dir(..., extra_logits_processors=[RECORDER]).
+RECORDER = "reference.recorder:RecordingLogitsProcessor"
 
 
 class RecordingLogitsProcessor(LogitsProcessor):
