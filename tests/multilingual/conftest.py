@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.t3.driver import RECORDER
+from reference.recorder import RECORDER
 from vllm_chatterbox.demo_model import make_test_model
 
 torch.set_num_threads(1)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.paths import FIXTURE_CKPT
-from tests.t3.driver import RECORDER
+from reference.recorder import RECORDER
 from vllm_chatterbox.config import tiny_config
 
 torch.set_num_threads(1)

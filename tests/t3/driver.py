@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from tests.paths import FIXTURE_CKPT, FIXTURE_DIR, FIXTURE_REF
-from reference.recorder import RECORDER, read_recorded
+from reference.recorder import read_recorded
 from vllm_chatterbox.voice.voice import Voice
 
 

@@ -17,9 +17,9 @@ import torch
 
 from tests.paths import FIXTURE_CKPT
 from tests.t3.driver import fixture_voices, recorded_logits, run_recorded
-from tests.t3.reference import ReferenceT3
+from reference.t3 import ReferenceT3
 from vllm_chatterbox.config import tiny_config
-from vllm_chatterbox.test_model import random_voice
+from vllm_chatterbox.demo_model import random_voice
 
 STEPS = 48
 REPETITION_PENALTY = 1.2
