@@ -11,6 +11,7 @@ import torch
 
 from tests.paths import FIXTURE_CKPT, FIXTURE_DIR, FIXTURE_REF
 from reference.recorder import read_recorded
+from vllm_chatterbox.demo_model import random_voice
 from vllm_chatterbox.voice.voice import Voice
 
 
@@ -49,6 +50,24 @@ def fixture_voices() -> dict[str, Voice]:
             embedding=torch.from_numpy(data["xvector"]),
         )
     return {"builtin": builtin, "voice2": voice2}
+
+
+# A mixed-length batch: one very short, two medium and one long text.
+TEXTS = [
+    "Hi.",
+    "The lighthouse keeper counted ships until the fog rolled in.",
+    "Seven bright lanterns swung above the market square.",
+    "After the storm, the village gathered on the beach to count what the sea had returned: "
+    "driftwood, glass floats, a child's red boot, and a letter nobody could read.",
+]
+
+
+def mixed_voices() -> list[Voice]:
+    """The two fixture voices and two random ones of other prompt lengths (150 and 60 tokens)."""
+    named = fixture_voices()
+    return [named["builtin"], named["voice2"],
+            random_voice(torch.Generator().manual_seed(11), prompt_tokens=150),
+            random_voice(torch.Generator().manual_seed(12), prompt_tokens=60)]
 
 
 def run_recorded(engine, requests, record_dir, tags, forced=None, steps_before=None, **sampling_overrides):

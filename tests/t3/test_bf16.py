@@ -16,10 +16,9 @@ import pytest
 import torch
 
 from tests.paths import FIXTURE_CKPT
-from tests.t3.driver import fixture_voices, recorded_logits, run_recorded
+from tests.t3.driver import TEXTS, mixed_voices, recorded_logits, run_recorded
 from reference.t3 import ReferenceT3
 from vllm_chatterbox.config import tiny_config
-from vllm_chatterbox.demo_model import random_voice
 
 STEPS = 48
 REPETITION_PENALTY = 1.2
@@ -29,13 +28,6 @@ MAX_ABS_BOUND = 2.5
 REL_L2_BOUND = 0.0105
 MIN_AGREEMENT = 0.95
 FP32_REL_L2 = 1e-5  # fp32 vLLM vs the reference is ~1e-6; bf16 must be well above it
-TEXTS = [
-    "Hi.",
-    "The lighthouse keeper counted ships until the fog rolled in.",
-    "Seven bright lanterns swung above the market square.",
-    "After the storm, the village gathered on the beach to count what the sea had returned: "
-    "driftwood, glass floats, a child's red boot, and a letter nobody could read.",
-]
 CFG_WEIGHTS = [0.5, 0.3, 0.0, 1.0]
 EXAGGERATIONS = [0.5, 0.9, 0.3, 1.2]
 
@@ -47,9 +39,7 @@ def reference():
 
 def test_bf16_logits_stay_close_to_fp32(tts_bf16, reference, tmp_path):
     assert tts_bf16.t3_engine.engine.model_config.dtype == torch.bfloat16
-    named = fixture_voices()
-    voices = [named["builtin"], named["voice2"], random_voice(torch.Generator().manual_seed(11), prompt_tokens=150),
-              random_voice(torch.Generator().manual_seed(12), prompt_tokens=60)]
+    voices = mixed_voices()
     tags = [f"bf16-{i}" for i in range(len(TEXTS))]
     requests = [
         tts_bf16.prepare_t3_requests(text, voice, exaggeration=exaggeration, cfg_weight=weight,

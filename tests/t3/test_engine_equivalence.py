@@ -12,26 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-import torch
 
 from reference.t3 import ReferenceT3
 from tests.paths import FIXTURE_CKPT
-from tests.t3.driver import assert_matches_reference, fixture_voices, run_recorded
+from tests.t3.driver import TEXTS, assert_matches_reference, mixed_voices, run_recorded
 from vllm_chatterbox.config import tiny_config
-from vllm_chatterbox.demo_model import random_voice
 from vllm_chatterbox.voice.voice import Voice
 
 LOGITS_ATOL = 1e-3
 FLIP_MARGIN = 1e-2
 STEPS = 48
 REPETITION_PENALTY = 1.2
-TEXTS = [
-    "Hi.",
-    "The lighthouse keeper counted ships until the fog rolled in.",
-    "Seven bright lanterns swung above the market square.",
-    "After the storm, the village gathered on the beach to count what the sea had returned: "
-    "driftwood, glass floats, a child's red boot, and a letter nobody could read.",
-]
 
 
 @dataclass(frozen=True)
@@ -50,10 +41,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def voices():
-    named = fixture_voices()
-    return [named["builtin"], named["voice2"],
-            random_voice(torch.Generator().manual_seed(11), prompt_tokens=150),
-            random_voice(torch.Generator().manual_seed(12), prompt_tokens=60)]
+    return mixed_voices()
 
 
 def mixed_jobs(voices, prefix="job") -> list[Job]:

@@ -27,9 +27,8 @@ from safetensors.torch import load_file, save_file
 
 from reference.t3 import SAMPLING_ORDER, Perturbation, ReferenceT3, SamplingParams
 from tests.paths import FIXTURE_CKPT
-from tests.t3.driver import fixture_voices
+from tests.t3.driver import mixed_voices
 from vllm_chatterbox.config import tiny_config
-from vllm_chatterbox.demo_model import random_voice
 
 STEPS = 16
 HEAD_SCALE = 0.15
@@ -91,10 +90,7 @@ def tts_processed(flat_model_dir):
 
 @pytest.fixture(scope="module")
 def voices():
-    named = fixture_voices()
-    return [named["builtin"], named["voice2"],
-            random_voice(torch.Generator().manual_seed(11), prompt_tokens=150),
-            random_voice(torch.Generator().manual_seed(12), prompt_tokens=60)]
+    return mixed_voices()
 
 
 @pytest.fixture(scope="module")
