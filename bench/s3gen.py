@@ -39,7 +39,7 @@ from vllm_chatterbox.config import ChatterboxConfig
 from vllm_chatterbox.model_files import load_safetensors
 from vllm_chatterbox.s3gen.model import DEFAULT_MAX_BATCH_FRAMES, S3Gen, length_groups
 from vllm_chatterbox.t3.engine import cache_root
-from vllm_chatterbox.test_model import make_test_model
+from vllm_chatterbox.demo_model import make_test_model
 from vllm_chatterbox.voice.voice import Voice
 
 SAMPLE_RATE = 24000

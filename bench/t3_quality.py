@@ -45,7 +45,7 @@ from bench.t3_decode import TEXTS  # noqa: E402
 from reference.recorder import RECORDER, read_recorded  # noqa: E402
 from vllm_chatterbox.config import ChatterboxConfig  # noqa: E402
 from vllm_chatterbox.t3.engine import DEFAULT_BLOCK_SIZE, cache_root  # noqa: E402
-from vllm_chatterbox.test_model import make_test_model, random_voice  # noqa: E402
+from vllm_chatterbox.demo_model import make_test_model, random_voice  # noqa: E402
 from vllm_chatterbox.voice.voice import Voice  # noqa: E402
 
 logger = logging.getLogger("bench.t3_quality")
