@@ -8,7 +8,9 @@ fp32), created once under ``--model-dir`` (shared with ``bench/t3_decode.py``).
   two rows cond/uncond, KV cache, CFG -> repetition penalty -> temperature -> min_p -> top_p ->
   ``torch.multinomial``), then ``S3Gen.inference`` on that one clip.
 * ours: one ``ChatterboxTTS.generate`` call on all sentences: T3 batched on vLLM while finished
-  sentences are vocoded by batched S3Gen in this process.
+  sentences are vocoded by batched S3Gen in this process; once per ``--dtype`` (``float32``:
+  the exact default; ``bfloat16``: the fast mode, ``dtype`` and ``s3gen_dtype`` both bf16), each
+  on a fresh engine.
 
 Both use the default sampling parameters, the built-in voice and ``--n-timesteps`` CFM steps.
 Random weights rarely emit the stop token, so every sentence gets its own ``max_new_tokens``,
@@ -22,6 +24,7 @@ OpenMP threads bound to the first cores and S3Gen (this process) ``--threads`` t
 
     python bench/e2e.py                                    # from the repository root
     python bench/e2e.py --sentences 8 --max-new-tokens-scale 1.0
+    python bench/e2e.py --sentences 4 --dtype float32 bfloat16
 """
 
 from __future__ import annotations
@@ -119,7 +122,9 @@ def configure_threads(threads: int, t3_threads: int) -> None:
 
 
 def run_baseline(model_dir: Path, cfg: ChatterboxConfig, text_ids: list[list[int]], budgets: list[int],
-                 warmup_ids: list[int], n_timesteps: int) -> Result:
+                 warmup_ids: list[int], n_timesteps: int) -> tuple[Result, str]:
+    """The baseline's result and a line naming the settings it ran with."""
+    import transformers
     from reference.t3 import ReferenceT3
     from vllm_chatterbox.s3gen.model import S3Gen
 
@@ -128,6 +133,10 @@ def run_baseline(model_dir: Path, cfg: ChatterboxConfig, text_ids: list[list[int
     # The backbone now lives in reference.tfmr; drop the loaded copy of its weights (~2 GB).
     reference.w = {k: v for k, v in reference.w.items() if not k.startswith("tfmr.")}
     s3gen = S3Gen.from_file(model_dir / "s3gen.safetensors", cfg)
+    settings = (f"baseline: T3 = transformers {transformers.__version__} LlamaModel, attn_implementation "
+                f"{reference.tfmr.config._attn_implementation}, DynamicCache, {next(reference.tfmr.parameters()).dtype}, "
+                f"batch of 2 rows (cond, uncond); S3Gen = one clip per call, {s3gen.compute_dtype}, SDPA attention; "
+                f"torch {torch.__version__} with {torch.get_num_threads()} thread(s); one sentence at a time")
 
     def speak(ids: list[int], max_new_tokens: int, seed: int) -> tuple[int, np.ndarray]:
         generator = torch.Generator().manual_seed(seed)
@@ -146,24 +155,26 @@ def run_baseline(model_dir: Path, cfg: ChatterboxConfig, text_ids: list[list[int
         logger.info("baseline sentence %d/%d: %d tokens, %.1f s so far", i + 1, len(text_ids), n,
                     time.perf_counter() - start)
     seconds = time.perf_counter() - start
-    return Result("baseline (one at a time)", seconds, samples / SAMPLE_RATE, tokens)
+    return Result("baseline (one at a time)", seconds, samples / SAMPLE_RATE, tokens), settings
 
 
-def kv_cache_bytes(cfg: ChatterboxConfig, prompt_lens: list[int], budgets: list[int]) -> int:
+def kv_cache_bytes(cfg: ChatterboxConfig, prompt_lens: list[int], budgets: list[int], dtype: str) -> int:
     """KV blocks for every request at its full length (both CFG branches), plus a quarter."""
     t3 = cfg.t3
-    per_token = 2 * 2 * t3.num_kv_heads * t3.head_dim * t3.num_layers * 4  # K and V, two branches, fp32
+    element_bytes = 4 if dtype == "float32" else 2
+    per_token = 2 * 2 * t3.num_kv_heads * t3.head_dim * t3.num_layers * element_bytes  # K and V, two branches
     blocks = sum(math.ceil((p + b) / DEFAULT_BLOCK_SIZE) + 1 for p, b in zip(prompt_lens, budgets))
     return int(blocks * DEFAULT_BLOCK_SIZE * per_token * 1.25)
 
 
 def run_ours(model_dir: Path, texts: list[str], budgets: list[int], n_timesteps: int, kv_bytes: int,
-             max_model_len: int) -> Result:
+             max_model_len: int, dtype: str) -> Result:
+    """``generate`` with T3 and S3Gen both in ``dtype`` (bfloat16: the fast mode)."""
     from vllm_chatterbox.tts import ChatterboxTTS
 
-    logger.info("starting vLLM: max_model_len %d, KV cache %.2f GiB", max_model_len, kv_bytes / 2**30)
+    logger.info("starting vLLM (%s): max_model_len %d, KV cache %.2f GiB", dtype, max_model_len, kv_bytes / 2**30)
     tts = ChatterboxTTS.from_dir(model_dir, max_model_len=max_model_len, kv_cache_memory_bytes=kv_bytes,
-                                 max_num_seqs=len(texts))
+                                 max_num_seqs=len(texts), dtype=dtype, s3gen_dtype=dtype)
     try:
         tts.generate(WARMUP_TEXT, max_new_tokens=WARMUP_TOKENS, n_timesteps=n_timesteps, seed=0)
         start = time.perf_counter()
@@ -174,7 +185,7 @@ def run_ours(model_dir: Path, texts: list[str], budgets: list[int], n_timesteps:
         tts.t3_engine.shutdown()
     samples = sum(len(w) for w in wavs)
     # S3Gen turns each speech token into 960 samples (25 tokens/s at 24 kHz).
-    return Result("ours (vLLM T3 + batched S3Gen)", seconds, samples / SAMPLE_RATE, samples // 960)
+    return Result(f"ours {dtype} (vLLM + batched S3Gen)", seconds, samples / SAMPLE_RATE, samples // 960)
 
 
 def main() -> None:
@@ -188,6 +199,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="compute threads of the baseline and of our S3Gen")
     parser.add_argument("--t3-threads", type=int, default=1, help="vLLM's OpenMP threads (bound)")
+    parser.add_argument("--dtype", nargs="+", choices=["float32", "bfloat16"], default=["float32"],
+                        help="our runs, one each: T3 and S3Gen in this dtype (bfloat16 = the fast mode)")
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -207,22 +220,26 @@ def main() -> None:
     prompt_lens = [cfg.t3.cond_len + len(ids) + 2 for ids in text_ids]  # + the two start-of-speech rows
     max_model_len = math.ceil(max(p + b for p, b in zip(prompt_lens, budgets)) / DEFAULT_BLOCK_SIZE) * DEFAULT_BLOCK_SIZE
 
-    results = []
+    results, settings = [], None
     if not args.skip_baseline:
         warmup_ids = text_to_token_ids(WARMUP_TEXT, tokenizer, max_text_tokens=cfg.t3.max_text_len)
-        results.append(run_baseline(model_dir, cfg, text_ids, budgets, warmup_ids, args.n_timesteps))
+        baseline, settings = run_baseline(model_dir, cfg, text_ids, budgets, warmup_ids, args.n_timesteps)
+        results.append(baseline)
         gc.collect()  # the baseline's models went out of scope with run_baseline; free them before vLLM starts
-    results.append(run_ours(model_dir, texts, budgets, args.n_timesteps, kv_cache_bytes(cfg, prompt_lens, budgets),
-                            max_model_len))
+    for dtype in args.dtype:
+        results.append(run_ours(model_dir, texts, budgets, args.n_timesteps,
+                                kv_cache_bytes(cfg, prompt_lens, budgets, dtype), max_model_len, dtype))
 
-    print(f"End to end, full-size random weights, CPU fp32: {len(texts)} sentences, speech tokens per sentence "
+    print(f"End to end, full-size random weights, CPU: {len(texts)} sentences, speech tokens per sentence "
           f"{min(budgets)}..{max(budgets)} (total {sum(budgets)}), {args.n_timesteps} CFM steps, "
           f"threads {args.threads} (vLLM {args.t3_threads})")
-    print(f"{'mode':<32}{'wall s':>9}{'audio s':>9}{'tokens':>8}{'audio s / s':>13}")
+    if settings:
+        print(settings)
+    print(f"{'mode':<36}{'wall s':>9}{'audio s':>9}{'tokens':>8}{'audio s / s':>13}{'vs baseline':>13}")
     for r in results:
-        print(f"{r.name:<32}{r.seconds:>9.1f}{r.audio_seconds:>9.1f}{r.speech_tokens:>8}{r.audio_per_second:>13.3f}")
-    if len(results) == 2:
-        print(f"speed-up (audio s per wall s, ours / baseline): {results[1].audio_per_second / results[0].audio_per_second:.2f}x")
+        ratio = f"{r.audio_per_second / results[0].audio_per_second:.2f}x" if settings else "-"
+        print(f"{r.name:<36}{r.seconds:>9.1f}{r.audio_seconds:>9.1f}{r.speech_tokens:>8}{r.audio_per_second:>13.3f}"
+              f"{ratio:>13}")
 
 
 if __name__ == "__main__":
