@@ -20,6 +20,10 @@ compared with the fp32 ones (SNR), and the first ``--quality-clips`` mels too (m
 |delta|, one extra call per precision). Timed: wall and process CPU seconds per second of audio
 (CPU seconds are robust to other load on a shared machine; wall is what a user waits).
 
+It also prints how close the baseline runs to this CPU's limit: a large square matmul's GFLOP/s
+in fp32 and bf16 with the same threads, and the GFLOP/s the baseline reaches (its floating-point
+work counted by ``torch.utils.flop_counter``, attention through the math kernel so it is counted).
+
     python bench/s3gen.py --clips 4 --tokens 100
 """
 
@@ -69,6 +73,27 @@ def cpu_bf16_support() -> str:
 def snr_db(reference: np.ndarray, x: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) /
                                np.sum((reference.astype(np.float64) - x) ** 2)))
+
+
+def matmul_gflops(dtype: torch.dtype, size: int, seconds: float = 3.0) -> float:
+    """What one large square matmul reaches on this CPU with the current threads (after a warm-up)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for timed_run in (False, True):
+        start, count = time.perf_counter(), 0
+        while count == 0 or time.perf_counter() - start < seconds / (1 if timed_run else 3):
+            a @ b
+            count += 1
+    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def counted_flops(fn) -> int:
+    """Floating-point operations of ``fn`` (matmuls, convolutions, attention as matmuls)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+        fn()
+    return counter.get_total_flops()
 
 
 def timed(name: str, fn):
@@ -139,6 +164,11 @@ def main() -> None:
         fp32.inference([c], [voice], n_timesteps=args.n_timesteps, generators=[g])[0]
         for c, g in zip(clips, generators())])
     report(base, base)
+    flops = sum(counted_flops(lambda c=c, g=g: fp32.inference([c], [voice], n_timesteps=args.n_timesteps, generators=[g]))
+                for c, g in zip(clips, generators()))
+    print(f"baseline work {flops / 1e12:.2f} TFLOP -> {flops / base.wall_s / 1e9:.0f} GFLOP/s; this CPU's square matmul "
+          f"with {torch.get_num_threads()} thread(s): fp32 (2048) {matmul_gflops(torch.float32, 2048):.0f} GFLOP/s, "
+          f"bf16 (512) {matmul_gflops(torch.bfloat16, 512):.1f} GFLOP/s", flush=True)
     outputs = {}
     for dtype, model in models.items():
         t, outputs[dtype] = timed(f"ours batched, {dtype}", lambda model=model: model.inference(
