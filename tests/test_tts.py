@@ -93,11 +93,12 @@ def test_speech_tokens_per_item_are_capped_at_the_models_maximum(tts):
 
 def test_a_batchs_frames_are_capped_by_splitting_it(tts, monkeypatch):
     """Long items are not padded into one huge S3Gen batch: each flow/vocoder call holds at most
-    DEFAULT_MAX_BATCH_FRAMES (batch size x longest item) frames. (This held before the per-item
-    cap too; the test keeps it.)"""
-    from vllm_chatterbox.s3gen.model import DEFAULT_MAX_BATCH_FRAMES
+    DEFAULT_MAX_BATCH_FRAMES (batch size x longest item) frames, the cap a GPU uses (a CPU runs one
+    clip per call). (This held before the per-item cap too; the test keeps it.)"""
+    from vllm_chatterbox.s3gen.model import DEFAULT_MAX_BATCH_FRAMES, S3Gen
 
     s3gen = tts.s3gen
+    monkeypatch.setattr(S3Gen, "default_max_batch_frames", DEFAULT_MAX_BATCH_FRAMES)
     calls = []
 
     def flow_batch(items, n_timesteps):

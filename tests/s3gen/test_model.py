@@ -96,6 +96,22 @@ def test_batched_equals_one_at_a_time(model, builtin_voice, voice2, max_batch_fr
         torch.testing.assert_close(mels[i], mel_alone, atol=BATCH_MEL_TOL, rtol=0)
 
 
+def test_cpu_default_is_one_clip_per_batch_and_equal(model, builtin_voice, voice2, monkeypatch):
+    """On a CPU a call without a cap runs each clip alone (bench/s3gen.py: batching is slower
+    there); the waveforms equal one explicitly batched call."""
+    tokens, voices = _requests(builtin_voice, voice2)
+    batch_sizes = []
+    flow_batch = model._flow_batch
+    monkeypatch.setattr(model, "_flow_batch", lambda items, steps: batch_sizes.append(len(items)) or flow_batch(items, steps))
+    default = model.inference(tokens, voices, n_timesteps=3, generators=_generators(100, 4))
+    assert batch_sizes == [1, 1, 1, 1]
+    batch_sizes.clear()
+    batched = model.inference(tokens, voices, n_timesteps=3, generators=_generators(100, 4), max_batch_frames=8192)
+    assert batch_sizes == [4]
+    for a, b in zip(default, batched):
+        np.testing.assert_allclose(a, b, atol=BATCH_WAV_TOL, rtol=0)
+
+
 def test_fixed_generators_are_deterministic(model, builtin_voice, voice2):
     tokens, voices = _requests(builtin_voice, voice2)
     first = model.inference(tokens, voices, n_timesteps=2, generators=_generators(5, 4))

@@ -4,7 +4,8 @@
 (mel -> waveform). Requests are grouped by length (sorted, with a cap on padded frames per
 batch) so padding stays small; each group runs as one padded batch through the flow and the
 vocoder. Outputs come back in input order and equal running each item alone, up to float
-rounding.
+rounding. On a CPU the default cap is one clip per batch (batching there only adds padding);
+GPUs batch.
 
 Loads the ``flow.*`` and ``mel2wav.*`` entries of the official ``s3gen.safetensors`` (the
 ``tokenizer.*`` / ``speaker_encoder.*`` entries belong to the voice side and are skipped).
@@ -47,6 +48,9 @@ logger = logging.getLogger(__name__)
 VOICE_SIDE_PREFIXES = ("tokenizer.", "speaker_encoder.")
 S3GEN_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_MAX_BATCH_FRAMES = 8192  # batch size x longest item, in 50 Hz frames (CFG rows not counted)
+# On a CPU one clip per call: every conv and matmul of one clip already fills the cores, so a
+# padded batch only adds the padding (bench/s3gen.py: batched 0.75-0.89x of one clip at a time).
+CPU_MAX_BATCH_FRAMES = 1
 
 
 class S3Gen(nn.Module):
@@ -66,6 +70,11 @@ class S3Gen(nn.Module):
     def dtype(self) -> torch.dtype:
         """The dtype of mels, noise and waveforms in and out (fp32 in both precisions)."""
         return self.flow.input_embedding.weight.dtype
+
+    @property
+    def default_max_batch_frames(self) -> int:
+        """The length-group cap used when a call gives none: batches on GPUs, one clip per call on CPUs."""
+        return CPU_MAX_BATCH_FRAMES if self.device.type == "cpu" else DEFAULT_MAX_BATCH_FRAMES
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -142,13 +151,16 @@ class S3Gen(nn.Module):
                       n_timesteps: int | None = None, noise: Sequence[torch.Tensor] | None = None,
                       generators: Sequence[torch.Generator | None] | None = None,
                       seeds: Sequence[int | None] | None = None,
-                      max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES) -> list[torch.Tensor]:
-        """Mel (80, 2*(Tp+Ts) - Tm) per item, in input order (Tp/Tm: the voice's prompt tokens/frames)."""
+                      max_batch_frames: int | None = None) -> list[torch.Tensor]:
+        """Mel (80, 2*(Tp+Ts) - Tm) per item, in input order (Tp/Tm: the voice's prompt tokens/frames).
+
+        ``max_batch_frames``: cap of batch size x longest item per padded batch (default:
+        :attr:`default_max_batch_frames`)."""
         if n_timesteps is None:
             n_timesteps = self.config.estimator.default_n_timesteps  # 10; meanflow (Turbo) 2
         items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators, seeds)
         mels: list[torch.Tensor | None] = [None] * len(items)
-        for group in length_groups([it.frames for it in items], max_batch_frames):
+        for group in length_groups([it.frames for it in items], self._batch_cap(max_batch_frames)):
             for i, mel in zip(group, self._flow_batch([items[i] for i in group], n_timesteps)):
                 mels[i] = mel
         return mels
@@ -181,7 +193,7 @@ class S3Gen(nn.Module):
                   n_timesteps: int | None = None, noise: Sequence[torch.Tensor] | None = None,
                   generators: Sequence[torch.Generator | None] | None = None,
                   seeds: Sequence[int | None] | None = None,
-                  max_batch_frames: int = DEFAULT_MAX_BATCH_FRAMES) -> list[np.ndarray]:
+                  max_batch_frames: int | None = None) -> list[np.ndarray]:
         """Speech tokens (ids < 6561) per item + its voice -> float32 24 kHz waveforms, in input order.
 
         ``noise[i]``: the initial CFM noise of item i, shape (80, 2*(Tp_i + Ts_i)) covering the
@@ -191,12 +203,13 @@ class S3Gen(nn.Module):
         ``seeds[i]`` (instead of generators) makes every draw a function of (seed, frame), as a
         stream draws it (:mod:`vllm_chatterbox.s3gen.noise`), so the result does not depend on
         how the utterance is cut into pieces and matches :mod:`vllm_chatterbox.s3gen.streaming`;
-        a ``None`` seed is drawn from torch's global RNG.
+        a ``None`` seed is drawn from torch's global RNG. ``max_batch_frames`` caps batch size x
+        longest item per padded batch (default: :attr:`default_max_batch_frames`).
         """
         if n_timesteps is None:
             n_timesteps = self.config.estimator.default_n_timesteps  # 10; meanflow (Turbo) 2
         items = self._prepare_items(token_lists, voices, n_timesteps, noise, generators, seeds)
-        groups = length_groups([it.frames for it in items], max_batch_frames)
+        groups = length_groups([it.frames for it in items], self._batch_cap(max_batch_frames))
         logger.debug("s3gen: %d items in %d length groups of sizes %s", len(items), len(groups), [len(g) for g in groups])
         wavs: list[np.ndarray | None] = [None] * len(items)
         for group in groups:
@@ -208,6 +221,9 @@ class S3Gen(nn.Module):
         return wavs
 
     # ----------------------------------------------------------------- helpers
+
+    def _batch_cap(self, max_batch_frames: int | None) -> int:
+        return self.default_max_batch_frames if max_batch_frames is None else max_batch_frames
 
     def _pad_mels(self, mels: Sequence[torch.Tensor]) -> torch.Tensor:
         """Right-pad (80, T_i) mels to one (B, 80, max T) batch."""
