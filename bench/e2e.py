@@ -8,7 +8,7 @@ fp32), created once under ``--model-dir`` (shared with ``bench/t3_decode.py``).
   two rows cond/uncond, KV cache, CFG -> repetition penalty -> temperature -> min_p -> top_p ->
   ``torch.multinomial``), then ``S3Gen.inference`` on that one clip.
 * ours: one ``ChatterboxTTS.generate`` call on all sentences: T3 batched on vLLM while finished
-  sentences are vocoded by batched S3Gen in this process; once per ``--dtype`` (``float32``:
+  sentences are vocoded by S3Gen in this process; once per ``--dtype`` (``float32``:
   the exact default; ``bfloat16``: the fast mode, ``dtype`` and ``s3gen_dtype`` both bf16), each
   on a fresh engine.
 
@@ -185,7 +185,7 @@ def run_ours(model_dir: Path, texts: list[str], budgets: list[int], n_timesteps:
         tts.t3_engine.shutdown()
     samples = sum(len(w) for w in wavs)
     # S3Gen turns each speech token into 960 samples (25 tokens/s at 24 kHz).
-    return Result(f"ours {dtype} (vLLM + batched S3Gen)", seconds, samples / SAMPLE_RATE, samples // 960)
+    return Result(f"ours {dtype} (vLLM + pipelined S3Gen)", seconds, samples / SAMPLE_RATE, samples // 960)
 
 
 def main() -> None:
