@@ -12,7 +12,9 @@ under ``--model-dir``, shared with the other benchmarks) and its built-in voice,
   ``S3Gen.inference`` on one clip at a time, which computes that algorithm; on this 2-core CPU
   it measured 3.81 wall-s per audio-s against 3.85 for the original package itself on the same
   checkpoint, tokens and voice (issue 14, 2026-12-01).
-* ours fp32: one batched ``S3Gen.inference`` call on all clips (length-grouped, padded).
+* ours fp32: one batched ``S3Gen.inference`` call on all clips (length-grouped, padded, at most
+  ``--max-batch-frames``: the GPU default). On a CPU ``S3Gen`` runs one clip per call by
+  default, which is the baseline's row: batching measured slower there.
 * ours bf16: the same call on the model loaded with ``dtype="bfloat16"``.
 
 The three draw the same noise (one generator per clip, seeded alike), so the bf16 waveforms are
