@@ -276,6 +276,24 @@ def test_long_file_is_not_limited_but_its_language_is_checked(tmp_path, tiny_dir
     assert "the English model cannot speak language 'fr'" in error_line(capsys)
 
 
+@pytest.fixture(scope="module")
+def turbo_dir(tmp_path_factory):
+    return make_test_model(tmp_path_factory.mktemp("cli-turbo"), "tiny", seed=0, variant="turbo")
+
+
+def test_turbo_text_is_checked_with_its_own_tokenizer(tmp_path, turbo_dir, fake_tts, capsys):
+    """The checks before the model loads use the Turbo model's GPT-2 tokenizer and its rules."""
+    out = tmp_path / "x.wav"
+    assert cli.main(["speak", "Oh [sigh] hello.", "-o", str(out), "--model", str(turbo_dir)]) == 0
+    assert fake_tts.calls[0][0] == "Oh [sigh] hello." and out.exists()
+    capsys.readouterr()
+    for extra, message in ((["--language", "fr"], "the turbo model speaks English only"),
+                           (["--stream"], "--stream is not available for Turbo / Nano yet")):
+        fake_tts.calls.clear()
+        assert cli.main(["speak", "Hello.", "-o", str(out), "--model", str(turbo_dir), *extra]) == 2
+        assert message in error_line(capsys) and not fake_tts.calls
+
+
 def test_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_bytes(b"caf\xe9")

@@ -116,7 +116,7 @@ def _speak_params(args) -> dict:
 def _speak_voice(voice: str | None, files):
     """A saved voice loaded and checked, or a reference clip decoded and checked (it is cloned
     once the model is loaded)."""
-    from vllm_chatterbox.tts import model_config
+    from vllm_chatterbox.variants import model_config
     from vllm_chatterbox.voice.audio import load_audio
     from vllm_chatterbox.voice.voice import Voice
 
@@ -129,19 +129,21 @@ def _speak_voice(voice: str | None, files):
 
 
 def _check_text_tokens(text: str, files, language: str | None, long_text: bool) -> None:
-    """Text the model's tokenizer accepts (language, length) before any engine starts."""
-    from vllm_chatterbox.tts import model_config
-    from vllm_chatterbox.text import EnglishTokenizer, MultilingualTokenizer, text_to_token_ids
+    """Text the model's text encoder accepts (language, length) before any engine starts."""
+    from vllm_chatterbox.variants import model_config, model_variant
 
-    tokenizer = (MultilingualTokenizer if files.multilingual else EnglishTokenizer).from_file(files.tokenizer)
-    limit = model_config(files).t3.max_text_len
-    # Long text is split into chunks later; checking one short piece checks the language.
-    text_to_token_ids(text.strip()[:300] if long_text else text, tokenizer, language=language,
-                      max_text_tokens=sys.maxsize if long_text else limit)
+    text_encoder = model_variant(files).text_encoder(files, model_config(files))
+    if long_text:
+        # Long text is split into chunks later; checking one short piece checks the language.
+        text_encoder.count_text_tokens(text.strip()[:300], language)
+    else:
+        # Characters that become [UNK] are named once, when the model speaks the text.
+        text_encoder.text_token_ids(text, language, unknown=set())
 
 
 def cmd_speak(args) -> None:
     from vllm_chatterbox.outputs import AUDIO_FORMATS, check_output_path, write_audio
+    from vllm_chatterbox.variants import model_variant
 
     # Everything that can be checked is checked before the model (and vLLM) starts.
     output = check_output_path(args.output, tuple(AUDIO_FORMATS))
@@ -156,7 +158,7 @@ def cmd_speak(args) -> None:
     files = _model_files(args.model, args)
     if "top_k" in params and not files.is_turbo:
         raise ValueError("--top-k is a Turbo / Nano option; this model samples with top_p and min_p")
-    if args.stream and files.is_turbo:
+    if args.stream and not model_variant(files).streaming:
         raise ValueError("--stream is not available for Turbo / Nano yet")
     voice = _speak_voice(args.voice, files)
     long_text = args.file is not None or len(text) > 300
@@ -202,7 +204,8 @@ def _speak_streaming(tts, text: str, voice, params: dict, output: Path) -> int:
 
 def cmd_voice(args) -> None:
     from vllm_chatterbox.outputs import VOICE_SUFFIXES, check_output_path
-    from vllm_chatterbox.tts import default_device, model_config
+    from vllm_chatterbox.tts import default_device
+    from vllm_chatterbox.variants import model_config, model_variant
     from vllm_chatterbox.voice.builder import VoiceBuilder
     from vllm_chatterbox.voice.voice import check_exaggeration
 
@@ -210,8 +213,9 @@ def cmd_voice(args) -> None:
     exaggeration = check_exaggeration(args.exaggeration)
     # Cloning needs only the voice networks: no vLLM engine is started.
     files = _model_files(args.model, args)
-    builder = VoiceBuilder.from_files(files.voice_encoder, files.s3gen, model_config(files), device=default_device(),
-                                      turbo=files.is_turbo)
+    config = model_config(files)
+    builder = VoiceBuilder.from_files(files.voice_encoder, files.s3gen, config, device=default_device(),
+                                      options=model_variant(files).voice_options(config))
     voice = builder.build(args.audio, exaggeration=exaggeration)
     voice.save(output)
     logger.info("wrote voice %s", output)

@@ -16,9 +16,9 @@ import torch
 
 from tests.deviation import assert_bounded_deviation
 from tests.paths import TURBO_REF
-from tests.turbo.conftest import FORCING_RECORDER, KV_CACHE_BYTES, RAW_RECORDER
-from tests.turbo.recorder import read
-from tests.turbo.test_t3 import CASES, load, prompt, request, run
+from tests.conftest import FORCING_RECORDER, KV_CACHE_BYTES, RAW_RECORDER
+from tests.t3.gpt2.recorder import read
+from tests.t3.gpt2.test_t3 import CASES, load, prompt, request, run
 
 STEPS = 24
 # Measured on this fixture (logits up to |186|): max |Δ| 1.04, rel L2 6.35e-3 over the compared

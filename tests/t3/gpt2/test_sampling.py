@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tests.paths import TURBO_REF
-from vllm_chatterbox.t3.turbo_sampling import TurboSamplingTensors, check_sampling, process_turbo_logits
+from vllm_chatterbox.t3.gpt2.params import check_sampling
+from vllm_chatterbox.t3.gpt2.sampling import TurboSamplingTensors, process_turbo_logits
 
 START = 6561
 SETTINGS = {

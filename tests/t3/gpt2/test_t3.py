@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from tests.paths import TURBO_REF
-from tests.turbo.conftest import turbo_voices
-from tests.turbo.recorder import read
-from vllm_chatterbox.t3.engine import T3Request
-from vllm_chatterbox.t3.turbo_engine import TurboParams, returned_tokens, tokens_for_s3gen
+from tests.t3.gpt2.conftest import turbo_voices
+from tests.t3.gpt2.recorder import read
+from vllm_chatterbox.t3.contract import T3Request
+from vllm_chatterbox.t3.gpt2.params import TurboParams
+from vllm_chatterbox.t3.gpt2.tokens import returned_tokens, tokens_for_s3gen
 
 CASES = [f"t3_{text}_{voice}" for text in ("short", "mid", "long", "tags") for voice in ("builtin", "voice2")]
 STEPS = 48

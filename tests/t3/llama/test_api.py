@@ -3,7 +3,7 @@
 import pytest
 
 from vllm_chatterbox.config import T3Config
-from vllm_chatterbox.t3.tokens import clean_speech_tokens
+from vllm_chatterbox.t3.llama.tokens import clean_speech_tokens
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -100,7 +100,7 @@ def test_clean_up_follows_the_original():
 
 def test_stop_token_ends_the_request_and_is_removed(tts, tmp_path):
     """Random weights never choose 6562 by themselves, so the recorder forces it at step 6."""
-    from tests.t3.driver import run_recorded
+    from tests.t3.llama.driver import run_recorded
 
     forced = [11, 12, 13, 14, 15, 16, tts.config.t3.stop_speech_token, 17, 18]
     request = tts.prepare_t3_requests("Stop here.", temperature=0, max_new_tokens=30)[0]
@@ -111,7 +111,7 @@ def test_stop_token_ends_the_request_and_is_removed(tts, tmp_path):
 
 
 def test_vllm_sees_only_the_t3_weights(fixture_model_dir):
-    from vllm_chatterbox.t3.engine import vllm_model_dir
+    from vllm_chatterbox.t3.llama.engine_spec import vllm_model_dir
 
     directory = vllm_model_dir(fixture_model_dir / "t3_cfg.safetensors", tts_config(fixture_model_dir))
     assert sorted(p.name for p in directory.iterdir()) == ["config.json", "t3_cfg.safetensors"]

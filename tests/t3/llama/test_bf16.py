@@ -16,7 +16,7 @@ import torch
 
 from tests.deviation import assert_bounded_deviation
 from tests.paths import FIXTURE_CKPT
-from tests.t3.driver import TEXTS, mixed_voices, recorded_logits, run_recorded
+from tests.t3.llama.driver import TEXTS, mixed_voices, recorded_logits, run_recorded
 from reference.t3 import ReferenceT3
 from vllm_chatterbox.config import tiny_config
 

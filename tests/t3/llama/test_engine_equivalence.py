@@ -15,7 +15,7 @@ import pytest
 
 from reference.t3 import ReferenceT3
 from tests.paths import FIXTURE_CKPT
-from tests.t3.driver import TEXTS, assert_matches_reference, mixed_voices, run_recorded
+from tests.t3.llama.driver import TEXTS, assert_matches_reference, mixed_voices, run_recorded
 from vllm_chatterbox.config import tiny_config
 from vllm_chatterbox.voice.voice import Voice
 

@@ -15,7 +15,7 @@ import torch
 
 from reference.t3 import Perturbation, ReferenceT3
 from tests.paths import FIXTURE_CKPT
-from tests.t3.driver import fixture_cases, fixture_voices, recorded_logits, run_recorded
+from tests.t3.llama.driver import fixture_cases, fixture_voices, recorded_logits, run_recorded
 from vllm_chatterbox.config import tiny_config
 
 PREFIX_ATOL = 1e-5

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from reference.t3 import SAMPLING_ORDER, Perturbation, ReferenceT3, SamplingParams
 from tests.paths import FIXTURE_CKPT
-from tests.t3.driver import mixed_voices
+from tests.t3.llama.driver import mixed_voices
 from vllm_chatterbox.config import tiny_config
 
 STEPS = 16

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vllm_chatterbox.config import T3Config
-from vllm_chatterbox.t3.tokens import StreamingTokenCleaner, clean_speech_tokens
+from vllm_chatterbox.t3.llama.tokens import LlamaStreamingTokenCleaner, clean_speech_tokens
 
 CFG = T3Config()
 START, STOP = CFG.start_speech_token, CFG.stop_speech_token
@@ -14,7 +14,7 @@ TOKENS = st.sampled_from([0, 1, 2, 6560, START, STOP, 7000])
 
 
 def stream_clean(deliveries):
-    cleaner = StreamingTokenCleaner(CFG)
+    cleaner = LlamaStreamingTokenCleaner(CFG)
     handed_on, first_handed_before_start = [], None
     for ids in deliveries:
         tokens = cleaner.feed(ids)
@@ -42,7 +42,7 @@ def test_streamed_clean_up_equals_the_one_shot(deliveries):
 
 
 def test_a_late_start_token_is_logged_and_only_later_tokens_follow(caplog):
-    cleaner = StreamingTokenCleaner(CFG)
+    cleaner = LlamaStreamingTokenCleaner(CFG)
     assert cleaner.feed([1, 2]) == [1, 2]
     with caplog.at_level(logging.WARNING):
         assert cleaner.feed([3, START, 4, START, 5]) == [4, 5]

@@ -1,27 +1,25 @@
-"""The Turbo / Nano T3 front door: the same interface as :class:`~vllm_chatterbox.t3.client.T3Client`.
+"""The Turbo / Nano T3 front door (:class:`~vllm_chatterbox.t3.contract.T3Client` of the GPT-2 T3).
 
 Text goes through Turbo's ``punc_norm`` and the GPT-2 tokenizer, the prompt is built by
-:class:`TurboPromptBuilder`, parameters are Turbo's (``cfg_weight``, ``exaggeration`` and
+:class:`GPT2PromptBuilder`, parameters are Turbo's (``cfg_weight``, ``exaggeration`` and
 ``min_p`` are accepted and ignored with a warning when > 0, as the original does), and the
-finished tokens are cleaned as ``tts_turbo.generate`` cleans them: ids < 6561 plus three
-silence tokens (4299), which give the audio its last 120 ms.
+finished tokens are cleaned as ``tts_turbo.generate`` cleans them (``t3/gpt2/tokens.py``): ids
+< 6561 plus three silence tokens (4299), which give the audio its last 120 ms.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from vllm_chatterbox.config import TurboT3Config
 from vllm_chatterbox.params import check_number, check_seed, per_text, reject_unknown
-from vllm_chatterbox.t3.client import ConditioningCache
-from vllm_chatterbox.t3.engine import T3Request, T3Result
-from vllm_chatterbox.t3.turbo_engine import TurboParams, tokens_for_s3gen
-from vllm_chatterbox.t3.turbo_prefix import TurboPromptBuilder
+from vllm_chatterbox.t3.client import PromptClient
+from vllm_chatterbox.t3.contract import T3Request, T3Result
+from vllm_chatterbox.t3.gpt2.params import TurboParams
+from vllm_chatterbox.t3.gpt2.prefix import GPT2PromptBuilder
+from vllm_chatterbox.t3.gpt2.tokens import GPT2StreamingTokenCleaner, tokens_for_s3gen
 from vllm_chatterbox.text.turbo import TurboTokenizer
 from vllm_chatterbox.voice.voice import Voice
 
@@ -35,19 +33,38 @@ TURBO_DEFAULTS: dict[str, Any] = {
 IGNORED_PARAMETERS = ("cfg_weight", "exaggeration", "min_p")
 
 
-class TurboT3Client:
-    def __init__(self, prompt_builder: TurboPromptBuilder, tokenizer: TurboTokenizer, cfg: TurboT3Config,
-                 label: str = "turbo"):
-        self.prompt_builder = prompt_builder
+class GPT2TextEncoder:
+    """Text -> GPT-2 ids of ``punc_norm(text)`` (no start/stop ids); English only. ``label``
+    ("turbo", "nano") names the model in errors."""
+
+    def __init__(self, tokenizer: TurboTokenizer, cfg: TurboT3Config, label: str = "turbo"):
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.label = label
-        self._conditioning_cache = ConditioningCache(prompt_builder.conditioning)
+
+    def text_token_ids(self, text: str, language: str | None = None, unknown: set[str] | None = None) -> list[int]:
+        """The ids; ``unknown`` is accepted for the common interface and stays empty (byte-level
+        BPE spells every character)."""
+        if language not in (None, "en"):
+            raise ValueError(f"the {self.label} model speaks English only; got language={language!r}")
+        return self.tokenizer.encode(text)
+
+    def count_text_tokens(self, text: str, language: str | None = None) -> int:
+        return len(self.text_token_ids(text, language))
+
+
+class GPT2T3Client(PromptClient):
+    prompt_builder: GPT2PromptBuilder
+    text: GPT2TextEncoder
+    cfg: TurboT3Config
+
+    @property
+    def label(self) -> str:
+        return self.text.label
 
     @classmethod
-    def from_file(cls, t3_weights: str | Path, tokenizer: TurboTokenizer, cfg: TurboT3Config,
-                  label: str = "turbo") -> "TurboT3Client":
-        return cls(TurboPromptBuilder.from_file(t3_weights, cfg), tokenizer, cfg, label)
+    def from_file(cls, t3_weights: str | Path, text: GPT2TextEncoder) -> "GPT2T3Client":
+        return cls(GPT2PromptBuilder.from_file(t3_weights, text.cfg), text)
 
     def params(self, count: int, parameters: dict[str, Any]) -> list[TurboParams]:
         """Validated Turbo parameters for ``count`` texts (scalar or one value per text)."""
@@ -75,34 +92,14 @@ class TurboT3Client:
             ))
         return result
 
-    def text_token_ids(self, text: str, language: str | None = None) -> list[int]:
-        """GPT-2 ids of ``punc_norm(text)`` (no start/stop ids); English only."""
-        if language not in (None, "en"):
-            raise ValueError(f"the {self.label} model speaks English only; got language={language!r}")
-        return self.tokenizer.encode(text)
-
-    def count_text_tokens(self, text: str, language: str | None = None) -> int:
-        return len(self.text_token_ids(text, language))
-
-    def conditioning(self, voice: Voice) -> torch.Tensor:
-        return self._conditioning_cache.get(voice)
-
     def request(self, text_ids: list[int], voice: Voice, params: TurboParams) -> T3Request:
         embeds = self.prompt_builder.prompt_embeds(self.conditioning(voice), text_ids)
         # GPT-2 positions are absolute: equal rows at equal places give equal KV, whatever the length.
         return T3Request(prompt_embeds=embeds, cache_salt="t3-turbo", params=params)
 
-    def requests(self, texts: Sequence[str], voices: Sequence[Voice], languages: Sequence[str | None],
-                 params: Sequence[TurboParams]) -> list[T3Request]:
-        requests = []
-        for i, (text, voice, language, p) in enumerate(zip(texts, voices, languages, params, strict=True)):
-            try:
-                text_ids = self.text_token_ids(text, language)
-            except ValueError as exc:
-                raise ValueError(f"text {i}: {exc}" if len(texts) > 1 else str(exc)) from None
-            requests.append(self.request(text_ids, voice, p))
-        return requests
-
     def speech_tokens(self, result: T3Result) -> list[int]:
         """What ``tts_turbo.generate`` hands S3Gen: ids < 6561, then three silence tokens."""
         return tokens_for_s3gen(result.token_ids, self.cfg)
+
+    def streaming_cleaner(self) -> GPT2StreamingTokenCleaner:
+        return GPT2StreamingTokenCleaner(self.cfg)

@@ -3,10 +3,10 @@
 vLLM's own GPT-2 layers fit as they are: the original passes ``inputs_embeds`` and lets GPT-2
 add its absolute ``wpe`` positions over the whole sequence, which is what vLLM's ``GPT2Model``
 does with the positions it is given. Prompt rows arrive as precomputed embeddings
-(``t3/turbo_prefix.py``); a fed-back speech token is embedded with T3's ``speech_emb``, loaded
+(``t3/gpt2/prefix.py``); a fed-back speech token is embedded with T3's ``speech_emb``, loaded
 into GPT-2's token table (the original's own ``tfmr.wte`` is never used and is skipped).
 Logits are ``speech_head`` (with bias) of the final LayerNorm output, plus one extra column, the
-stop marker the sampler uses (``t3/turbo_sampling.py``).
+stop marker the sampler uses (``t3/gpt2/sampling.py``).
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ from vllm.sequence import IntermediateTensors
 
 from vllm_chatterbox.config import TurboT3Config
 
-ARCHITECTURE = "ChatterboxT3TurboForCausalLM"
-
 # Tensors of t3_turbo_v1.safetensors the prompt builder uses in the client process.
 _CLIENT_PREFIXES = ("text_emb.", "text_head.", "cond_enc.")
 
 
 class ChatterboxT3TurboForCausalLM(nn.Module):
-    """vLLM entry point. ``hf_config`` is a GPT-2 config whose vocabulary is the speech vocabulary
-    plus the stop marker; ``hf_config.t3_turbo`` holds the :class:`TurboT3Config` fields."""
+    """vLLM entry point (registered under ``engine_spec.ARCHITECTURE``). ``hf_config`` is a GPT-2
+    config whose vocabulary is the speech vocabulary plus the stop marker; ``hf_config.t3_turbo``
+    holds the :class:`TurboT3Config` fields."""
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
         super().__init__()

@@ -28,7 +28,7 @@ class _CondEncoder(nn.Module):
         self.spkr_enc = nn.Linear(cfg.speaker_embed_size, cfg.hidden_size)
 
 
-class TurboPromptBuilder(nn.Module):
+class GPT2PromptBuilder(nn.Module):
     def __init__(self, cfg: TurboT3Config):
         super().__init__()
         self.cfg = cfg
@@ -37,7 +37,7 @@ class TurboPromptBuilder(nn.Module):
         self.speech_emb = nn.Embedding(cfg.speech_vocab_size, cfg.hidden_size)
 
     @classmethod
-    def from_file(cls, t3_path: str | Path, cfg: TurboT3Config) -> "TurboPromptBuilder":
+    def from_file(cls, t3_path: str | Path, cfg: TurboT3Config) -> "GPT2PromptBuilder":
         builder = cls(cfg)
         expected = builder.state_dict()
         state = {}

@@ -13,12 +13,12 @@ like any token), and stops on 6562 afterwards. The model returns one extra logit
 id's processed logit there, and the engine stops on the marker id. At the first step the marker
 is -inf and 6562 stays an ordinary candidate. Probabilities are unchanged either way.
 
-Parameters travel in ``SamplingParams.extra_args["t3_turbo"]`` (see :func:`turbo_extra_args`).
+Parameters travel in ``SamplingParams.extra_args["t3_turbo"]`` (see
+:func:`~vllm_chatterbox.t3.gpt2.params.turbo_extra_args`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -26,28 +26,7 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor
 
 from vllm_chatterbox.t3.batch_state import apply_batch_update
-
-EXTRA_ARGS_KEY = "t3_turbo"
-
-
-def turbo_extra_args(temperature: float, top_k: int, top_p: float, repetition_penalty: float) -> dict:
-    return {EXTRA_ARGS_KEY: {"temperature": float(temperature), "top_k": int(top_k), "top_p": float(top_p),
-                             "repetition_penalty": float(repetition_penalty)}}
-
-
-def check_sampling(temperature: float, top_k: int, top_p: float, repetition_penalty: float) -> None:
-    """ValueError naming the first bad value (the ranges the original's processors accept)."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
-            or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
-    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 <= top_p <= 1:
-        raise ValueError(f"top_p must be a number in [0, 1], got {top_p!r}")
-    if isinstance(repetition_penalty, bool) or not isinstance(repetition_penalty, (int, float)) \
-            or not math.isfinite(repetition_penalty) or repetition_penalty <= 0:
-        raise ValueError(f"repetition_penalty must be a finite number > 0, got {repetition_penalty!r}")
-
+from vllm_chatterbox.t3.gpt2.params import EXTRA_ARGS_KEY, check_sampling
 
 @dataclass(frozen=True)
 class TurboSamplingTensors:

@@ -10,9 +10,10 @@ Sampling order, the original's (``T3.inference``: CFG, ``RepetitionPenaltyLogits
 ``/ temperature``, ``MinPLogitsWarper``, ``TopPLogitsWarper``, multinomial):
 CFG -> repetition penalty (this processor; it must stay non-argmax-invariant so vLLM runs it
 before temperature) -> temperature -> min_p -> top_p -> draw (vLLM's sampler).
-``tests/t3/test_sampling_distribution.py`` checks the final distribution against the original's.
+``tests/t3/llama/test_sampling_distribution.py`` checks the final distribution against the original's.
 
-Parameters travel in ``SamplingParams.extra_args["t3"]`` (see :func:`t3_extra_args`).
+Parameters travel in ``SamplingParams.extra_args["t3"]`` (see
+:func:`~vllm_chatterbox.t3.llama.engine_spec.guidance_extra_args`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,8 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor.interface import BatchUpdate, LogitsProcessor
 
 from vllm_chatterbox.t3.batch_state import apply_batch_update
-from vllm_chatterbox.t3.layout import split_logits
-
-EXTRA_ARGS_KEY = "t3"
-
-
-def t3_extra_args(cfg_weight: float, repetition_penalty: float) -> dict:
-    return {EXTRA_ARGS_KEY: {"cfg_weight": float(cfg_weight), "repetition_penalty": float(repetition_penalty)}}
+from vllm_chatterbox.t3.llama.engine_spec import EXTRA_ARGS_KEY
+from vllm_chatterbox.t3.llama.layout import split_logits
 
 
 @dataclass

@@ -15,15 +15,15 @@ contract; every other file imports it from here:
 
 Exact learned speech positions, in the order a request meets them:
 
-1. ``t3/prefix.py`` builds the prompt ``[conditioning | text | BOS | BOS]`` with the original's
+1. ``t3/llama/prefix.py`` builds the prompt ``[conditioning | text | BOS | BOS]`` with the original's
    text positions and the BOS rows' speech position 0 (both branches, packed here).
-2. ``t3/positions.py`` shifts each request's RoPE positions so its last prompt row sits at one
+2. ``t3/llama/positions.py`` shifts each request's RoPE positions so its last prompt row sits at one
    fixed origin; RoPE depends only on position differences, so nothing changes numerically.
-3. ``t3/vllm_model.py::get_mrope_input_positions`` hands vLLM those shifted prompt positions
+3. ``t3/llama/model.py::get_mrope_input_positions`` hands vLLM those shifted prompt positions
    (the M-RoPE hook, declared by ``mrope_section`` in :func:`vllm_hf_config`).
-4. ``t3/vllm_model.py::forward`` turns a decode position into the learned speech index
+4. ``t3/llama/model.py::forward`` turns a decode position into the learned speech index
    ``position - origin`` and adds that embedding to the fed-back token, in both branches.
-5. ``t3/client.py`` salts the prefix cache with the prompt length, so requests whose rows are
+5. ``t3/llama/client.py`` salts the prefix cache with the prompt length, so requests whose rows are
    equal but whose shift differs never share KV blocks.
 """
 
@@ -34,7 +34,7 @@ from dataclasses import asdict
 import torch
 
 from vllm_chatterbox.config import T3Config
-from vllm_chatterbox.t3 import positions
+from vllm_chatterbox.t3.llama import positions
 
 ARCHITECTURE = "ChatterboxT3ForCausalLM"
 

@@ -1,11 +1,11 @@
 """T3's Llama backbone as a vLLM model, with classifier-free guidance packed into one sequence.
 
-Each vLLM sequence carries both CFG branches of one request, in the layout of ``t3/layout.py``:
+Each vLLM sequence carries both CFG branches of one request, in the layout of ``t3/llama/layout.py``:
 hidden rows ``[cond | uncond]``, attention with 2H query and 2KV kv heads, logits
 ``[cond | uncond]``; the guidance logits processor combines them.
 
-Prompt rows arrive as precomputed embeddings (``t3/prefix.py``); fed-back speech tokens are
-embedded here, both halves alike, plus their exact learned speech position (``t3/positions.py``).
+Prompt rows arrive as precomputed embeddings (``t3/llama/prefix.py``); fed-back speech tokens are
+embedded here, both halves alike, plus their exact learned speech position (``t3/llama/positions.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from vllm.model_executor.models.interfaces import SupportsMRoPE
 from vllm.sequence import IntermediateTensors
 
 from vllm_chatterbox.config import T3Config
-from vllm_chatterbox.t3 import positions
-from vllm_chatterbox.t3.layout import branch_rows, packed_rows
-from vllm_chatterbox.t3.rope import apply_rope, rope_cos_sin
+from vllm_chatterbox.t3.llama import positions
+from vllm_chatterbox.t3.llama.layout import branch_rows, packed_rows
+from vllm_chatterbox.t3.llama.rope import apply_rope, rope_cos_sin
 
 # Checkpoint tensors the worker needs; everything else in t3_cfg.safetensors (text embeddings,
 # conditioning encoder) is used by the prompt builder in the client process.

@@ -8,7 +8,7 @@ Layout (one row per position, length L = 34 + Tt + 2)::
 
 The conditioning is speaker (1 row) | perceiver over the prompt speech tokens (32) | emotion (1).
 The original appends the BOS row twice (once in its input builder, once as ``bos_embed``); so do
-we. Rows are returned packed ``[cond | uncond]`` (width 2D, ``t3/layout.py``).
+we. Rows are returned packed ``[cond | uncond]`` (width 2D, ``t3/llama/layout.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from safetensors import safe_open
 from torch import nn
 
 from vllm_chatterbox.config import T3Config
-from vllm_chatterbox.t3.layout import pack_rows
+from vllm_chatterbox.t3.llama.layout import pack_rows
 from vllm_chatterbox.voice.voice import Voice
 
 # Tensors of t3_cfg.safetensors used on the client side.
@@ -78,7 +78,7 @@ class LearnedPositions(nn.Module):
         self.emb = nn.Embedding(size, dim)
 
 
-class T3PromptBuilder(nn.Module):
+class LlamaPromptBuilder(nn.Module):
     """Holds the embedding tables and the conditioning encoder; builds prompt embeddings."""
 
     def __init__(self, cfg: T3Config):
@@ -91,7 +91,7 @@ class T3PromptBuilder(nn.Module):
         self.speech_pos_emb = LearnedPositions(cfg.speech_pos_table_size, cfg.hidden_size)
 
     @classmethod
-    def from_file(cls, t3_path: str | Path, cfg: T3Config) -> "T3PromptBuilder":
+    def from_file(cls, t3_path: str | Path, cfg: T3Config) -> "LlamaPromptBuilder":
         builder = cls(cfg)
         state = {}
         with safe_open(str(t3_path), framework="pt") as f:

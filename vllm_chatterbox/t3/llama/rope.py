@@ -1,6 +1,6 @@
 """Llama-3 scaled rotary embedding tables for T3.
 
-The vLLM model runs every request at shifted RoPE positions (see ``t3/positions.py``), far
+The vLLM model runs every request at shifted RoPE positions (see ``t3/llama/positions.py``), far
 from the small positions the original uses. RoPE only depends on position differences, but an
 fp32 angle ``position * inv_freq`` loses precision as the position grows, so the tables are
 computed in float64 and rounded once: rotations at any position are then as exact as the

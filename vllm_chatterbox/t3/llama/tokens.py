@@ -1,4 +1,5 @@
-"""The original's clean-up of the tokens T3 returns, before they reach S3Gen."""
+"""The original's clean-up of the tokens the Llama T3 returns, before they reach S3Gen: one-shot
+and streaming (the architecture's part of ``t3/contract.py``)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def clean_speech_tokens(tokens: Sequence[int], cfg: T3Config) -> list[int]:
     return [t for t in tokens if t < SPEECH_VOCAB_SIZE]
 
 
-class StreamingTokenCleaner:
+class LlamaStreamingTokenCleaner:
     """:func:`clean_speech_tokens` for tokens that arrive a few at a time (streaming).
 
     The concatenated output equals the one-shot clean-up of the whole sequence, with one
@@ -58,3 +59,7 @@ class StreamingTokenCleaner:
                 tokens.append(token)
         self.handed_on += len(tokens)
         return tokens
+
+    def finish(self) -> list[int]:
+        """Nothing follows the last speech token."""
+        return []
