@@ -113,6 +113,13 @@ def _speak_params(args) -> dict:
     return {**params, "language": args.language, "watermark": args.watermark}
 
 
+def _model_streams(files) -> bool:
+    """Whether the model has stream / astream (its row of the variant table)."""
+    from vllm_chatterbox.variants import model_variant
+
+    return model_variant(files).streaming
+
+
 def _speak_voice(voice: str | None, files):
     """A saved voice loaded and checked, or a reference clip decoded and checked (it is cloned
     once the model is loaded)."""
@@ -143,7 +150,6 @@ def _check_text_tokens(text: str, files, language: str | None, long_text: bool) 
 
 def cmd_speak(args) -> None:
     from vllm_chatterbox.outputs import AUDIO_FORMATS, check_output_path, write_audio
-    from vllm_chatterbox.variants import model_variant
 
     # Everything that can be checked is checked before the model (and vLLM) starts.
     output = check_output_path(args.output, tuple(AUDIO_FORMATS))
@@ -158,7 +164,7 @@ def cmd_speak(args) -> None:
     files = _model_files(args.model, args)
     if "top_k" in params and not files.is_turbo:
         raise ValueError("--top-k is a Turbo / Nano option; this model samples with top_p and min_p")
-    if args.stream and not model_variant(files).streaming:
+    if args.stream and not _model_streams(files):
         raise ValueError("--stream is not available for Turbo / Nano yet")
     voice = _speak_voice(args.voice, files)
     long_text = args.file is not None or len(text) > 300

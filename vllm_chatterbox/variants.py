@@ -5,7 +5,8 @@ Every difference between English, multilingual, Turbo and Nano above the files o
 (tokenizer), the T3 architecture's client and engine spec (``t3/llama``, ``t3/gpt2``; the client
 carries the speech-token clean-up, one-shot and streaming), S3Gen's default number of steps, the
 voice-cloning options, and what the audio path does differently. ``ChatterboxTTS`` and the CLI
-read this table; nothing else branches on the variant.
+read them here. Adding a model is a row; adding a T3 architecture is a package beside ``t3/llama``
+and ``t3/gpt2`` and a :class:`T3Architecture` for its rows.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from vllm_chatterbox.config import CONFIG_FILE_NAME, ChatterboxConfig, turbo_config
 from vllm_chatterbox.model_files import MULTILINGUAL_TEXT_VOCAB_SIZE, ModelFiles
-from vllm_chatterbox.t3.contract import T3Client, T3EngineSpec
+from vllm_chatterbox.t3.contract import T3Client, T3EngineSpec, TextEncoder
 from vllm_chatterbox.t3.gpt2.client import GPT2T3Client, GPT2TextEncoder
 from vllm_chatterbox.t3.gpt2.engine_spec import GPT2EngineSpec
 from vllm_chatterbox.t3.llama.client import LlamaT3Client, LlamaTextEncoder
@@ -34,7 +35,7 @@ class T3Architecture:
     """A T3 architecture's pieces (``t3/llama/``, ``t3/gpt2/``; see ``t3/contract.py``)."""
 
     t3_config: Callable[[ChatterboxConfig], Any]  # its part of the model's configuration
-    client: Callable[[Path, Any], T3Client]  # (T3 weights, text encoder) -> client
+    client: Callable[[Path, TextEncoder], T3Client]  # (T3 weights, text encoder) -> client
     engine_spec: Callable[[Any], T3EngineSpec]  # (its configuration) -> what the engine needs
 
 
@@ -48,8 +49,7 @@ class ModelVariant:
     t3: T3Architecture
     # The model's configuration (``chatterbox_config.json`` over the variant's released values), checked.
     config: Callable[[ModelFiles], ChatterboxConfig]
-    # Text -> T3 text ids (``text_token_ids`` / ``count_text_tokens``), from the tokenizer files.
-    text_encoder: Callable[[ModelFiles, ChatterboxConfig], Any]
+    text_encoder: Callable[[ModelFiles, ChatterboxConfig], TextEncoder]  # from the tokenizer files
     n_timesteps: int  # S3Gen's default steps: the CFM's 10, the meanflow decoder's 2
     voice_options: Callable[[ChatterboxConfig], VoiceOptions]
     voice_exaggeration: float  # default of a cloned voice (Turbo stores it and ignores it)

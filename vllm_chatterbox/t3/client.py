@@ -54,6 +54,11 @@ class PromptClient:
         self.cfg = text.cfg
         self._conditioning_cache = ConditioningCache(prompt_builder.conditioning)
 
+    @property
+    def tokenizer(self):
+        """The text encoder's tokenizer."""
+        return self.text.tokenizer
+
     def text_token_ids(self, text: str, language: str | None = None, unknown: set[str] | None = None) -> list[int]:
         """The text's ids as the prompt takes them. Characters the vocabulary lacks (they become
         [UNK]) are added to ``unknown``, or named in a warning when it is not given."""

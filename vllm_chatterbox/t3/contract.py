@@ -7,9 +7,10 @@ Nano (``t3/gpt2/``). Each one provides, in its own sub-package:
 - a vLLM model (``model.py``, registered by ``t3/plugin.py``) and its own logits processors;
 - a :class:`T3EngineSpec`: what the shared :class:`~vllm_chatterbox.t3.engine.T3Engine` needs to
   start vLLM on it and to turn a request's parameters into vLLM sampling parameters;
-- a :class:`T3Client`: text, voice and parameters in, :class:`T3Request` out; a finished
-  :class:`T3Result` back to the speech tokens S3Gen takes, and a :class:`StreamingTokenCleaner`
-  that does the same clean-up for tokens arriving a few at a time.
+- a :class:`TextEncoder` (tokenizer and limits) and a :class:`T3Client`: text, voice and
+  parameters in, :class:`T3Request` out; a finished :class:`T3Result` back to the speech tokens
+  S3Gen takes, and a :class:`StreamingTokenCleaner` that does the same clean-up for tokens
+  arriving a few at a time.
 
 Which architecture, tokenizer and options a released model uses is the table in
 ``vllm_chatterbox/variants.py``. Nothing here imports vLLM.
@@ -79,20 +80,26 @@ class StreamingTokenCleaner(Protocol):
         """Speech tokens to append after the request's last one."""
 
 
-class T3Client(Protocol):
-    """An architecture's front door: everything that builds T3 work (``tts.py``, the pipelines,
-    the server) goes through one."""
+class TextEncoder(Protocol):
+    """Text -> the ids an architecture's prompt takes, with its tokenizer and limits; needs no
+    weights, so the CLI checks text with it before anything loads."""
 
     cfg: Any
 
-    def params(self, count: int, parameters: dict[str, Any]) -> list[Any]:
-        """Validated per-text parameters from scalar-or-per-text values (ValueError naming the bad one)."""
-
-    def text_token_ids(self, text: str, language: str | None = None) -> list[int]:
-        """The text's ids as the architecture's prompt takes them."""
+    def text_token_ids(self, text: str, language: str | None = None, unknown: set[str] | None = None) -> list[int]:
+        """The text's ids (ValueError for bad text or language). Characters the vocabulary lacks
+        are added to ``unknown``, or named in a warning when it is not given."""
 
     def count_text_tokens(self, text: str, language: str | None = None) -> int:
         """Text tokens of ``text``, without any length limit (for cutting long text into chunks)."""
+
+
+class T3Client(TextEncoder, Protocol):
+    """An architecture's front door: everything that builds T3 work (``tts.py``, the pipelines,
+    the server) goes through one."""
+
+    def params(self, count: int, parameters: dict[str, Any]) -> list[Any]:
+        """Validated per-text parameters from scalar-or-per-text values (ValueError naming the bad one)."""
 
     def requests(self, texts: Sequence[str], voices: Sequence[Voice], languages: Sequence[str | None],
                  params: Sequence[Any]) -> list[T3Request]:

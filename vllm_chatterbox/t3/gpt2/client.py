@@ -54,6 +54,8 @@ class GPT2TextEncoder:
 
 
 class GPT2T3Client(PromptClient):
+    """Builds :class:`T3Request` objects as ``T3.inference_turbo`` builds its input."""
+
     prompt_builder: GPT2PromptBuilder
     text: GPT2TextEncoder
     cfg: TurboT3Config
