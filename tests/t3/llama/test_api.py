@@ -110,6 +110,18 @@ def test_stop_token_ends_the_request_and_is_removed(tts, tmp_path):
     assert clean_speech_tokens(out.token_ids, tts.config.t3) == forced[:6]
 
 
+def test_only_the_stop_speech_token_stops(tts, tmp_path):
+    """Speech token 2 is Llama's default end-of-sequence id; a config without T3's own stop id made
+    vLLM end requests on it. Forced twice here, the request must run to its token budget."""
+    from tests.t3.llama.driver import run_recorded
+
+    forced = [11, 2, 13, 2, 15, 16, 17, 18]
+    request = tts.prepare_t3_requests("Keep going.", temperature=0, max_new_tokens=len(forced))[0]
+    out = run_recorded(tts.t3_engine, [request], tmp_path, ["two"], forced=[forced])["two"]
+    assert list(out.token_ids) == forced
+    assert out.finish_reason == "length"
+
+
 def test_vllm_sees_only_the_t3_weights(fixture_model_dir):
     from vllm_chatterbox.t3.llama.engine_spec import vllm_model_dir
 

@@ -78,6 +78,9 @@ def vllm_hf_config(cfg: T3Config) -> dict:
         # Declaring M-RoPE makes vLLM ask the model for prompt positions (the position shift).
         "mrope_section": [cfg.head_dim // 2, 0, 0],
         "tie_word_embeddings": False,
+        # Without these vLLM takes Llama's defaults and ends requests on speech token 2.
+        "bos_token_id": cfg.start_speech_token,
+        "eos_token_id": cfg.stop_speech_token,
         "torch_dtype": "float32",
         "t3": asdict(cfg),
     }
