@@ -10,7 +10,7 @@ converted at once, and the timing of every piece (what someone dubbing a video n
 
 At every seam the piece before fades out and the piece after fades in with ``generate_long``'s
 equal-power fades (:func:`vllm_chatterbox.pipeline.long_text.fade_curves`, 50 ms by default),
-with the gap between them; for gap >= 0 this is exactly
+with the gap between them; for gap > 0 this is exactly
 :func:`~vllm_chatterbox.pipeline.long_text.join_with_crossfade` with ``pause`` = the gap.
 A voice with a negative gap (a hand-made prompt with more tokens than half its mel frames) makes
 pieces overlap their successors by that much; the faded audio is summed there.
