@@ -139,15 +139,7 @@ class VoiceConverter:
         raise ValueError(f"voice must be None, a Voice, a .pt voice file or an audio file, got {voice!r}")
 
     def _checked_voice(self, voice: Voice, label: str) -> Voice:
-        """The widths S3Gen reads (the T3 half is not used here)."""
-        flow = self.config.flow
-        if tuple(voice.embedding.shape) != (1, flow.spk_embed_dim):
-            raise ValueError(f"{label}: embedding must have shape (1, {flow.spk_embed_dim}), "
-                             f"got {tuple(voice.embedding.shape)}")
-        if voice.prompt_feat.shape[2] != flow.output_size:
-            raise ValueError(f"{label}: prompt_feat must be (1, frames, {flow.output_size}), "
-                             f"got {tuple(voice.prompt_feat.shape)}")
-        return voice
+        return check_voice_for(self.config, voice, label)
 
     # --- sources ----------------------------------------------------------------------------
 
@@ -344,6 +336,18 @@ class VoiceConverter:
         finally:
             for future in pending:
                 future.cancel()
+
+
+def check_voice_for(config: ChatterboxConfig, voice: Voice, label: str = "voice") -> Voice:
+    """The widths S3Gen reads (the T3 half of a voice is not used by conversion)."""
+    flow = config.flow
+    if tuple(voice.embedding.shape) != (1, flow.spk_embed_dim):
+        raise ValueError(f"{label}: embedding must have shape (1, {flow.spk_embed_dim}), "
+                         f"got {tuple(voice.embedding.shape)}")
+    if voice.prompt_feat.shape[2] != flow.output_size:
+        raise ValueError(f"{label}: prompt_feat must be (1, frames, {flow.output_size}), "
+                         f"got {tuple(voice.prompt_feat.shape)}")
+    return voice
 
 
 def model_config(files: ModelFiles) -> ChatterboxConfig:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from vllm_chatterbox.config import T3Config, check_t3_dtype
+from vllm_chatterbox.config import T3Config, cache_root, check_t3_dtype
 from vllm_chatterbox.params import T3Params
 from vllm_chatterbox.t3 import positions
 from vllm_chatterbox.t3.guidance import t3_extra_args
@@ -37,10 +37,6 @@ T3_WEIGHTS_FILE = "t3_cfg.safetensors"
 DEFAULT_BLOCK_SIZE = 32
 # On the CPU backend vLLM otherwise reserves a fraction of the whole machine's memory.
 DEFAULT_CPU_KV_CACHE_BYTES = 2 << 30
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("VLLM_CHATTERBOX_CACHE", Path.home() / ".cache" / "vllm_chatterbox"))
 
 
 def vllm_model_dir(t3_weights: Path, cfg: T3Config) -> Path:
