@@ -223,3 +223,20 @@ def test_turbo_converts_with_its_two_step_meanflow_s3gen(turbo_dir, monkeypatch)
     assert steps == [2]
     assert wav.size == 480 * (2 * (voice.prompt_token.shape[1] + len(tokens)) - voice.prompt_feat.shape[1])
     assert np.isfinite(wav).all() and np.abs(wav).max() > 0
+
+
+def test_batched_pieces_equal_one_at_a_time_to_float_rounding(model_dir, long_source):
+    """With a GPU-sized cap the pieces of several sources share padded S3Gen batches."""
+    batched = VoiceConverter.from_dir(model_dir, device="cpu")
+    batched.max_batch_frames = 8192
+    calls = []
+    inference = batched.s3gen.inference
+    batched.s3gen.inference = lambda tokens, *a, **k: calls.append(len(tokens)) or inference(tokens, *a, **k)
+    sources = [long_source[:12 * 16000], BUILTIN_WAV]
+    together = batched.convert(sources, seed=[5, 6], sample_rate=[16000, None], n_timesteps=2, max_piece_seconds=5,
+                               progress=False)
+    assert max(calls) > 1
+    batched.max_batch_frames = 1
+    for wav, source, seed, rate in zip(together, sources, (5, 6), (16000, None)):
+        alone = batched.convert(source, seed=seed, sample_rate=rate, n_timesteps=2, max_piece_seconds=5)
+        np.testing.assert_allclose(wav, alone, atol=5e-5, rtol=0)

@@ -71,7 +71,11 @@ class VoiceConverter:
     (``ChatterboxTTS.convert`` reuses its model's S3Gen and voice builder).
     """
 
-    def __init__(self, s3gen: S3Gen, voice_builder: VoiceBuilder, builtin_voice: Voice, config: ChatterboxConfig):
+    def __init__(self, s3gen: S3Gen, voice_builder: VoiceBuilder, builtin_voice: Voice, config: ChatterboxConfig, *,
+                 max_batch_frames: int | None = None):
+        # S3Gen batch cap (batch size x longest piece, in mel frames); None: S3Gen's default for
+        # the device (one piece per call on a CPU, where batching measured slower).
+        self.max_batch_frames = max_batch_frames
         self.s3gen = s3gen
         self.voice_builder = voice_builder
         self.config = config
@@ -277,10 +281,12 @@ class VoiceConverter:
         frames = [ratio * (jobs[j].voice.prompt_token.shape[1] + len(tokens[(j, i)])) for j, i in work]
         wavs = {}
         with tqdm(total=len(work), unit="piece", desc="convert", disable=not progress) as bar:
-            for group in length_groups(frames, self.s3gen.default_max_batch_frames):
+            cap = self.s3gen.default_max_batch_frames if self.max_batch_frames is None else self.max_batch_frames
+            for group in length_groups(frames, cap):
                 keys = [work[g] for g in group]
                 out = self.s3gen.inference([tokens[k] for k in keys], [jobs[k[0]].voice for k in keys],
-                                           n_timesteps=steps, seeds=[jobs[k[0]].seeds[k[1]] for k in keys])
+                                           n_timesteps=steps, seeds=[jobs[k[0]].seeds[k[1]] for k in keys],
+                                           max_batch_frames=cap)
                 wavs.update(zip(keys, out))
                 bar.update(len(keys))
         return wavs
