@@ -1,4 +1,4 @@
-"""``vllm-chatterbox``: speak, clone a voice, or make a random-weight test model.
+"""``vllm-chatterbox``: speak, convert a voice, clone a voice, or make a random-weight test model.
 
 Errors are one line on stderr and a non-zero exit code.
 """
@@ -23,7 +23,7 @@ DEMO_MAX_NEW_TOKENS = 150  # 6 s of audio
 
 
 def _demo_model_dir(multilingual: bool = False, variant: str | None = None) -> Path:
-    from vllm_chatterbox.t3.engine import cache_root
+    from vllm_chatterbox.config import cache_root
     from vllm_chatterbox.demo_model import cached_test_model
 
     if variant in ("turbo", "nano"):
@@ -187,8 +187,13 @@ def cmd_speak(args) -> None:
 
 
 def _speak_streaming(tts, text: str, voice, params: dict, output: Path) -> int:
-    """Write the pieces of ``tts.stream`` as they come (to a temporary file renamed into place
-    at the end); logs the time to first audio. Returns the samples written."""
+    """Write the pieces of ``tts.stream`` as they come; returns the samples written."""
+    return _write_streaming(tts.stream(text, voice, **params), output)
+
+
+def _write_streaming(pieces, output: Path) -> int:
+    """Write 24 kHz pieces as they come (to a temporary file renamed into place at the end); logs
+    the time to first audio. Returns the samples written."""
     import time
 
     import soundfile
@@ -200,12 +205,56 @@ def _speak_streaming(tts, text: str, voice, params: dict, output: Path) -> int:
     with atomic_output(output) as temporary, soundfile.SoundFile(
             str(temporary), "w", S3GEN_SAMPLE_RATE, 1, subtype="PCM_16",
             format=AUDIO_FORMATS[output.suffix.lower()]) as sink:
-        for piece in tts.stream(text, voice, **params):
+        for piece in pieces:
             if samples == 0:
                 logger.info("time to first audio: %.2f s", time.monotonic() - started)
             sink.write(piece)
             samples += piece.size
     return samples
+
+
+def cmd_convert(args) -> None:
+    from vllm_chatterbox.conversion.converter import VoiceConverter, check_voice_for, model_config
+    from vllm_chatterbox.conversion.source import SOURCE_SAMPLE_RATE, check_max_piece_seconds, load_source
+    from vllm_chatterbox.outputs import AUDIO_FORMATS, check_output_path, write_audio
+    from vllm_chatterbox.params import check_seed, check_timesteps
+    from vllm_chatterbox.voice.audio import load_audio
+    from vllm_chatterbox.voice.voice import Voice
+
+    # Everything is checked before any model loads; only S3Gen and the voice networks load (no T3).
+    output = check_output_path(args.output, tuple(AUDIO_FORMATS))
+    options = {"seed": check_seed(args.seed), "max_piece_seconds": check_max_piece_seconds(args.max_piece_seconds)}
+    if args.n_timesteps is not None:
+        options["n_timesteps"] = check_timesteps(args.n_timesteps)
+    if args.stream and args.watermark:
+        raise ValueError("--watermark marks whole waveforms; it cannot be combined with --stream")
+    if args.watermark:
+        from vllm_chatterbox.pipeline.watermark import load_watermarker
+
+        load_watermarker()
+    try:
+        source = load_source(args.source)  # decoded once: readable, not silent, long enough, at most an hour
+    except ValueError as exc:
+        raise ValueError(str(exc) if str(args.source) in str(exc) else f"source {args.source}: {exc}") from None
+    files = _model_files(args.model, args)
+    voice = args.voice
+    if voice is not None and Path(voice).suffix == ".pt":
+        voice = check_voice_for(model_config(files), Voice.load(voice), voice)
+    elif voice is not None:
+        load_audio(voice)
+
+    converter = VoiceConverter.from_files(files, s3gen_dtype=args.s3gen_dtype)
+    if args.stream:
+        samples = _write_streaming(converter.convert_stream(source, voice, sample_rate=SOURCE_SAMPLE_RATE, **options),
+                                   output)
+    else:
+        wav = converter.convert(source, voice, sample_rate=SOURCE_SAMPLE_RATE, watermark=args.watermark, **options)
+        write_audio(output, wav, S3GEN_SAMPLE_RATE)
+        samples = len(wav)
+    logger.info("wrote %s (%.2f s of audio from %.2f s of source)", output, samples / S3GEN_SAMPLE_RATE,
+                len(source) / SOURCE_SAMPLE_RATE)
+    if args.model is None:
+        logger.warning("reminder: %s was made with random weights (noise, not speech)", output)
 
 
 def cmd_voice(args) -> None:
@@ -238,7 +287,7 @@ def cmd_make_test_model(args) -> None:
 def cmd_serve(args) -> None:
     from vllm_chatterbox.server.app import ServerSettings, run_server
     from vllm_chatterbox.server.backend import SpeechBackend
-    from vllm_chatterbox.t3.engine import cache_root
+    from vllm_chatterbox.config import cache_root
     from vllm_chatterbox.tts import ChatterboxTTS
 
     settings = ServerSettings(
@@ -295,6 +344,29 @@ def build_parser() -> argparse.ArgumentParser:
     speak.add_argument("--stream", action="store_true",
                        help="vocode while T3 decodes and write pieces as they come; logs the time to first audio")
     speak.set_defaults(func=cmd_speak)
+
+    convert = sub.add_parser("convert", help="voice conversion: the speech of SOURCE in another voice, as a .wav "
+                                             "file (S3Gen only, no T3 engine)")
+    convert.add_argument("source", help="the speech to convert (.wav/.flac/.mp3/.ogg, up to an hour)")
+    convert.add_argument("-o", "--output", required=True, help="output .wav or .flac (24 kHz, 16-bit)")
+    convert.add_argument("--voice", help="the target voice: reference audio or a saved voice (.pt); default: the "
+                                         "model's built-in voice")
+    convert.add_argument("--seed", type=int, default=None)
+    convert.add_argument("--n-timesteps", type=int, default=None,
+                         help="flow-matching steps of S3Gen (default 10; Turbo/Nano 2)")
+    convert.add_argument("--max-piece-seconds", type=float, default=30.0,
+                         help="longer sources are cut at pauses into pieces of at most this (5 to 30 s)")
+    convert.add_argument("--watermark", action="store_true",
+                         help="mark the audio with Perth as the original does (needs resemble-perth + torchaudio)")
+    convert.add_argument("--stream", action="store_true",
+                         help="write each piece as soon as it is converted; logs the time to first audio")
+    convert.add_argument("--model", help="model directory or hub repo id (default: random demo model)")
+    convert.add_argument("--variant", choices=("turbo", "nano"), default=None,
+                         help="Chatterbox Turbo / Nano (2-step meanflow S3Gen) for a hub repo id or the demo model "
+                              "(a local directory is recognised by its files)")
+    convert.add_argument("--s3gen-dtype", choices=("float32", "bfloat16"), default="float32",
+                         help="S3Gen precision: float32 (exact, default) or bfloat16")
+    convert.set_defaults(func=cmd_convert, multilingual=False, t3_version=None)
 
     voice = sub.add_parser("voice", help="clone a voice from reference audio into a .pt voice file")
     voice.add_argument("audio")

@@ -110,6 +110,25 @@ class ChatterboxTTS:
         return VoiceBuilder.from_files(self.files.voice_encoder, self.files.s3gen, self.config, device=self.device,
                                        options=self.variant.voice_options(self.config))
 
+    @functools.cached_property
+    def converter(self):
+        """Voice conversion with this model's S3Gen and voice networks (see :mod:`vllm_chatterbox.conversion`)."""
+        from vllm_chatterbox.conversion import VoiceConverter
+
+        return VoiceConverter(self.s3gen, self.voice_builder, self.builtin_voice, self.config)
+
+    def convert(self, source, voice: VoiceLike | None = None, **options):
+        """Speech in ``source`` spoken by ``voice``, no T3: :meth:`VoiceConverter.convert`."""
+        return self.converter.convert(source, voice, **options)
+
+    def convert_stream(self, source, voice: VoiceLike | None = None, **options) -> Iterator[np.ndarray]:
+        """:meth:`VoiceConverter.convert_stream`."""
+        return self.converter.convert_stream(source, voice, **options)
+
+    def aconvert_stream(self, source, voice: VoiceLike | None = None, **options) -> AsyncIterator[np.ndarray]:
+        """:meth:`VoiceConverter.aconvert_stream`."""
+        return self.converter.aconvert_stream(source, voice, **options)
+
     # --- voices ---------------------------------------------------------------------------
 
     def voice_from_audio(self, audio: str | Path | np.ndarray | torch.Tensor, sample_rate: int | None = None, *,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from vllm_chatterbox.config import check_t3_dtype
+from vllm_chatterbox.config import cache_root, check_t3_dtype
 from vllm_chatterbox.t3.contract import T3EngineSpec, T3Request, T3Result
 
 logger = logging.getLogger(__name__)
@@ -35,8 +35,6 @@ DEFAULT_BLOCK_SIZE = 32
 DEFAULT_CPU_KV_CACHE_BYTES = 2 << 30
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("VLLM_CHATTERBOX_CACHE", Path.home() / ".cache" / "vllm_chatterbox"))
 
 
 def write_vllm_model_dir(t3_weights: Path, hf_config: dict, kind: str, link_name: str) -> Path:
