@@ -17,9 +17,13 @@ tokens/s per stream, aggregate audio seconds per wall second, and underruns: a p
 after the audio before it has finished playing, for a player that starts at the first piece.
 Then where TTFA goes (p50 over the level's streams, from the stream vocoder's calls): T3's first
 token (prefill), T3's first piece of tokens, the wait for the vocoder, the vocoder call that made
-the first piece (beside the same piece computed alone before the run, engine idle: a ratio far
-above 1 means S3Gen was starved by T3 or by other streams' pieces), and the hand-over. Random
-weights rarely emit the stop token, so every request gets exactly ``--tokens`` tokens.
+the first piece, and the hand-over. Beside them, measured just before the level with nothing
+else running: T3 alone making the first piece's tokens (``generate_speech_tokens``) and the
+vocoder call of a first piece alone; a ratio far above 1 means that side was starved (by the
+other side or by other streams). Each stream speaks its own text (a numbered sentence before the
+shared one), so only the voice's conditioning is shared in vLLM's prefix cache, as on a server
+with one voice. Random weights rarely emit the stop token, so every request gets exactly
+``--tokens`` tokens.
 
     PYTHONPATH=. python bench/stream.py --variant turbo                 # 1/4/8 streams, issue 19's targets
     PYTHONPATH=. python bench/stream.py --concurrency 1 4 --tokens 100 --n-timesteps 4
@@ -150,6 +154,11 @@ class Timeline:
         }
 
 
+def text_for(level: int, index: int) -> str:
+    """A text of its own per stream (and per alone-measurement): vLLM's prefix cache shares only the voice."""
+    return f"Request {level}-{index}. {TEXT}"
+
+
 async def run_level(tts, concurrency: int, args, schedule: StreamSchedule,
                     rng: np.random.Generator) -> tuple[list[StreamRun], float]:
     gaps = rng.exponential(args.mean_gap, concurrency)
@@ -160,7 +169,7 @@ async def run_level(tts, concurrency: int, args, schedule: StreamSchedule,
     async def one(index: int) -> StreamRun:
         await asyncio.sleep(float(offsets[index]))
         run = StreamRun(submitted=time.perf_counter())
-        async for piece in tts.astream(TEXT, seed=index * SEED_STRIDE, max_new_tokens=args.tokens,
+        async for piece in tts.astream(text_for(concurrency, index), seed=index * SEED_STRIDE, max_new_tokens=args.tokens,
                                        n_timesteps=args.n_timesteps, max_chunk_tokens=args.max_chunk_tokens,
                                        schedule=schedule):
             run.arrivals.append(time.perf_counter())
@@ -171,16 +180,21 @@ async def run_level(tts, concurrency: int, args, schedule: StreamSchedule,
     return runs, time.perf_counter() - start
 
 
-def first_piece_alone(tts, schedule: StreamSchedule, n_timesteps: int, repeats: int = 3) -> float:
-    """Seconds of the vocoder call that makes a stream's first piece, alone (engine idle)."""
-    tokens = torch.randint(0, 6561, (schedule.chunk_tokens[0],), generator=torch.Generator().manual_seed(0)).tolist()
-    best = np.inf
-    for _ in range(repeats):
+def alone(tts, schedule: StreamSchedule, n_timesteps: int, level: int, repeats: int = 2) -> tuple[float, float]:
+    """(T3 making a first piece's tokens for a fresh text, the vocoder call of a first piece), each
+    alone: best of ``repeats`` seconds."""
+    first = schedule.chunk_tokens[0]
+    tokens = torch.randint(0, 6561, (first,), generator=torch.Generator().manual_seed(0)).tolist()
+    t3, s3gen = np.inf, np.inf
+    for repeat in range(repeats):
+        start = time.perf_counter()
+        tts.generate_speech_tokens(text_for(-level, repeat), seed=repeat, max_new_tokens=first)
+        t3 = min(t3, time.perf_counter() - start)
         state = new_stream(tts.s3gen, tts.builtin_voice, n_timesteps=n_timesteps, seed=1, schedule=schedule)
         start = time.perf_counter()
         vocode_stream_chunks(tts.s3gen, [(state, tokens, False)])
-        best = min(best, time.perf_counter() - start)
-    return best
+        s3gen = min(s3gen, time.perf_counter() - start)
+    return t3, s3gen
 
 
 def main() -> None:
@@ -221,7 +235,6 @@ def main() -> None:
     timeline = Timeline(tts._stream_vocoder)
     try:
         tts.generate("Warm up.", max_new_tokens=8, n_timesteps=args.n_timesteps)
-        alone = first_piece_alone(tts, schedule, args.n_timesteps)
         started = time.perf_counter()
         one_shot = tts.generate(TEXT, seed=0, max_new_tokens=args.baseline_tokens, n_timesteps=args.n_timesteps)[0]
         one_shot_latency = time.perf_counter() - started
@@ -229,6 +242,7 @@ def main() -> None:
         rng = np.random.default_rng(0)
         rows, breakdowns = [], []
         for concurrency in args.concurrency:
+            t3_alone, s3gen_alone = alone(tts, schedule, args.n_timesteps, concurrency)
             timeline.reset()
             runs, wall = asyncio.run(run_level(tts, concurrency, args, schedule, rng))
             ttfa = np.array([r.ttfa for r in runs])
@@ -240,7 +254,7 @@ def main() -> None:
                          np.median([p["t3_tokens_per_s"] for p in parts]), sum(r.audio_seconds for r in runs) / wall,
                          sum(c for c, _ in stalls), sum(s for _, s in stalls)))
             breakdowns.append((concurrency, {k: float(np.median([p[k] for p in parts])) for k in parts[0]},
-                               float(np.median(ttfa))))
+                               float(np.median(ttfa)), t3_alone, s3gen_alone))
             logger.info("concurrency %d done in %.1f s", concurrency, wall)
     finally:
         tts.t3_engine.shutdown()
@@ -258,14 +272,16 @@ def main() -> None:
     for concurrency, p50, p95, latency, rtf, rtf_max, tps, throughput, underruns, stalled in rows:
         print(f"| {concurrency} | {p50:.2f} | {p95:.2f} | {p50 / one_shot_latency:.3f} | {latency:.1f} "
               f"| {rtf:.2f} ({rtf_max:.2f}) | {tps:.1f} | {throughput:.3f} | {underruns} | {stalled:.1f} |")
-    print(f"\nwhere TTFA goes (p50 over each level's streams, seconds; the first piece's vocoder call alone, "
-          f"engine idle: {alone:.2f} s)\n")
-    print(f"| streams | T3 first token | T3 first {schedule.chunk_tokens[0]} tokens | vocoder wait "
-          "| first-piece vocoder call | vs alone | streams in that call | hand-over | TTFA |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for concurrency, part, ttfa in breakdowns:
+    first_tokens = schedule.chunk_tokens[0]
+    print("\nwhere TTFA goes (p50 over each level's streams, seconds; 'alone': measured just before the level, "
+          "nothing else running)\n")
+    print(f"| streams | T3 first token | T3 first {first_tokens} tokens | alone | vocoder wait "
+          "| first-piece vocoder call | alone | streams in that call | hand-over | TTFA |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for concurrency, part, ttfa, t3_alone, s3gen_alone in breakdowns:
         print(f"| {concurrency} | {part['t3_first_token']:.2f} | {part['t3_first_piece']:.2f} "
-              f"| {part['vocoder_wait']:.2f} | {part['first_piece_call']:.2f} | {part['first_piece_call'] / alone:.1f}x "
+              f"| {t3_alone:.2f} ({part['t3_first_piece'] / t3_alone:.1f}x) | {part['vocoder_wait']:.2f} "
+              f"| {part['first_piece_call']:.2f} | {s3gen_alone:.2f} ({part['first_piece_call'] / s3gen_alone:.1f}x) "
               f"| {part['batch']:.0f} | {part['hand_over']:.3f} | {ttfa:.2f} |")
 
     first = rows[0]

@@ -114,12 +114,16 @@ def _turbo_text(files: ModelFiles, config: ChatterboxConfig) -> GPT2TextEncoder:
 
 
 # Turbo / Nano's pieces: the meanflow decoder's 2 single-row steps cost a tenth of the CFM's 10
-# steps x 2 CFG rows, so a first piece after 10 tokens (7 usable past the 3-token look-ahead:
-# 0.16 s of audio) is cheap, and T3's 5 fewer tokens than the original's 15 bring the first audio
-# forward. The join quality does not depend on the piece sizes: on the full-size random meanflow
-# S3Gen, 150 tokens, waveform SNR to the one-shot 42.3-42.8 dB and mel mean |delta| 0.060-0.068
-# for first pieces of 8-15 tokens and overlaps of 4-8 frames (bench/s3gen_stream.py --variant
-# turbo). Pieces then double up to 80 tokens, fewer re-reads of the voice prompt per second of audio.
+# steps x 2 CFG rows, so small first pieces are cheap and the time to first audio is mostly T3's
+# prefill and first tokens. Join quality does not depend on the sizes: full-size random meanflow
+# S3Gen, 150 tokens, waveform SNR to the one-shot 42.1-42.8 dB and mel mean |delta| 0.060-0.068 for
+# first pieces of 8-15 tokens and overlaps of 4-8 frames (bench/s3gen_stream.py --variant turbo).
+# First audio at one stream, full-size random Turbo, 2 CPU cores (bench/stream.py --variant turbo
+# --chunk-tokens ...): 3.9 s after 8 tokens, 4.5 s after 10, 5.3 s after 15. 10 it is: 8 tokens
+# leave 5 past the 3-token look-ahead, 4 mel frames after the held overlap (80 ms); less the 50 ms
+# the text joiner keeps for a crossfade, 30 ms go out, 20 ms of them the start fade's silence, so
+# that "first audio" is not heard. 10 give 160 ms (110 ms out). Pieces then double up to 80
+# tokens: fewer re-reads of the voice prompt per second of audio.
 MEANFLOW_STREAM_SCHEDULE = StreamSchedule(chunk_tokens=(10, 20, 40, 80))
 
 VARIANTS: dict[str, ModelVariant] = {
