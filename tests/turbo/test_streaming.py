@@ -20,6 +20,9 @@ OPTIONS = dict(max_chunk_tokens=12, seed=5, max_new_tokens=60)
 # tests/s3gen/test_streaming.py), and the original model's fixture too (16.2 dB). On
 # make_test_model's tiny Turbo weights the same comparison gives 65 dB (the Nano test in test_api).
 STREAM_SNR_DB = 14.0
+# Two chunks are in flight at once and the vocoder pads the pieces that are due together into one
+# batch, so timing changes float rounding only (measured up to 1.1e-6; |wav| peaks near 0.3).
+ROUNDING = 1e-5
 
 
 def _collect(tts, text=TEXT, **options) -> list[np.ndarray]:
@@ -70,7 +73,7 @@ def test_seeded_turbo_streams_are_the_same_alone_or_among_others(turbo_tts):
         for future in futures[1:]:
             assert np.concatenate(future.result(timeout=600)).size > 0
     # Same tokens, piece boundaries and noise; other batch shapes only change float rounding.
-    np.testing.assert_allclose(together, alone, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(together, alone, atol=ROUNDING, rtol=0)
     other_seed = np.concatenate(_collect(turbo_tts, seed=6))
     assert other_seed.shape != alone.shape or np.abs(other_seed - alone).max() > 1e-3
 
@@ -80,7 +83,7 @@ def test_turbo_astream_in_another_event_loop_equals_stream(turbo_tts):
         return [piece async for piece in turbo_tts.astream(TEXT, **OPTIONS)]
 
     np.testing.assert_allclose(np.concatenate(asyncio.run(collect())), np.concatenate(_collect(turbo_tts)),
-                               atol=1e-6, rtol=0)
+                               atol=ROUNDING, rtol=0)
 
 
 def test_closing_a_turbo_stream_aborts_t3_and_the_queued_vocoder_work(turbo_tts):
