@@ -1,31 +1,44 @@
-"""Streaming: time to first audio and real-time factor under concurrent streams.
+"""Streaming: time to first audio and real-time factor under concurrent streams, original or Turbo.
 
 Not a test. Uses a random-weight model at the released size (``make_test_model(size="full")``,
-fp32), created once under ``--model-dir`` (shared with the other benchmarks).
+fp32; ``--variant turbo``: the Turbo layout), created once under ``--model-dir`` (shared with the
+other benchmarks: ``bench-full`` / ``bench-full-turbo`` in the package cache).
 
 * baseline, in the same run: the one-shot latency of one utterance of ``--baseline-tokens``
   speech tokens (250 = 10 s of audio) through ``ChatterboxTTS.generate`` (T3, then S3Gen, all of it
   before the first sample can play);
 * streams: at each ``--concurrency`` level, that many streams of the same utterance length
-  arrive at Poisson times (mean gap ``--mean-gap`` s) and are consumed with ``astream``.
+  arrive at Poisson times (mean gap ``--mean-gap`` s) and are consumed with ``astream``, with
+  the model's piece schedule (``variants.py``) or ``--chunk-tokens``.
 
-Per level: time to first audio (TTFA) p50/p95, total latency, aggregate audio seconds per wall
-second, and underruns: a piece arriving after the audio before it has finished playing, for a
-player that starts at the first piece. Random weights rarely emit the stop token, so every
-request gets exactly ``--tokens`` tokens (``max_new_tokens``).
+Per level: time to first audio (TTFA) p50/p95, total latency, real-time factor per stream (wall
+seconds from request to last piece per second of audio: below 1 keeps up with playback), T3
+tokens/s per stream, aggregate audio seconds per wall second, and underruns: a piece arriving
+after the audio before it has finished playing, for a player that starts at the first piece.
+Then where TTFA goes (p50 over the level's streams, from the stream vocoder's calls): T3's first
+token (prefill), T3's first piece of tokens, the wait for the vocoder, the vocoder call that made
+the first piece, and the hand-over. Beside them, measured just before the level with nothing
+else running: T3 alone making the first piece's tokens (``generate_speech_tokens``) and the
+vocoder call of a first piece alone; a ratio far above 1 means that side was starved (by the
+other side or by other streams). Each stream speaks its own text (a numbered sentence before the
+shared one), so only the voice's conditioning is shared in vLLM's prefix cache, as on a server
+with one voice. Random weights rarely emit the stop token, so every request gets exactly
+``--tokens`` tokens.
 
-    python bench/stream.py                                   # from the repository root
-    python bench/stream.py --concurrency 1 4 --tokens 100 --n-timesteps 4
+    PYTHONPATH=. python bench/stream.py --variant turbo                 # 1/4/8 streams, issue 19's targets
+    PYTHONPATH=. python bench/stream.py --concurrency 1 4 --tokens 100 --n-timesteps 4
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,14 +47,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from vllm_chatterbox.t3.engine import cache_root  # noqa: E402
 from vllm_chatterbox.demo_model import make_test_model  # noqa: E402
+from vllm_chatterbox.s3gen.streaming import StreamSchedule, new_stream, vocode_stream_chunks  # noqa: E402
+from vllm_chatterbox.t3.engine import cache_root  # noqa: E402
 
 logger = logging.getLogger("bench.stream")
 
 SAMPLE_RATE = 24000
 TEXT = ("The lighthouse keeper climbed the stairs for the last time that winter, and the sea below "
         "was as calm as anyone had ever seen it.")
+# Stream i's chunks get seeds i * SEED_STRIDE + chunk, so a vocoder call's streams are known by seed.
+SEED_STRIDE = 1000
+
+
+@dataclass(frozen=True)
+class VariantSetup:
+    model_dir: str  # under the package cache
+    make_variant: str  # make_test_model's variant
+    concurrency: tuple[int, ...]
+    n_timesteps: int
+    # Targets: TTFA at 1 stream in seconds (None: none), TTFA / one-shot, TTFA p95 at `at` streams / TTFA at 1.
+    ttfa_s: float | None
+    ttfa_vs_one_shot: float
+    p95_ratio: float
+    at: int
+
+
+SETUPS = {
+    "original": VariantSetup("bench-full", "original", (1, 4, 8, 16), 10, None, 0.25, 2.0, 8),
+    "turbo": VariantSetup("bench-full-turbo", "turbo", (1, 4, 8), 2, 2.5, 0.2, 3.0, 8),  # issue 19
+}
 
 
 @dataclass
@@ -73,7 +108,59 @@ class StreamRun:
         return count, stalled
 
 
-async def run_level(tts, concurrency: int, args, rng: np.random.Generator) -> tuple[list[StreamRun], float]:
+class Timeline:
+    """When each stream's tokens reached the stream vocoder, and the vocoder call that made its
+    first piece (wraps the vocoder's ``push`` and its batched call, as the server's metrics do)."""
+
+    def __init__(self, vocoder):
+        self.reset()
+        push, vocode = vocoder.push, vocoder._vocode
+
+        def recording_push(state, tokens, final, sink):
+            record = self.pushes[state.seed // SEED_STRIDE]
+            record.append((time.perf_counter(), (record[-1][1] if record else 0) + len(tokens)))
+            push(state, tokens, final, sink)
+
+        def recording_vocode(s3gen, items, **options):
+            fresh = [state for state, _, _ in items if state.pieces == 0]
+            start = time.perf_counter()
+            pieces = vocode(s3gen, items, **options)
+            end = time.perf_counter()
+            for state in fresh:
+                if state.pieces and state.seed % SEED_STRIDE == 0:  # the stream's first chunk
+                    self.first_piece.setdefault(state.seed // SEED_STRIDE, (start, end, len(items)))
+            return pieces
+
+        vocoder.push = recording_push
+        vocoder._vocode = recording_vocode
+
+    def reset(self) -> None:
+        self.pushes: dict[int, list[tuple[float, int]]] = defaultdict(list)
+        self.first_piece: dict[int, tuple[float, float, int]] = {}
+
+    def breakdown(self, index: int, run: StreamRun, first_tokens: int) -> dict[str, float]:
+        pushes = self.pushes[index]
+        chunk_ready = next(t for t, total in pushes if total >= first_tokens)
+        start, end, batch = self.first_piece[index]
+        tokens = pushes[-1][1]
+        return {
+            "t3_first_token": pushes[0][0] - run.submitted,
+            "t3_first_piece": chunk_ready - run.submitted,
+            "vocoder_wait": start - chunk_ready,
+            "first_piece_call": end - start,
+            "batch": batch,
+            "hand_over": run.arrivals[0] - end,
+            "t3_tokens_per_s": (tokens - 1) / max(pushes[-1][0] - pushes[0][0], 1e-9),
+        }
+
+
+def text_for(level: int, index: int) -> str:
+    """A text of its own per stream (and per alone-measurement): vLLM's prefix cache shares only the voice."""
+    return f"Request {level}-{index}. {TEXT}"
+
+
+async def run_level(tts, concurrency: int, args, schedule: StreamSchedule,
+                    rng: np.random.Generator) -> tuple[list[StreamRun], float]:
     gaps = rng.exponential(args.mean_gap, concurrency)
     gaps[0] = 0.0
     offsets = np.cumsum(gaps)
@@ -82,8 +169,9 @@ async def run_level(tts, concurrency: int, args, rng: np.random.Generator) -> tu
     async def one(index: int) -> StreamRun:
         await asyncio.sleep(float(offsets[index]))
         run = StreamRun(submitted=time.perf_counter())
-        async for piece in tts.astream(TEXT, seed=index, max_new_tokens=args.tokens, n_timesteps=args.n_timesteps,
-                                       max_chunk_tokens=args.max_chunk_tokens):
+        async for piece in tts.astream(text_for(concurrency, index), seed=index * SEED_STRIDE, max_new_tokens=args.tokens,
+                                       n_timesteps=args.n_timesteps, max_chunk_tokens=args.max_chunk_tokens,
+                                       schedule=schedule):
             run.arrivals.append(time.perf_counter())
             run.samples.append(piece.size)
         return run
@@ -92,27 +180,59 @@ async def run_level(tts, concurrency: int, args, rng: np.random.Generator) -> tu
     return runs, time.perf_counter() - start
 
 
+def alone(tts, schedule: StreamSchedule, n_timesteps: int, level: int, repeats: int = 2) -> tuple[float, float]:
+    """(T3 making a first piece's tokens for a fresh text, the vocoder call of a first piece), each
+    alone: best of ``repeats`` seconds."""
+    first = schedule.chunk_tokens[0]
+    tokens = torch.randint(0, 6561, (first,), generator=torch.Generator().manual_seed(0)).tolist()
+    t3, s3gen = np.inf, np.inf
+    for repeat in range(repeats):
+        start = time.perf_counter()
+        tts.generate_speech_tokens(text_for(-level, repeat), seed=repeat, max_new_tokens=first)
+        t3 = min(t3, time.perf_counter() - start)
+        state = new_stream(tts.s3gen, tts.builtin_voice, n_timesteps=n_timesteps, seed=1, schedule=schedule)
+        start = time.perf_counter()
+        vocode_stream_chunks(tts.s3gen, [(state, tokens, False)])
+        s3gen = min(s3gen, time.perf_counter() - start)
+    return t3, s3gen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=cache_root() / "bench-full")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--variant", choices=list(SETUPS), default="original")
+    parser.add_argument("--model-dir", type=Path, default=None, help="default: the package cache's bench model")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=None,
+                        help="streams per level (default: original 1 4 8 16, turbo 1 4 8)")
     parser.add_argument("--tokens", type=int, default=250, help="speech tokens per utterance (25 per second)")
     parser.add_argument("--baseline-tokens", type=int, default=250,
-                        help="speech tokens of the one-shot baseline utterance (250 = 10 s, the issue's target)")
-    parser.add_argument("--n-timesteps", type=int, default=10)
+                        help="speech tokens of the one-shot baseline utterance (250 = 10 s, the issues' targets)")
+    parser.add_argument("--n-timesteps", type=int, default=None, help="S3Gen steps (default: the model's, 10 / 2)")
+    parser.add_argument("--chunk-tokens", type=int, nargs="+", default=None,
+                        help="the schedule's piece sizes in tokens (default: the model's schedule)")
     parser.add_argument("--mean-gap", type=float, default=0.5, help="mean seconds between arrivals")
     parser.add_argument("--max-chunk-tokens", type=int, default=150)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="S3Gen threads")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup = SETUPS[args.variant]
+    args.concurrency = args.concurrency or list(setup.concurrency)
+    args.n_timesteps = args.n_timesteps or setup.n_timesteps
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
 
     from vllm_chatterbox.tts import ChatterboxTTS
 
-    model_dir = args.model_dir.expanduser()
-    if not (model_dir / "t3_cfg.safetensors").is_file():
-        make_test_model(model_dir, size="full", seed=0)
-    tts = ChatterboxTTS.from_dir(model_dir, max_num_seqs=max(args.concurrency), max_model_len=150 + 34 + 2 + max(args.tokens, args.baseline_tokens) + 8)
+    model_dir = (args.model_dir or cache_root() / setup.model_dir).expanduser()
+    if not model_dir.is_dir():
+        make_test_model(model_dir, size="full", seed=0, variant=setup.make_variant)
+    options = {"max_num_seqs": max(args.concurrency)}
+    if args.variant == "original":
+        options["max_model_len"] = 150 + 34 + 2 + max(args.tokens, args.baseline_tokens) + 8
+    tts = ChatterboxTTS.from_dir(model_dir, **options)
+    schedule = tts.variant.stream_schedule
+    if args.chunk_tokens:
+        schedule = dataclasses.replace(schedule, chunk_tokens=tuple(args.chunk_tokens))
+    timeline = Timeline(tts._stream_vocoder)
     try:
         tts.generate("Warm up.", max_new_tokens=8, n_timesteps=args.n_timesteps)
         started = time.perf_counter()
@@ -120,30 +240,63 @@ def main() -> None:
         one_shot_latency = time.perf_counter() - started
         logger.info("one-shot: %.2f s of audio in %.1f s", one_shot.size / SAMPLE_RATE, one_shot_latency)
         rng = np.random.default_rng(0)
-        rows = []
+        rows, breakdowns = [], []
         for concurrency in args.concurrency:
-            runs, wall = asyncio.run(run_level(tts, concurrency, args, rng))
+            t3_alone, s3gen_alone = alone(tts, schedule, args.n_timesteps, concurrency)
+            timeline.reset()
+            runs, wall = asyncio.run(run_level(tts, concurrency, args, schedule, rng))
             ttfa = np.array([r.ttfa for r in runs])
             stalls = [r.underruns() for r in runs]
+            rtf = np.array([r.latency / r.audio_seconds for r in runs])
+            parts = [timeline.breakdown(i, r, schedule.chunk_tokens[0]) for i, r in enumerate(runs)]
             rows.append((concurrency, np.percentile(ttfa, 50), np.percentile(ttfa, 95),
-                         np.mean([r.latency for r in runs]), sum(r.audio_seconds for r in runs) / wall,
+                         np.mean([r.latency for r in runs]), np.median(rtf), rtf.max(),
+                         np.median([p["t3_tokens_per_s"] for p in parts]), sum(r.audio_seconds for r in runs) / wall,
                          sum(c for c, _ in stalls), sum(s for _, s in stalls)))
+            breakdowns.append((concurrency, {k: float(np.median([p[k] for p in parts])) for k in parts[0]},
+                               float(np.median(ttfa)), t3_alone, s3gen_alone))
             logger.info("concurrency %d done in %.1f s", concurrency, wall)
     finally:
         tts.t3_engine.shutdown()
 
-    print(f"\nfull-size random model, fp32, {args.tokens} tokens ({args.tokens / 25:.0f} s) per utterance, "
-          f"n_timesteps {args.n_timesteps}, {args.threads} S3Gen threads, mean arrival gap {args.mean_gap} s")
+    print(f"\n{args.variant}: full-size random model ({model_dir}), fp32, {args.tokens} tokens "
+          f"({args.tokens / 25:.0f} s) per utterance, n_timesteps {args.n_timesteps}, schedule: pieces after "
+          f"{'/'.join(map(str, schedule.chunk_tokens))} tokens, {schedule.overlap_frames} overlap frames, context "
+          f"{schedule.context_tokens} tokens; {args.threads} S3Gen threads, {os.cpu_count()} CPUs, mean arrival gap "
+          f"{args.mean_gap} s; load average {load_before[0]:.1f} at start, {os.getloadavg()[0]:.1f} at the end")
     print(f"one-shot latency (baseline, {args.baseline_tokens} tokens = {args.baseline_tokens / 25:.0f} s of audio "
           f"through generate): {one_shot_latency:.1f} s\n")
-    print("| streams | TTFA p50 s | TTFA p95 s | TTFA p50 / one-shot | mean latency s | audio s per wall s | underruns | stalled s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for concurrency, p50, p95, latency, throughput, underruns, stalled in rows:
-        print(f"| {concurrency} | {p50:.2f} | {p95:.2f} | {p50 / one_shot_latency:.3f} | {latency:.1f} | "
-              f"{throughput:.3f} | {underruns} | {stalled:.1f} |")
+    print("| streams | TTFA p50 s | TTFA p95 s | TTFA p50 / one-shot | mean latency s | RTF per stream p50 (max) "
+          "| T3 tokens/s per stream | audio s per wall s | underruns | stalled s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for concurrency, p50, p95, latency, rtf, rtf_max, tps, throughput, underruns, stalled in rows:
+        print(f"| {concurrency} | {p50:.2f} | {p95:.2f} | {p50 / one_shot_latency:.3f} | {latency:.1f} "
+              f"| {rtf:.2f} ({rtf_max:.2f}) | {tps:.1f} | {throughput:.3f} | {underruns} | {stalled:.1f} |")
+    first_tokens = schedule.chunk_tokens[0]
+    print("\nwhere TTFA goes (p50 over each level's streams, seconds; 'alone': measured just before the level, "
+          "nothing else running)\n")
+    print(f"| streams | T3 first token | T3 first {first_tokens} tokens | alone | vocoder wait "
+          "| first-piece vocoder call | alone | streams in that call | hand-over | TTFA |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for concurrency, part, ttfa, t3_alone, s3gen_alone in breakdowns:
+        print(f"| {concurrency} | {part['t3_first_token']:.2f} | {part['t3_first_piece']:.2f} "
+              f"| {t3_alone:.2f} ({part['t3_first_piece'] / t3_alone:.1f}x) | {part['vocoder_wait']:.2f} "
+              f"| {part['first_piece_call']:.2f} | {s3gen_alone:.2f} ({part['first_piece_call'] / s3gen_alone:.1f}x) "
+              f"| {part['batch']:.0f} | {part['hand_over']:.3f} | {ttfa:.2f} |")
+
     first = rows[0]
+    print()
+    if first[0] == 1:
+        if setup.ttfa_s is not None:
+            print(f"TTFA at 1 stream: {first[1]:.2f} s (target <= {setup.ttfa_s} s: "
+                  f"{'met' if first[1] <= setup.ttfa_s else 'NOT met'})")
+        ratio = first[1] / one_shot_latency
+        print(f"TTFA at 1 stream / one-shot latency: {ratio:.3f} (target <= {setup.ttfa_vs_one_shot}: "
+              f"{'met' if ratio <= setup.ttfa_vs_one_shot else 'NOT met'})")
     for concurrency, _, p95, *_ in rows[1:]:
-        print(f"TTFA p95 at {concurrency} / TTFA p50 at {first[0]}: {p95 / first[1]:.2f}x")
+        target = (f" (target <= {setup.p95_ratio}x: {'met' if p95 / first[1] <= setup.p95_ratio else 'NOT met'})"
+                  if concurrency == setup.at and first[0] == 1 else "")
+        print(f"TTFA p95 at {concurrency} / TTFA p50 at {first[0]}: {p95 / first[1]:.2f}x{target}")
 
 
 if __name__ == "__main__":

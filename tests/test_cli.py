@@ -64,10 +64,12 @@ def test_speak_file_with_model_and_voice(tmp_path, tiny_dir):
     assert rate == 24000 and len(wav) > 0
 
 
-def test_speak_stream_writes_pieces_and_reports_first_audio(tmp_path, tiny_dir):
+@pytest.mark.parametrize("model", ["tiny_dir", "turbo_dir"])
+def test_speak_stream_writes_pieces_and_reports_first_audio(tmp_path, model, request):
     out = tmp_path / "streamed.flac"
-    result = run_cli("speak", "A streamed sentence. And a second one.", "-o", out, "--model", tiny_dir, "--stream",
-                     "--max-new-tokens", 30, "--seed", 2, "--n-timesteps", 2, cache_dir=tmp_path / "cache")
+    result = run_cli("speak", "A streamed sentence. And a second one.", "-o", out, "--model",
+                     request.getfixturevalue(model), "--stream", "--max-new-tokens", 30, "--seed", 2,
+                     "--n-timesteps", 2, cache_dir=tmp_path / "cache")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "time to first audio:" in result.stderr
     wav, rate = soundfile.read(out)
@@ -288,11 +290,9 @@ def test_turbo_text_is_checked_with_its_own_tokenizer(tmp_path, turbo_dir, fake_
     assert cli.main(["speak", "Oh [sigh] hello.", "-o", str(out), "--model", str(turbo_dir)]) == 0
     assert fake_tts.calls[0][0] == "Oh [sigh] hello." and out.exists()
     capsys.readouterr()
-    for extra, message in ((["--language", "fr"], "the turbo model speaks English only"),
-                           (["--stream"], "--stream is not available for Turbo / Nano yet")):
-        fake_tts.calls.clear()
-        assert cli.main(["speak", "Hello.", "-o", str(out), "--model", str(turbo_dir), *extra]) == 2
-        assert message in error_line(capsys) and not fake_tts.calls
+    fake_tts.calls.clear()
+    assert cli.main(["speak", "Hello.", "-o", str(out), "--model", str(turbo_dir), "--language", "fr"]) == 2
+    assert "the turbo model speaks English only" in error_line(capsys) and not fake_tts.calls
 
 
 def test_file_that_is_not_utf8_is_one_line(tmp_path, capsys):

@@ -113,13 +113,6 @@ def _speak_params(args) -> dict:
     return {**params, "language": args.language, "watermark": args.watermark}
 
 
-def _model_streams(files) -> bool:
-    """Whether the model has stream / astream (its row of the variant table)."""
-    from vllm_chatterbox.variants import model_variant
-
-    return model_variant(files).streaming
-
-
 def _speak_voice(voice: str | None, files):
     """A saved voice loaded and checked, or a reference clip decoded and checked (it is cloned
     once the model is loaded)."""
@@ -164,8 +157,6 @@ def cmd_speak(args) -> None:
     files = _model_files(args.model, args)
     if "top_k" in params and not files.is_turbo:
         raise ValueError("--top-k is a Turbo / Nano option; this model samples with top_p and min_p")
-    if args.stream and not _model_streams(files):
-        raise ValueError("--stream is not available for Turbo / Nano yet")
     voice = _speak_voice(args.voice, files)
     long_text = args.file is not None or len(text) > 300
     _check_text_tokens(text, files, args.language, long_text)

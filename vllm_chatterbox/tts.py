@@ -21,6 +21,7 @@ from vllm_chatterbox.pipeline.batch import AudioJob, s3gen_seed, synthesize
 from vllm_chatterbox.pipeline.streaming import StreamJob, StreamVocoder, stream_audio
 from vllm_chatterbox.pipeline.watermark import Watermarker, apply_watermark, check_watermark_flag, load_watermarker
 from vllm_chatterbox.params import check_seed, check_timesteps, is_integer, per_text
+from vllm_chatterbox.s3gen.streaming import StreamSchedule, check_schedule
 from vllm_chatterbox.t3.contract import T3Request
 from vllm_chatterbox.t3.engine import T3Engine
 from vllm_chatterbox.text.chunking import split_text
@@ -315,17 +316,16 @@ class ChatterboxTTS:
         crossfade_ms: float = DEFAULT_CROSSFADE_MS,
         pause_ms: float = DEFAULT_PAUSE_MS,
         n_timesteps: int | None = None,
+        schedule: StreamSchedule | None = None,
         **parameters,
     ) -> StreamJob:
         """Validate a stream and build its T3 requests (nothing runs); see :meth:`stream`."""
-        if not self.variant.streaming:
-            raise ValueError(f"streaming is not available for the {self.files.variant} model yet; use generate / "
-                             "generate_long")
         check_join_options(self.config.hift.sampling_rate, crossfade_ms, pause_ms)
         n_timesteps = check_timesteps(self._timesteps(n_timesteps))
+        schedule = self._stream_schedule(schedule)
         chunks, voice, parameters = self._split_long_text(text, voice, max_chunk_tokens, parameters)
         requests = self.prepare_t3_requests(chunks, voice, **parameters)
-        return StreamJob(requests=requests, voice=voice, n_timesteps=n_timesteps,
+        return StreamJob(requests=requests, voice=voice, n_timesteps=n_timesteps, schedule=schedule,
                          seeds=[r.params.seed for r in requests], crossfade_ms=crossfade_ms, pause_ms=pause_ms,
                          trim_last_token=self.variant.trim_last_token)
 
@@ -336,6 +336,8 @@ class ChatterboxTTS:
         text is spoken chunk by chunk in order with the same pauses. Bad input raises here,
         before anything runs. Any number of streams may be open at once, from any event loop;
         their pieces are vocoded together. Closing the iterator early aborts its work.
+        ``schedule``: when pieces are made and how they join (default: the model's,
+        ``variants.py``; a :class:`~vllm_chatterbox.s3gen.streaming.StreamSchedule`).
         """
         job = self.prepare_stream(text, voice, **options)
         return stream_audio(job, self.t3_engine, self.t3, self.s3gen, self._stream_vocoder)
@@ -344,6 +346,10 @@ class ChatterboxTTS:
         """:meth:`astream` for synchronous code: a generator of 24 kHz float32 pieces."""
         pieces = self.astream(text, voice, **options)
         return self.t3_engine.iterate_in_loop(pieces)
+
+    def _stream_schedule(self, schedule: StreamSchedule | None) -> StreamSchedule:
+        """The caller's schedule, checked against the model, or the model's own."""
+        return check_schedule(self.variant.stream_schedule if schedule is None else schedule, self.config.flow)
 
     @functools.cached_property
     def _stream_vocoder(self) -> StreamVocoder:

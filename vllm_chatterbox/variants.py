@@ -4,7 +4,8 @@ Every difference between English, multilingual, Turbo and Nano above the files o
 (``model_files.py``) is a field of :class:`ModelVariant`: the configuration, the text encoder
 (tokenizer), the T3 architecture's client and engine spec (``t3/llama``, ``t3/gpt2``; the client
 carries the speech-token clean-up, one-shot and streaming), S3Gen's default number of steps, the
-voice-cloning options, and what the audio path does differently. ``ChatterboxTTS`` and the CLI
+voice-cloning options, how a stream cuts its speech into pieces, and what the audio path does
+differently. ``ChatterboxTTS`` and the CLI
 read them here. Adding a model is a row; adding a T3 architecture is a package beside ``t3/llama``
 and ``t3/gpt2`` and a :class:`T3Architecture` for its rows.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 from vllm_chatterbox.config import CONFIG_FILE_NAME, ChatterboxConfig, turbo_config
 from vllm_chatterbox.model_files import MULTILINGUAL_TEXT_VOCAB_SIZE, ModelFiles
+from vllm_chatterbox.s3gen.streaming import StreamSchedule
 from vllm_chatterbox.t3.contract import T3Client, T3EngineSpec, TextEncoder
 from vllm_chatterbox.t3.gpt2.client import GPT2T3Client, GPT2TextEncoder
 from vllm_chatterbox.t3.gpt2.engine_spec import GPT2EngineSpec
@@ -55,7 +57,8 @@ class ModelVariant:
     voice_exaggeration: float  # default of a cloned voice (Turbo stores it and ignores it)
     # The multilingual model (at the original's HEAD) drops the last speech token's audio.
     trim_last_token: bool = False
-    streaming: bool = True  # stream / astream available
+    # When a stream (``stream`` / ``astream``) makes its audio pieces and how they join.
+    stream_schedule: StreamSchedule = StreamSchedule()
 
     def t3_client(self, files: ModelFiles, config: ChatterboxConfig) -> T3Client:
         return self.t3.client(files.t3, self.text_encoder(files, config))
@@ -110,16 +113,30 @@ def _turbo_text(files: ModelFiles, config: ChatterboxConfig) -> GPT2TextEncoder:
     return GPT2TextEncoder(tokenizer, config.turbo_t3, label=files.variant)
 
 
+# Turbo / Nano's pieces: the meanflow decoder's 2 single-row steps cost a tenth of the CFM's 10
+# steps x 2 CFG rows, so small first pieces are cheap and the time to first audio is mostly T3's
+# prefill and first tokens. Join quality does not depend on the sizes: full-size random meanflow
+# S3Gen, 150 tokens, waveform SNR to the one-shot 42.1-42.8 dB and mel mean |delta| 0.060-0.068 for
+# first pieces of 8-15 tokens and overlaps of 4-8 frames (bench/s3gen_stream.py --variant turbo).
+# First audio at one stream, full-size random Turbo, 2 CPU cores (bench/stream.py --variant turbo
+# --chunk-tokens ...): 3.9 s after 8 tokens, 4.5 s after 10, 5.3 s after 15. 10 it is: 8 tokens
+# leave 5 past the 3-token look-ahead, 4 mel frames after the held overlap (80 ms); less the 50 ms
+# the text joiner keeps for a crossfade, 30 ms go out, 20 ms of them the start fade's silence, so
+# that "first audio" is not heard. 10 give 160 ms (110 ms out). Pieces then double up to 80
+# tokens: fewer re-reads of the voice prompt per second of audio.
+MEANFLOW_STREAM_SCHEDULE = StreamSchedule(chunk_tokens=(10, 20, 40, 80))
+
 VARIANTS: dict[str, ModelVariant] = {
     "english": ModelVariant("english", LLAMA, _original_config, _english_text, n_timesteps=10,
                             voice_options=original_voice_options, voice_exaggeration=0.5),
     "multilingual": ModelVariant("multilingual", LLAMA, _multilingual_config, _multilingual_text, n_timesteps=10,
                                  voice_options=original_voice_options, voice_exaggeration=0.5, trim_last_token=True),
-    # Turbo streaming waits for the meanflow decoder's streaming path.
     "turbo": ModelVariant("turbo", GPT2, _turbo_config, _turbo_text, n_timesteps=2,
-                          voice_options=turbo_voice_options, voice_exaggeration=0.0, streaming=False),
+                          voice_options=turbo_voice_options, voice_exaggeration=0.0,
+                          stream_schedule=MEANFLOW_STREAM_SCHEDULE),
     "nano": ModelVariant("nano", GPT2, _turbo_config, _turbo_text, n_timesteps=2,
-                         voice_options=turbo_voice_options, voice_exaggeration=0.0, streaming=False),
+                         voice_options=turbo_voice_options, voice_exaggeration=0.0,
+                         stream_schedule=MEANFLOW_STREAM_SCHEDULE),
 }
 
 

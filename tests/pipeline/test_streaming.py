@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from vllm_chatterbox.s3gen.streaming import StreamSchedule
+
 TEXT = "The first sentence is here. And a second one follows it closely."
 # Streamed vs one-shot SNR measured on the tiny random model: 52.7-53.9 dB (four texts and seeds).
 STREAM_SNR_DB = 48.0
@@ -67,10 +69,24 @@ def test_closing_a_stream_frees_the_engine(tts_tiny):
     stream = tts_tiny.stream("Talk for a long while, please.", seed=3, max_new_tokens=900, n_timesteps=2)
     next(stream)
     stream.close()
+    vocoder = tts_tiny._stream_vocoder
     deadline = time.monotonic() + 10
-    while tts_tiny.t3_engine.has_unfinished() and time.monotonic() < deadline:
+    while (tts_tiny.t3_engine.has_unfinished() or vocoder.queued_streams) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not tts_tiny.t3_engine.has_unfinished(), "the T3 request kept decoding after the stream closed"
+    assert vocoder.queued_streams == 0, "the closed stream's tokens still wait for the vocoder"
+
+
+def test_a_schedule_of_the_callers_own_cuts_the_pieces(tts_tiny):
+    """The model's schedule is its row of variants.py; a caller may pass another one."""
+    assert tts_tiny.variant.stream_schedule == StreamSchedule()
+    options = dict(max_new_tokens=40, seed=4, n_timesteps=2)
+    whole = list(tts_tiny.stream(TEXT, schedule=StreamSchedule(chunk_tokens=(10_000,)), max_chunk_tokens=100,
+                                 **options))
+    fine = list(tts_tiny.stream(TEXT, schedule=StreamSchedule(chunk_tokens=(4,)), max_chunk_tokens=100, **options))
+    # One S3Gen piece, then the 50 ms the text joiner holds for a next chunk's crossfade.
+    assert len(whole) == 2 and len(fine) > 4
+    assert np.concatenate(fine).size == np.concatenate(whole).size
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -80,6 +96,8 @@ def test_closing_a_stream_frees_the_engine(tts_tiny):
     ({"text": "Hi.", "watermark": True}, "unknown parameter"),
     ({"text": "Hi.", "n_timesteps": 0}, "n_timesteps"),
     ({"text": 3}, "text must be a str"),
+    ({"text": "Hi.", "schedule": StreamSchedule(chunk_tokens=(3, 10))}, "look-ahead"),
+    ({"text": "Hi.", "schedule": (15, 30)}, "schedule must be a StreamSchedule"),
 ])
 def test_bad_input_fails_before_anything_runs(tts_tiny, kwargs, message):
     before = tts_tiny.t3_engine.requests_submitted

@@ -322,3 +322,85 @@ def test_voices_with_unusual_prompt_lengths_stream_with_the_whole_prefix(model, 
         np.testing.assert_array_equal(a, b)
     one_shot, = model.inference([tokens], [short], n_timesteps=2, seeds=[SEED])
     assert sum(len(p) for p in whole) == len(one_shot) == 480 * (2 * (97 + 60) - 180)
+
+
+# --- Turbo / Nano's meanflow decoder (2 steps, one row per item, no CFG) -----------------------
+
+@pytest.fixture(scope="module")
+def meanflow():
+    """The tiny Turbo fixture's meanflow S3Gen, its built-in voice, and 120 tokens as Turbo's T3
+    hands them over (its three silence tokens last)."""
+    from tests.paths import TURBO_CKPT
+    from vllm_chatterbox.config import tiny_turbo_config
+    from vllm_chatterbox.s3gen.model import S3Gen
+    from vllm_chatterbox.voice.voice import Voice
+
+    model = S3Gen.from_file(TURBO_CKPT / "s3gen_meanflow.safetensors", tiny_turbo_config())
+    assert model.config.estimator.meanflow
+    return model, Voice.load(TURBO_CKPT / "conds.pt"), _tokens(117, 4) + [4299] * 3
+
+
+@pytest.mark.parametrize("step", [1, 120])
+def test_meanflow_stream_with_one_final_piece_equals_the_one_shot_bit_for_bit(meanflow, step):
+    """The seeded one-shot draws the stream's positional noise (not the original's meanflow
+    order, which only the unseeded call keeps), so the equality holds for Turbo too."""
+    model, voice, tokens = meanflow
+    wav, = model.inference([tokens], [voice], n_timesteps=2, seeds=[SEED])
+    mel, = model.tokens_to_mel([tokens], [voice], n_timesteps=2, seeds=[SEED])
+    state, pieces = _stream(model, voice, tokens, StreamSchedule(chunk_tokens=(10_000,)), step=step, n_timesteps=2)
+    assert len(pieces) == 1
+    np.testing.assert_array_equal(pieces[0], wav)
+    torch.testing.assert_close(state.mel, mel, atol=0, rtol=0)
+
+
+# Turbo's schedule (10/20/40/80, 6 overlap frames) on the fixture: measured SNR 19.6 dB, mel max
+# 1.56 / mean 0.075 (the one-shot mel's std is 1.30), at the crossfaded join frames max 1.56 /
+# mean 0.19. Other schedules measured alike (first pieces of 8-15 tokens, overlaps of 4-8 frames:
+# 17.1-20.6 dB, mean 0.070-0.085): the fixture's random weights attend over the whole utterance,
+# so every piece made before the later tokens exist differs. On make_test_model's tiny weights:
+# 65 dB; full size: 42.5 dB (bench/s3gen_stream.py --variant turbo).
+MEANFLOW_SNR_DB = 16.0
+MEANFLOW_MEL_MAX, MEANFLOW_MEL_MEAN = 2.0, 0.1
+
+
+def test_meanflow_stream_on_turbos_schedule_stays_close_to_the_one_shot(meanflow):
+    from vllm_chatterbox.variants import VARIANTS
+
+    model, voice, tokens = meanflow
+    schedule = VARIANTS["turbo"].stream_schedule
+    assert VARIANTS["nano"].stream_schedule == schedule
+    wav, = model.inference([tokens], [voice], n_timesteps=2, seeds=[SEED])
+    mel, = model.tokens_to_mel([tokens], [voice], n_timesteps=2, seeds=[SEED])
+    state, pieces = _stream(model, voice, tokens, schedule, step=1, n_timesteps=2)
+    # The first piece after the schedule's first chunk: (first - 3 look-ahead) tokens' frames
+    # (+ the voice's odd prompt frame), less the held overlap.
+    first = schedule.chunk_tokens[0]
+    extra = 2 * voice.prompt_token.shape[1] - voice.prompt_feat.shape[1]
+    assert len(pieces[0]) // 480 == 2 * (first - 3) + extra - schedule.overlap_frames
+    assert len(pieces) >= 4 and sum(len(p) for p in pieces) == len(wav)
+    streamed = np.concatenate(pieces)
+    snr = 10 * np.log10((wav ** 2).sum() / ((streamed - wav) ** 2).sum())
+    delta = (state.mel - mel).abs()
+    assert snr > MEANFLOW_SNR_DB and delta.max() < MEANFLOW_MEL_MAX and delta.mean() < MEANFLOW_MEL_MEAN, \
+        (snr, delta.max(), delta.mean())
+    steps = np.abs(np.diff(streamed))
+    joins = _joins(pieces)
+    assert steps[joins - 1].max() <= np.delete(steps, joins - 1).max()
+
+
+def test_meanflow_streams_batched_together_equal_each_alone(meanflow):
+    from vllm_chatterbox.variants import VARIANTS
+
+    model, voice, tokens = meanflow
+    token_lists = [tokens, _tokens(45, 5) + [4299] * 3, _tokens(80, 6) + [4299] * 3]
+    schedules = [VARIANTS["turbo"].stream_schedule, VARIANTS["turbo"].stream_schedule, StreamSchedule()]
+
+    def states(subset):
+        return [new_stream(model, voice, n_timesteps=2, seed=20 + k, schedule=schedules[k]) for k in subset]
+
+    together = _feed_together(model, states([0, 1, 2]), token_lists, step=3)
+    for k in range(3):
+        alone = _feed_together(model, states([k]), [token_lists[k]], step=3)[0]
+        assert len(alone) > 1 and [len(p) for p in together[k]] == [len(p) for p in alone]
+        for a, b in zip(together[k], alone):
+            np.testing.assert_allclose(a, b, atol=BATCH_TOL, rtol=0)

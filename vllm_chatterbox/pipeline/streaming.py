@@ -29,7 +29,7 @@ from vllm_chatterbox.voice.voice import Voice
 
 if TYPE_CHECKING:
     from vllm_chatterbox.s3gen.model import S3Gen
-    from vllm_chatterbox.s3gen.streaming import StreamState
+    from vllm_chatterbox.s3gen.streaming import StreamSchedule, StreamState
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,12 @@ class StreamVocoder:
         """Forget a stream's queued work (its consumer is gone)."""
         with self._wake:
             self._pending.pop(id(state), None)
+
+    @property
+    def queued_streams(self) -> int:
+        """Streams with tokens (or their end) waiting for the vocoder."""
+        with self._wake:
+            return len(self._pending)
 
     def _run(self) -> None:
         while True:
@@ -122,6 +128,7 @@ class StreamJob:
     requests: list[T3Request]
     voice: Voice
     n_timesteps: int
+    schedule: StreamSchedule  # when each chunk's audio pieces are made (the model's, or the caller's)
     seeds: list[int | None]
     crossfade_ms: float
     pause_ms: float
@@ -143,7 +150,8 @@ async def stream_audio(job: StreamJob, t3_engine: T3Engine, t3_client: T3Client,
 
     def start(index: int) -> None:
         if index < len(chunks) and index not in feeders:
-            state = new_stream(s3gen, job.voice, n_timesteps=job.n_timesteps, seed=s3gen_seed(job.seeds[index]))
+            state = new_stream(s3gen, job.voice, n_timesteps=job.n_timesteps, seed=s3gen_seed(job.seeds[index]),
+                               schedule=job.schedule)
             chunks[index].state = state
             feeders[index] = asyncio.ensure_future(
                 _feed(t3_engine, t3_client, job.requests[index], state, vocoder, chunks[index], index))

@@ -34,6 +34,11 @@ How a piece is made (the original's streaming hooks, from CosyVoice2, plus joins
 - Noise: every CFM noise frame and vocoder noise sample is a function of (seed, position)
   (:mod:`vllm_chatterbox.s3gen.noise`), so a stream's audio does not depend on the batch it
   ran in, and ``S3Gen.inference(..., seeds=[seed])`` draws the same noise for the one-shot.
+- Decoders: the flow's decoder is the model's, so Turbo / Nano's meanflow decoder (2 steps,
+  one row per item, no CFG) streams the same way, with the same noise positions; only the
+  one-shot call without seeds draws meanflow noise in the original's order instead
+  (:func:`~vllm_chatterbox.s3gen.meanflow.meanflow_noise`). Its cheap steps make small first
+  pieces affordable: each model's schedule is its row of ``variants.py``.
 
 Exactness: the encoder's and the estimator's attention are bidirectional over the whole
 utterance, so a frame depends on tokens after it; a piece computed before those tokens exist
@@ -52,6 +57,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from vllm_chatterbox.config import FlowConfig
 from vllm_chatterbox.s3gen.inputs import check_stream_seed, check_voice, pad_mels, random_seed, token_tensor
 from vllm_chatterbox.s3gen.model import DEFAULT_MAX_BATCH_FRAMES, S3Gen, length_groups
 from vllm_chatterbox.s3gen.noise import flow_noise
@@ -122,6 +128,16 @@ class StreamState:
         return final or len(self.tokens) - self.tokens_at_last_piece >= self.schedule.chunk_size(self.pieces)
 
 
+def check_schedule(schedule: StreamSchedule, flow: FlowConfig) -> StreamSchedule:
+    """``schedule`` if it is one this flow can stream with, else a ValueError naming the problem."""
+    if not isinstance(schedule, StreamSchedule):
+        raise ValueError(f"schedule must be a StreamSchedule, got {type(schedule).__name__}")
+    if schedule.chunk_tokens[0] <= flow.pre_lookahead_len:
+        raise ValueError(f"the first chunk must hold more than the {flow.pre_lookahead_len} look-ahead tokens, "
+                         f"got chunk_tokens={schedule.chunk_tokens}")
+    return schedule
+
+
 def new_stream(s3gen: S3Gen, voice: Voice, *, n_timesteps: int = 10, seed: int | None = None,
                schedule: StreamSchedule | None = None) -> StreamState:
     """A fresh stream for ``voice``. ``seed=None`` draws one from torch's global RNG (so
@@ -131,13 +147,7 @@ def new_stream(s3gen: S3Gen, voice: Voice, *, n_timesteps: int = 10, seed: int |
     if seed is None:
         seed = random_seed()
     check_stream_seed(seed)
-    schedule = schedule or StreamSchedule()
-    if not isinstance(schedule, StreamSchedule):
-        raise ValueError(f"schedule must be a StreamSchedule, got {type(schedule).__name__}")
-    lookahead = s3gen.config.flow.pre_lookahead_len
-    if schedule.chunk_tokens[0] <= lookahead:
-        raise ValueError(f"the first chunk must hold more than the {lookahead} look-ahead tokens, "
-                         f"got chunk_tokens={schedule.chunk_tokens}")
+    schedule = check_schedule(schedule or StreamSchedule(), s3gen.config.flow)
     check_voice(voice, 0, s3gen.config.flow.vocab_size, s3gen.config.flow.output_size,
                  s3gen.config.flow.spk_embed_dim)
     n_mels = s3gen.config.flow.output_size
