@@ -61,6 +61,7 @@ class ReferenceTurboT3:
         self.tfmr.load_state_dict({k[len("tfmr."):]: v for k, v in self.w.items() if k.startswith("tfmr.")})
         # The original deletes GPT-2's own token table after loading; T3 always passes embeddings.
         del self.tfmr.wte
+        self.w = {k: v for k, v in self.w.items() if not k.startswith("tfmr.")}  # the module holds them now
 
     def prefill_embeds(self, speaker_emb: torch.Tensor, prompt_tokens: torch.Tensor, text_ids: list[int]) -> torch.Tensor:
         """(1, 1 + P + T + 1, D) ``inputs_embeds`` of the first backbone call."""
