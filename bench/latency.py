@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 # The baselines live at the repository root (reference/); make the root importable when the
 # script is run as ``python bench/latency.py``.
@@ -126,40 +127,47 @@ class Side:
 class Baseline:
     """The original's loop for one family, with its S3Gen call (this process's torch threads)."""
 
-    def __init__(self, family: Family, tts):
+    def __init__(self, family: Family, tts, device: torch.device):
         import transformers
 
         self.family = family
+        self.device = device
         self.tts = tts  # for the tokenizer (tested equal to the original's) and the voice
         self.voice = tts.builtin_voice
+        # T3's view of the voice, on the baseline's device.
+        self.t3_voice = SimpleNamespace(speaker_emb=self.voice.speaker_emb.to(device),
+                                        cond_prompt_speech_tokens=self.voice.cond_prompt_speech_tokens.to(device))
         self.s3gen_inference = tts.s3gen.inference  # S3Gen shared with ours, called directly
         if family.turbo:
             from reference.turbo import ReferenceTurboT3
 
             self.reference = ReferenceTurboT3(family.model_dir / "t3_turbo_v1.safetensors", tts.config.turbo_t3)
+            self.reference.to(device)
             model = "GPT2Model"
         else:
             from reference.t3 import ReferenceT3
 
             self.reference = ReferenceT3(family.model_dir / "t3_cfg.safetensors", tts.config.t3)
             # The backbone lives in reference.tfmr now; drop the loaded copy of its weights (~2 GB).
-            self.reference.w = {k: v for k, v in self.reference.w.items() if not k.startswith("tfmr.")}
+            self.reference.w = {k: v.to(device) for k, v in self.reference.w.items() if not k.startswith("tfmr.")}
+            self.reference.tfmr.to(device)
             model = "LlamaModel (a batch of 2 rows: cond, uncond)"
         tfmr = self.reference.tfmr
-        self.settings = (f"baseline: transformers {transformers.__version__} {model}, attn_implementation "
+        self.settings = (f"baseline: transformers {transformers.__version__} {model} on {device}, attn_implementation "
                          f"{tfmr.config._attn_implementation}, DynamicCache, {next(tfmr.parameters()).dtype}; S3Gen one "
                          f"clip per call, {family.n_timesteps} steps; torch {torch.__version__}, {{threads}} thread(s)")
 
     def speech_tokens(self, text: str, max_new_tokens: int, seed: int) -> list[int]:
         """What the original's T3 returns for one text (prompt building included)."""
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(self.device).manual_seed(seed)
         ids = self.tts.text_token_ids(text)
+        voice = self.t3_voice
         if self.family.turbo:
-            prefill = self.reference.prefill_embeds(self.voice.speaker_emb, self.voice.cond_prompt_speech_tokens, ids)
+            prefill = self.reference.prefill_embeds(voice.speaker_emb, voice.cond_prompt_speech_tokens, ids)
             return self.reference.generate(prefill, max_new_tokens - 1, generator=generator)  # the first + the loop's
         from bench.common import reference_speech_tokens
 
-        return reference_speech_tokens(self.reference, self.voice, ids, max_new_tokens, generator)
+        return reference_speech_tokens(self.reference, voice, ids, max_new_tokens, generator)
 
     def s3gen_tokens(self, tokens: list[int]) -> list[int]:
         """The original's clean-up before S3Gen."""
@@ -245,7 +253,7 @@ def measure(family: Family, args, t3_threads: int, s3gen_threads: int, with_base
     ours = Side(f"ours t3 {t3_threads} + s3gen {s3gen_threads}")
     baseline = Side(f"baseline {s3gen_threads} thread(s)") if with_baseline else None
     try:
-        reference = Baseline(family, tts) if with_baseline else None
+        reference = Baseline(family, tts, torch.device(args.device)) if with_baseline else None
         ours.settings = our_settings(tts, s3gen_threads)
         if reference:
             baseline.settings = reference.settings.format(threads=torch.get_num_threads())
@@ -303,7 +311,7 @@ def ratio(value: float | None, base: float | None) -> str:
 
 
 def report(family: Family, args, groups: list[tuple[Side, Side | None]]) -> None:
-    print(f"\n== {family.name} family ({family.model_dir}), fp32, CPU ({len(os.sched_getaffinity(0))} cores), "
+    print(f"\n== {family.name} family ({family.model_dir}), fp32, {args.device} ({len(os.sched_getaffinity(0))} CPU cores), "
           f"{args.tokens} speech tokens per text, {family.n_timesteps} S3Gen steps, {args.reps} rep(s): "
           f"median [min..max]")
     for ours, baseline in groups:
@@ -355,6 +363,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="one-request measurements per side")
     parser.add_argument("--concurrency", type=int, default=8, help="texts at once (1: skip those rows)")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where the baseline's T3 runs (the original uses CUDA when there is one)")
     parser.add_argument("--min-free-gib", type=float, default=MIN_FREE_GIB,
                         help="refuse to start with less memory available (full-size models need about 7 GiB)")
     args = parser.parse_args()

@@ -66,11 +66,22 @@ class ReferenceTurboT3:
     def prefill_embeds(self, speaker_emb: torch.Tensor, prompt_tokens: torch.Tensor, text_ids: list[int]) -> torch.Tensor:
         """(1, 1 + P + T + 1, D) ``inputs_embeds`` of the first backbone call."""
         w = self.w
-        speaker = F.linear(speaker_emb.reshape(1, -1), w["cond_enc.spkr_enc.weight"], w["cond_enc.spkr_enc.bias"])
-        prompt = w["speech_emb.weight"][prompt_tokens.reshape(-1).long()]
-        text = w["text_emb.weight"][torch.tensor(text_ids, dtype=torch.long)]
+        speaker = F.linear(speaker_emb.reshape(1, -1).to(self.device), w["cond_enc.spkr_enc.weight"],
+                           w["cond_enc.spkr_enc.bias"])
+        prompt = w["speech_emb.weight"][prompt_tokens.reshape(-1).long().to(self.device)]
+        text = w["text_emb.weight"][torch.tensor(text_ids, dtype=torch.long, device=self.device)]
         start = w["speech_emb.weight"][self.cfg.start_speech_token][None]
         return torch.cat([speaker, prompt, text, start])[None]
+
+    @property
+    def device(self) -> torch.device:
+        return self.w["speech_head.weight"].device
+
+    def to(self, device) -> "ReferenceTurboT3":
+        """The model on ``device`` (the original runs on CUDA where there is one)."""
+        self.tfmr.to(device)
+        self.w = {k: v.to(device) for k, v in self.w.items()}
+        return self
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden[:, -1], self.w["speech_head.weight"], self.w["speech_head.bias"])  # (1, V)
@@ -85,8 +96,8 @@ class ReferenceTurboT3:
         out = self.tfmr(inputs_embeds=prefill, past_key_values=cache, use_cache=True)
         logits = [self._logits(out.last_hidden_state)[0]]
         for token in forced[:-1]:
-            out = self.tfmr(inputs_embeds=self._speech_input(torch.tensor([[token]])), past_key_values=cache,
-                            use_cache=True)
+            embeds = self._speech_input(torch.tensor([[token]], device=self.device))
+            out = self.tfmr(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
             logits.append(self._logits(out.last_hidden_state)[0])
         return torch.stack(logits)
 
@@ -94,7 +105,7 @@ class ReferenceTurboT3:
                          repetition_penalty: float, penalty_first: bool = False) -> torch.Tensor:
         """(V,) what the original's processor list returns for raw (V,) logits and a history."""
         steps = processors(temperature, top_k, top_p, repetition_penalty, penalty_first)
-        return steps(torch.tensor([history]), raw[None].clone())[0]
+        return steps(torch.tensor([history], device=raw.device), raw[None].clone())[0]
 
     @torch.inference_mode()
     def generate(self, prefill: torch.Tensor, max_gen_len: int = 1000, *, temperature: float = 0.8, top_k: int = 1000,
@@ -103,7 +114,7 @@ class ReferenceTurboT3:
         """The original's loop (the benchmarks' baseline): what ``inference_turbo`` returns.
         ``generator=None`` draws from torch's global RNG, as the original does."""
         steps = processors(temperature, top_k, top_p, repetition_penalty)
-        start = torch.tensor([[self.cfg.start_speech_token]])
+        start = torch.tensor([[self.cfg.start_speech_token]], device=self.device)
         cache = DynamicCache()
         out = self.tfmr(inputs_embeds=prefill, past_key_values=cache, use_cache=True)
         scores = steps(start, self._logits(out.last_hidden_state))

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 logger = logging.getLogger(__name__)
 
 # Set in the environment of the engine processes: the pid of the process that started them.
-ENGINE_PARENT_ENV = "VLLM_CHATTERBOX_ENGINE_PARENT"
+ENGINE_PARENT_ENV = "CHATTERBOX_T3_ENGINE_PARENT"
 _environment_lock = threading.Lock()
 
 
