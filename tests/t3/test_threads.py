@@ -53,6 +53,13 @@ def model_dir(tmp_path):
     return directory
 
 
+def _cpu_platform() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+@pytest.mark.skipif(not _cpu_platform(), reason="t3_threads sets the engine's CPU threads on vLLM's CPU backend")
 def test_module_level_set_num_threads_cannot_change_the_engines_threads(tmp_path, model_dir):
     script = tmp_path / "user_script.py"
     script.write_text(USER_SCRIPT)
