@@ -19,8 +19,8 @@ many tokens. Timed: text in to waveforms out (prompt building included); model l
 start and a short warm-up excluded. The baseline runs and is freed before vLLM starts, so the
 two T3 copies never coexist.
 
-Threads: the baseline uses ``--threads`` for everything. Ours gives vLLM ``--t3-threads``
-OpenMP threads bound to the first cores and S3Gen (this process) ``--threads`` threads.
+Threads: the baseline uses ``--threads`` for everything. Ours gives the T3 engine ``--t3-threads``
+threads (``t3_threads``) and S3Gen (this process) ``--threads`` threads.
 
     python bench/e2e.py                                    # from the repository root
     python bench/e2e.py --sentences 8 --max-new-tokens-scale 1.0
@@ -117,8 +117,6 @@ def configure_threads(threads: int, t3_threads: int) -> None:
     if max(threads, t3_threads) > len(available):
         raise ValueError(f"--threads/--t3-threads exceed the {len(available)} CPUs available")
     torch.set_num_threads(threads)
-    # vLLM's CPU worker sets its OpenMP threads from this, pinned to these cores.
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, available[:t3_threads]))
 
 
 def run_baseline(model_dir: Path, cfg: ChatterboxConfig, text_ids: list[list[int]], budgets: list[int],
@@ -168,13 +166,13 @@ def kv_cache_bytes(cfg: ChatterboxConfig, prompt_lens: list[int], budgets: list[
 
 
 def run_ours(model_dir: Path, texts: list[str], budgets: list[int], n_timesteps: int, kv_bytes: int,
-             max_model_len: int, dtype: str) -> Result:
+             max_model_len: int, dtype: str, t3_threads: int) -> Result:
     """``generate`` with T3 and S3Gen both in ``dtype`` (bfloat16: the fast mode)."""
     from vllm_chatterbox.tts import ChatterboxTTS
 
     logger.info("starting vLLM (%s): max_model_len %d, KV cache %.2f GiB", dtype, max_model_len, kv_bytes / 2**30)
     tts = ChatterboxTTS.from_dir(model_dir, max_model_len=max_model_len, kv_cache_memory_bytes=kv_bytes,
-                                 max_num_seqs=len(texts), dtype=dtype, s3gen_dtype=dtype)
+                                 max_num_seqs=len(texts), dtype=dtype, s3gen_dtype=dtype, t3_threads=t3_threads)
     try:
         tts.generate(WARMUP_TEXT, max_new_tokens=WARMUP_TOKENS, n_timesteps=n_timesteps, seed=0)
         start = time.perf_counter()
@@ -198,7 +196,7 @@ def main() -> None:
     parser.add_argument("--n-timesteps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="compute threads of the baseline and of our S3Gen")
-    parser.add_argument("--t3-threads", type=int, default=1, help="vLLM's OpenMP threads (bound)")
+    parser.add_argument("--t3-threads", type=int, default=1, help="the T3 engine's threads (t3_threads)")
     parser.add_argument("--dtype", nargs="+", choices=["float32", "bfloat16"], default=["float32"],
                         help="our runs, one each: T3 and S3Gen in this dtype (bfloat16 = the fast mode)")
     parser.add_argument("--skip-baseline", action="store_true")
@@ -228,7 +226,8 @@ def main() -> None:
         gc.collect()  # the baseline's models went out of scope with run_baseline; free them before vLLM starts
     for dtype in args.dtype:
         results.append(run_ours(model_dir, texts, budgets, args.n_timesteps,
-                                kv_cache_bytes(cfg, prompt_lens, budgets, dtype), max_model_len, dtype))
+                                kv_cache_bytes(cfg, prompt_lens, budgets, dtype), max_model_len, dtype,
+                                args.t3_threads))
 
     print(f"End to end, full-size random weights, CPU: {len(texts)} sentences, speech tokens per sentence "
           f"{min(budgets)}..{max(budgets)} (total {sum(budgets)}), {args.n_timesteps} CFM steps, "

@@ -23,29 +23,12 @@ of this process and its children (vLLM's engine-core and worker processes) over 
 how much of the machine each side used.
 The baseline runs first and is freed before vLLM starts, so the two never hold weights at once.
 
-Threads: both sides use ``--threads`` compute threads. The baseline calls
-``torch.set_num_threads``. vLLM's CPU worker sets OpenMP itself from
-``VLLM_CPU_OMP_THREADS_BIND``: ``--bind`` pins the threads to the first ``threads`` cores (and
-pins the baseline process alike); ``--no-bind`` (default) sets ``nobind`` with
-``OMP_NUM_THREADS=threads``, so threads float. vLLM's own default ("auto") reserves one core for
-its engine-core process and binds a single thread to core 0: ``--threads 1 --bind`` here.
-Besides the compute threads, vLLM's engine-core process spins (``sched_yield``) on a core while
-the worker computes, which is why vLLM's ``cpu s`` is near twice its wall time with one thread.
-
-vLLM tokens/s on the 2-core development VM, 32 requests in flight, 32 new tokens each:
-
-    threads           idle machine    busy machine (other jobs, load 4-14; two rounds)
-    2 bound (0,1)         24.4             9.5 / 9.9
-    2 unbound             20.9             3.5 / 5.5
-    1 unbound             16.2            11.5 / 14.5
-    1 bound (= auto)      15.4            10.1 / 10.8
-
-On an idle machine two threads pinned to both cores are best (``VLLM_CPU_OMP_THREADS_BIND=0,1``,
-or ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` with "auto"), 1.6x vLLM's own default: the spinning engine
-core yields its core to the pinned thread. As soon as other jobs run, a team of two OpenMP
-threads stalls whenever either is descheduled, and a single floating thread is fastest. The
-default, ``--threads 1 --no-bind``, is the robust choice on a shared machine; use
-``--threads 2 --bind`` on an idle one.
+Threads: both sides use ``--threads`` compute threads: the baseline through
+``torch.set_num_threads``, our engine through ``t3_threads`` (the threads of vLLM's engine-core
+process, where the model runs on a CPU). ``--bind`` pins both to the first ``threads`` cores (the
+engine process inherits the pinning from this process when it starts); ``--no-bind`` (default)
+lets them float, the robust choice on a shared machine, where a team of two OpenMP threads stalls
+whenever either is descheduled.
 
     python bench/t3_decode.py                       # from the repository root
     python bench/t3_decode.py --concurrency 32 --max-new-tokens 32 --baseline-texts 0 --threads 2 --bind
@@ -139,13 +122,7 @@ def configure_threads(threads: int, bind: bool) -> list[int] | None:
     if threads > len(available):
         raise ValueError(f"--threads {threads} exceeds the {len(available)} CPUs available")
     torch.set_num_threads(threads)
-    if not bind:
-        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        return None
-    cores = available[:threads]
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
-    return cores
+    return available[:threads] if bind else None
 
 
 def run_baseline(model_dir: Path, cfg: ChatterboxConfig, text_ids: list[list[int]], warmup_ids: list[int],
@@ -206,13 +183,19 @@ def run_concurrent(engine, requests: list, concurrency: int) -> int:
 
 
 def run_vllm(model_dir: Path, cfg: ChatterboxConfig, concurrencies: list[int], min_texts: int,
-             max_new_tokens: int, max_model_len: int, dtype: str) -> list[Row]:
+             max_new_tokens: int, max_model_len: int, dtype: str, threads: int, cores: list[int] | None) -> list[Row]:
     from vllm_chatterbox.tts import ChatterboxTTS
 
     kv_bytes = kv_cache_bytes(cfg, max_model_len, max(concurrencies), dtype)
     logger.info("starting vLLM (%s): max_model_len %d, KV cache %.2f GiB", dtype, max_model_len, kv_bytes / 2**30)
-    tts = ChatterboxTTS.from_dir(model_dir, dtype=dtype, max_model_len=max_model_len, kv_cache_memory_bytes=kv_bytes,
-                                 max_num_seqs=max(concurrencies))
+    everything = os.sched_getaffinity(0)
+    if cores is not None:
+        os.sched_setaffinity(0, cores)  # the engine process inherits it
+    try:
+        tts = ChatterboxTTS.from_dir(model_dir, dtype=dtype, max_model_len=max_model_len,
+                                     kv_cache_memory_bytes=kv_bytes, max_num_seqs=max(concurrencies), t3_threads=threads)
+    finally:
+        os.sched_setaffinity(0, everything)
     rows = []
     try:
         tts.t3_engine.generate(tts.prepare_t3_requests(WARMUP_TEXT, max_new_tokens=WARMUP_TOKENS))
@@ -280,7 +263,7 @@ def main() -> None:
     rows = []
     for dtype in args.dtype:
         rows += run_vllm(model_dir, cfg, args.concurrency, args.baseline_texts, args.max_new_tokens, max_model_len,
-                         dtype)
+                         dtype, args.threads, cores)
         gc.collect()
 
     header = (f"T3 full size (random weights), CPU, {args.threads} compute thread(s) "

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from vllm_chatterbox.config import S3GEN_SAMPLE_RATE, T3_DTYPES
+from vllm_chatterbox.config import S3GEN_SAMPLE_RATE, T3_DTYPES, CpuThreads
 
 logger = logging.getLogger("vllm_chatterbox")
 
@@ -61,7 +61,7 @@ def _model_files(model: str | None, args):
 def _load_model(files, args):
     from vllm_chatterbox.tts import ChatterboxTTS
 
-    options = {"dtype": args.dtype}
+    options = {"dtype": args.dtype, "t3_threads": args.t3_threads, "s3gen_threads": args.s3gen_threads}
     if args.max_num_seqs:
         options["max_num_seqs"] = args.max_num_seqs
     if args.model is None:
@@ -148,6 +148,7 @@ def cmd_speak(args) -> None:
     output = check_output_path(args.output, tuple(AUDIO_FORMATS))
     text = _speak_text(args)
     params = _speak_params(args)
+    CpuThreads(t3=args.t3_threads, s3gen=args.s3gen_threads)
     if args.stream and args.watermark:
         raise ValueError("--watermark marks whole waveforms; it cannot be combined with --stream")
     if args.watermark:
@@ -287,8 +288,9 @@ def cmd_serve(args) -> None:
         max_queue=args.max_queue, max_input_chars=args.max_input_chars,
         max_voice_bytes=int(args.max_voice_mb * (1 << 20)), max_voice_seconds=args.max_voice_seconds,
     )
+    CpuThreads(t3=args.t3_threads, s3gen=args.s3gen_threads)
     options = {name: getattr(args, name) for name in ("max_num_seqs", "max_model_len") if getattr(args, name)}
-    options["dtype"] = args.dtype
+    options.update(dtype=args.dtype, t3_threads=args.t3_threads, s3gen_threads=args.s3gen_threads)
     if args.kv_cache_gib:
         options["kv_cache_memory_bytes"] = int(args.kv_cache_gib * (1 << 30))
     if args.model is None:
@@ -406,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--s3gen-dtype", choices=("float32", "bfloat16"), default="float32",
                              help="S3Gen precision: float32 (exact, default) or bfloat16 (faster only where "
                                   "the hardware computes bf16: CUDA, AVX512-BF16/AMX CPUs)")
+        command.add_argument("--t3-threads", type=int, default=None,
+                             help="CPU: compute threads of the T3 engine process (default: every core)")
+        command.add_argument("--s3gen-threads", type=int, default=None,
+                             help="CPU: torch threads of this process, where S3Gen runs (default: torch's, every "
+                                  "core); e.g. --t3-threads 1 --s3gen-threads 1 on 2 cores when T3 and S3Gen "
+                                  "overlap (many texts or streams)")
 
     make = sub.add_parser("make-test-model", help="write a random-weight model in the official layout")
     make.add_argument("directory")

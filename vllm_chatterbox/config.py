@@ -33,6 +33,31 @@ def check_t3_dtype(dtype) -> str:
         raise ValueError(f"dtype must be one of {', '.join(map(repr, T3_DTYPES))}, got {dtype!r}")
     return name
 
+
+@dataclass(frozen=True)
+class CpuThreads:
+    """How T3's engine process and this process share a CPU machine's cores.
+
+    ``t3``: compute threads of the T3 engine (vLLM's engine-core process, where the model runs on
+    a CPU); None: ``OMP_NUM_THREADS`` if set, else every core this process may use.
+    ``s3gen``: torch threads of this process, where S3Gen and the voice networks run; None leaves
+    torch's own setting (every core) alone. For one request at a time the two never compute at
+    once, so both default to every core; where T3 keeps decoding while S3Gen vocodes (many texts,
+    streams, a busy server), giving them disjoint shares (e.g. 1 + 1 on 2 cores) keeps two
+    OpenMP teams from competing for the same cores.
+    """
+
+    t3: int | None = None
+    s3gen: int | None = None
+
+    def __post_init__(self) -> None:
+        cores = len(os.sched_getaffinity(0))
+        for name, value in (("t3_threads", self.t3), ("s3gen_threads", self.s3gen)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cores):
+                raise ValueError(f"{name} must be an integer in [1, {cores}] (the cores this process may use), "
+                                 f"got {value!r}")
+
+
 # S3Gen's audio rate, Hz: HiFT writes it, and the voice's prompt mel is computed at it.
 S3GEN_SAMPLE_RATE = 24000
 # The S3 speech tokens (3^8 FSQ codes): the S3 tokenizer's codebook and S3Gen's token vocabulary.

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vllm_chatterbox.config import ChatterboxConfig, check_t3_dtype
+from vllm_chatterbox.config import ChatterboxConfig, CpuThreads, check_t3_dtype
 from vllm_chatterbox.model_files import DEFAULT_REPO, TURBO_REPOS, ModelFiles, download
 from vllm_chatterbox.pipeline.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAUSE_MS,
                                               check_join_options, join_with_crossfade)
@@ -58,30 +58,38 @@ class ChatterboxTTS:
     @classmethod
     def from_dir(cls, path: str | Path, *, multilingual: bool | None = None, version: str | None = None,
                  variant: str | None = None, device: str | torch.device | None = None, dtype: str = "float32",
-                 s3gen_dtype: str = "float32", **engine_options) -> "ChatterboxTTS":
+                 s3gen_dtype: str = "float32", t3_threads: int | None = None, s3gen_threads: int | None = None,
+                 **engine_options) -> "ChatterboxTTS":
         """Load a model directory in the official layout. ``device`` runs S3Gen and the voice
         networks (default: CUDA when available); T3 runs wherever vLLM runs. ``dtype`` is T3's
         compute dtype and ``s3gen_dtype`` S3Gen's: "float32" (default, the original's arithmetic)
         or "bfloat16" (fast mode where the hardware has bf16 units; see the README).
+        ``t3_threads`` / ``s3gen_threads`` split a CPU's cores between T3's engine process and
+        this one (:class:`~vllm_chatterbox.config.CpuThreads`; default: every core for each).
 
         English or multilingual is recognised by the files (``multilingual`` forces one);
         ``version`` picks the multilingual T3, "v2" (default) or "v3". Turbo / Nano directories
         are recognised too (``variant`` forces one).
         """
         files = ModelFiles.from_dir(path, multilingual=multilingual, version=version, variant=variant)
-        return cls.from_files(files, device=device, dtype=dtype, s3gen_dtype=s3gen_dtype, **engine_options)
+        return cls.from_files(files, device=device, dtype=dtype, s3gen_dtype=s3gen_dtype, t3_threads=t3_threads,
+                              s3gen_threads=s3gen_threads, **engine_options)
 
     @classmethod
     def from_files(cls, files: ModelFiles, *, device: str | torch.device | None = None, dtype: str = "float32",
-                   s3gen_dtype: str = "float32", **engine_options) -> "ChatterboxTTS":
-        """Load already located model files (see :class:`ModelFiles`); ``dtype`` and ``s3gen_dtype``
-        as in :meth:`from_dir`."""
+                   s3gen_dtype: str = "float32", t3_threads: int | None = None, s3gen_threads: int | None = None,
+                   **engine_options) -> "ChatterboxTTS":
+        """Load already located model files (see :class:`ModelFiles`); the options as in :meth:`from_dir`."""
         engine_options["dtype"] = check_t3_dtype(dtype)
         _checked_s3gen_dtype(s3gen_dtype)
+        threads = CpuThreads(t3=t3_threads, s3gen=s3gen_threads)
+        engine_options["threads"] = threads.t3
         if not isinstance(files, ModelFiles):
             raise ValueError(f"files must be a ModelFiles (see ModelFiles.from_dir), got {type(files).__name__}; "
                              "use ChatterboxTTS.from_dir for a directory")
         files.check_readable()
+        if threads.s3gen is not None:
+            torch.set_num_threads(threads.s3gen)
         return cls(files, model_config(files), engine_options, device or default_device(), s3gen_dtype)
 
     @classmethod
@@ -95,6 +103,7 @@ class ChatterboxTTS:
             repo_id = TURBO_REPOS.get(variant, DEFAULT_REPO)
         check_t3_dtype(options.get("dtype", "float32"))  # before a download
         _checked_s3gen_dtype(options.get("s3gen_dtype", "float32"))
+        CpuThreads(t3=options.get("t3_threads"), s3gen=options.get("s3gen_threads"))
         path = download(repo_id, revision, multilingual=multilingual, version=version, variant=variant)
         return cls.from_dir(path, multilingual=multilingual, version=version, variant=variant, **options)
 

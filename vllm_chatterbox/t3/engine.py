@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import itertools
 import queue
@@ -26,6 +27,7 @@ import torch
 
 from vllm_chatterbox.config import cache_root, check_t3_dtype
 from vllm_chatterbox.t3.contract import T3EngineSpec, T3Request, T3Result
+from vllm_chatterbox.t3.threads import default_engine_threads, engine_process_environment
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ class T3Engine:
 
     def __init__(self, spec: T3EngineSpec, t3_weights: Path, *, dtype: str = "float32",
                  extra_logits_processors: Iterable[str] = (), after_sampler_processors: Iterable[str] = (),
+                 threads: int | None = None,
                  **engine_options):
         self.spec = spec
         self.cfg = spec.cfg
@@ -114,6 +117,10 @@ class T3Engine:
             # prefilled prompt, which CPU generators cannot do: the engine dies. Whole-prompt
             # prefills never need the rewind.
             options["enable_chunked_prefill"] = False
+            # The model runs in the engine-core process itself (see t3/threads.py for its threads).
+            # vLLM's CPU default adds a worker process and reserves a core for the engine core,
+            # which busy-waits on that worker: at one request, one core computes and one spins.
+            options["distributed_executor_backend"] = "uni"
         options.setdefault("disable_log_stats", True)
         options.update(engine_options)
         options["logits_processors"] = [*extra_logits_processors, *spec.logits_processors, *after_sampler_processors]
@@ -124,8 +131,10 @@ class T3Engine:
         self._request_ids = itertools.count()
         self.requests_submitted = 0
         self._closed = False
+        self.threads = (threads or default_engine_threads()) if on_cpu else None
         try:
-            self.engine = self._run_in_loop(self._start(str(model_dir), options))
+            with engine_process_environment(self.threads) if on_cpu else contextlib.nullcontext():
+                self.engine = self._run_in_loop(self._start(str(model_dir), options))
         except BaseException:
             self._stop_loop()
             raise
@@ -137,8 +146,19 @@ class T3Engine:
     async def _start(model_dir: str, options: dict):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
+        from vllm.v1.executor import Executor
+        from vllm.v1.executor.uniproc_executor import UniProcExecutor
 
-        return AsyncLLM.from_engine_args(AsyncEngineArgs(model=model_dir, **options))
+        args = AsyncEngineArgs(model=model_dir, **options)
+        vllm_config = args.create_engine_config()
+        if options.get("distributed_executor_backend") == "uni":
+            # vLLM's CPU platform turns "uni" into "mp" (for its own OpenMP binding, which
+            # t3/threads.py replaces); asked for explicitly, it stays.
+            vllm_config.parallel_config.distributed_executor_backend = "uni"
+        executor = UniProcExecutor if vllm_config.parallel_config.distributed_executor_backend == "uni" \
+            else Executor.get_class(vllm_config)
+        return AsyncLLM(vllm_config=vllm_config, executor_class=executor, log_stats=not args.disable_log_stats,
+                        log_requests=args.enable_log_requests)
 
     def _run_in_loop(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()

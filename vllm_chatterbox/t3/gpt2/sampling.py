@@ -36,6 +36,9 @@ class TurboSamplingTensors:
     top_k: torch.Tensor  # (B,) int64; 0 = off
     top_p_cut: torch.Tensor  # (B, 1) float32: 1 - top_p, or -inf where top-p is off
     penalty: torch.Tensor  # (B, 1) float32
+    # Known on the host when the batch is built, so a step never waits on the device to learn them.
+    k_max: int  # the largest top-k in the batch; 0 = no row filters by top-k
+    any_top_p: bool
 
     @classmethod
     def build(cls, settings: list[tuple[float, int, float, float]], device) -> "TurboSamplingTensors":
@@ -51,6 +54,8 @@ class TurboSamplingTensors:
             top_k=torch.tensor(ks, dtype=torch.int64, device=device),
             top_p_cut=torch.tensor(cuts, dtype=torch.float32, device=device)[:, None],
             penalty=torch.tensor(penalties, dtype=torch.float32, device=device)[:, None],
+            k_max=max(ks, default=0),
+            any_top_p=any(cut != float("-inf") for cut in cuts),
         )
 
 
@@ -64,13 +69,12 @@ def process_turbo_logits(logits: torch.Tensor, params: TurboSamplingTensors, pen
     x = logits / params.temperature
 
     k = params.top_k.clamp(max=vocab)
-    if bool((k > 0).any()):
-        k_max = int(k.max())
-        kth = torch.topk(x, k_max, dim=-1).values.gather(1, (k.clamp(min=1) - 1)[:, None])
+    if params.k_max > 0:
+        kth = torch.topk(x, min(params.k_max, vocab), dim=-1).values.gather(1, (k.clamp(min=1) - 1)[:, None])
         kth = torch.where((k > 0)[:, None], kth, torch.full_like(kth, float("-inf")))
         x = x.masked_fill(x < kth, float("-inf"))
 
-    if bool(torch.isfinite(params.top_p_cut).any()):
+    if params.any_top_p:
         sorted_x, order = torch.sort(x, dim=-1, descending=False)
         cumulative = sorted_x.softmax(dim=-1).cumsum(dim=-1)
         remove_sorted = cumulative <= params.top_p_cut

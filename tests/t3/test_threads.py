@@ -1,0 +1,107 @@
+"""The T3 engine's CPU threads are ours to set, whatever the user's main script does at import.
+
+vLLM spawns the engine process, which re-imports the main script: a module-level
+``torch.set_num_threads`` there runs inside the engine. Before, it silently became the engine's
+thread count (2 threads on vLLM's one bound core decoded at 1 token/s, 8x slower); now the engine
+keeps ``t3_threads`` and warns.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.paths import FIXTURE_CKPT, REPO_ROOT
+from vllm_chatterbox.config import CpuThreads, tiny_config
+
+USER_SCRIPT = textwrap.dedent('''
+    import sys
+
+    import torch
+
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    torch.set_num_threads(2)  # module level: vLLM's engine process re-imports this script and runs it
+
+
+    def torch_threads(model):
+        return torch.get_num_threads()
+
+
+    if __name__ == "__main__":
+        tts = ChatterboxTTS.from_dir(sys.argv[1], t3_threads=1, max_num_seqs=2, max_model_len=512,
+                                     kv_cache_memory_bytes=64 << 20)
+        try:
+            tokens = tts.generate_speech_tokens("Hello there.", max_new_tokens=4, temperature=0)[0]
+            engine = tts.t3_engine
+            threads = engine._run_in_loop(engine.engine.collective_rpc("apply_model", args=(torch_threads,)))
+            print("RESULT", threads[0], len(tokens), torch.get_num_threads())
+        finally:
+            tts.t3_engine.shutdown()
+''')
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    directory = tmp_path / "model"
+    directory.mkdir()
+    for name in ("t3_cfg.safetensors", "s3gen.safetensors", "ve.safetensors", "tokenizer.json", "conds.pt"):
+        (directory / name).symlink_to(FIXTURE_CKPT / name)
+    tiny_config().save(directory)
+    return directory
+
+
+def _cpu_platform() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+@pytest.mark.skipif(not _cpu_platform(), reason="t3_threads sets the engine's CPU threads on vLLM's CPU backend")
+def test_module_level_set_num_threads_cannot_change_the_engines_threads(tmp_path, model_dir):
+    script = tmp_path / "user_script.py"
+    script.write_text(USER_SCRIPT)
+    # The probe runs a function inside the engine process (pickled), which vLLM allows only when told.
+    env = {**os.environ, "VLLM_ALLOW_INSECURE_SERIALIZATION": "1", "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("OMP_NUM_THREADS", None)
+    run = subprocess.run([sys.executable, str(script), str(model_dir)], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = [line.split() for line in run.stdout.splitlines() if line.startswith("RESULT")]
+    engine_threads, tokens, main_threads = map(int, result[0][1:])
+    assert engine_threads == 1  # t3_threads, not the script's 2
+    assert tokens == 4
+    assert main_threads == 2  # the caller's own torch setting is the caller's business
+    assert "found torch set to 2 thread(s)" in run.stderr
+
+
+def test_enforcement_acts_only_in_engine_processes():
+    """In the caller's process (or any process not started for a T3 engine) nothing changes."""
+    code = textwrap.dedent('''
+        import os, torch
+        from vllm_chatterbox.t3.threads import ENGINE_PARENT_ENV, enforce_engine_threads
+        torch.set_num_threads(2)
+        os.environ["OMP_NUM_THREADS"] = "1"
+        enforce_engine_threads()                      # no marker: not an engine process
+        os.environ[ENGINE_PARENT_ENV] = str(os.getpid())
+        enforce_engine_threads()                      # marked by itself: the caller
+        untouched = torch.get_num_threads()
+        os.environ[ENGINE_PARENT_ENV] = str(os.getppid())
+        enforce_engine_threads()                      # started for an engine by another process
+        print(untouched, torch.get_num_threads())
+    ''')
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["2", "1"]
+    assert run.stderr.count("found torch set to 2 thread(s)") == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", os.cpu_count() + 1])
+def test_bad_thread_counts_are_refused(bad):
+    with pytest.raises(ValueError, match="threads must be an integer"):
+        CpuThreads(t3=bad)
+    with pytest.raises(ValueError, match="s3gen_threads"):
+        CpuThreads(s3gen=bad)

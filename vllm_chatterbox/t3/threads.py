@@ -1,0 +1,75 @@
+"""CPU threads of T3's engine process: how many, and that nothing in the user's script changes them.
+
+On a CPU, T3's engine runs the model in vLLM's engine-core process (see ``T3Engine``), which vLLM
+starts with ``spawn``. A spawned process re-imports the user's main script, so a module-level
+``torch.set_num_threads(k)`` there (outside ``if __name__ == "__main__":``) runs again inside the
+engine and would silently set the engine's threads. This module fixes them instead:
+
+* :func:`engine_process_environment` (around the engine's start, in the caller's process) passes
+  the thread count to the processes vLLM spawns in ``OMP_NUM_THREADS`` and marks them as T3
+  engine processes of this process;
+* :func:`enforce_engine_threads` (our vLLM plugin's ``register()``, which vLLM runs in every
+  process it starts, after the re-import) puts torch's threads back to that count, with a warning
+  naming what changed them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+
+logger = logging.getLogger(__name__)
+
+# Set in the environment of the engine processes: the pid of the process that started them.
+ENGINE_PARENT_ENV = "CHATTERBOX_T3_ENGINE_PARENT"
+_environment_lock = threading.Lock()
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
+def default_engine_threads() -> int:
+    """``OMP_NUM_THREADS`` when the user set it, else every core this process may use."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else available_cores()
+
+
+@contextlib.contextmanager
+def engine_process_environment(threads: int) -> Iterator[None]:
+    """Environment of the engine processes vLLM spawns inside this block (restored after it)."""
+    values = {"OMP_NUM_THREADS": str(threads), ENGINE_PARENT_ENV: str(os.getpid())}
+    with _environment_lock:
+        saved = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def enforce_engine_threads() -> None:
+    """In a T3 engine process: torch's threads back to ``OMP_NUM_THREADS``, warning when something
+    (a module-level ``torch.set_num_threads`` in the re-imported script) changed them. Elsewhere
+    (the caller's process, other vLLM users) it does nothing."""
+    parent = os.environ.get(ENGINE_PARENT_ENV)
+    wanted = os.environ.get("OMP_NUM_THREADS", "")
+    if parent is None or parent == str(os.getpid()) or not wanted.isdigit() or int(wanted) < 1:
+        return
+    import torch
+
+    wanted_threads, current = int(wanted), torch.get_num_threads()
+    if current != wanted_threads:
+        logger.warning(
+            "the T3 engine process found torch set to %d thread(s), most likely by a module-level "
+            "torch.set_num_threads in the main script (vLLM's engine process re-imports it; put it under "
+            "`if __name__ == \"__main__\":`); the engine uses %d (choose with t3_threads=)", current, wanted_threads)
+        torch.set_num_threads(wanted_threads)
