@@ -172,10 +172,10 @@ class Baseline:
     def s3gen_tokens(self, tokens: list[int]) -> list[int]:
         """The original's clean-up before S3Gen."""
         if self.family.turbo:
-            from vllm_chatterbox.t3.turbo_engine import tokens_for_s3gen
+            from vllm_chatterbox.t3.gpt2.tokens import tokens_for_s3gen
 
             return tokens_for_s3gen(tokens, self.tts.config.turbo_t3)
-        from vllm_chatterbox.t3.tokens import clean_speech_tokens
+        from vllm_chatterbox.t3.llama.tokens import clean_speech_tokens
 
         return clean_speech_tokens(tokens, self.tts.config.t3)
 
@@ -233,9 +233,7 @@ def our_t3(tts, texts: list[str], max_new_tokens: int, seed: int) -> int:
 
 
 def t3_sampling(tts) -> dict:
-    from vllm_chatterbox.turbo import ChatterboxTurboTTS
-
-    return {} if isinstance(tts, ChatterboxTurboTTS) else dict(exaggeration=EXAGGERATION, **SAMPLING)
+    return {} if tts.files.is_turbo else dict(exaggeration=EXAGGERATION, **SAMPLING)
 
 
 # --- one thread setting -------------------------------------------------------------------------
