@@ -66,7 +66,7 @@ class ChatterboxTurboTTS(ChatterboxTTS):
                                seed=None) -> list[np.ndarray]:
         return super().speech_tokens_to_audio(token_lists, voice, n_timesteps=n_timesteps, noise=noise, seed=seed)
 
-    def generate(self, texts, voice=None, *, n_timesteps=DEFAULT_N_TIMESTEPS, watermark: bool = False,
+    def generate(self, texts, voice=None, *, n_timesteps=DEFAULT_N_TIMESTEPS, watermark: bool = True,
                  **parameters) -> list[np.ndarray]:
         return super().generate(texts, voice, n_timesteps=n_timesteps, watermark=watermark, **parameters)
 

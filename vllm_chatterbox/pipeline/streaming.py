@@ -6,6 +6,9 @@ come back in order and are joined across chunks exactly as :func:`join_with_cros
 the one-shot chunks. One :class:`StreamVocoder` thread serves every open stream: whatever
 tokens arrived from all streams while it worked go into its next batched call.
 
+The joined audio is watermarked as it leaves (:class:`vllm_chatterbox.watermark.StreamMarker`,
+in a worker thread so the event loop stays free), unless the job carries no watermarker.
+
 The orchestration is an async generator, so a server awaits it in its own event loop; the
 synchronous API drives the same generator on the T3 engine's loop.
 """
@@ -27,6 +30,7 @@ from vllm_chatterbox.t3.client import T3Client
 from vllm_chatterbox.t3.engine import T3Engine, T3Request
 from vllm_chatterbox.t3.tokens import StreamingTokenCleaner
 from vllm_chatterbox.voice.voice import Voice
+from vllm_chatterbox.watermark import PerthWatermarker, StreamMarker
 
 if TYPE_CHECKING:
     from vllm_chatterbox.s3gen.model import S3Gen
@@ -127,6 +131,7 @@ class StreamJob:
     crossfade_ms: float
     pause_ms: float
     trim_last_token: bool  # the multilingual model drops the last token's audio
+    watermarker: PerthWatermarker | None = None  # None: the stream leaves unmarked
 
 
 async def stream_audio(job: StreamJob, t3_engine: T3Engine, t3_client: T3Client, s3gen: S3Gen,
@@ -139,6 +144,7 @@ async def stream_audio(job: StreamJob, t3_engine: T3Engine, t3_client: T3Client,
     sample_rate = s3gen.config.hift.sampling_rate
     samples_per_token = sample_rate // s3gen.config.s3_tokenizer.token_rate
     joiner = StreamJoiner(sample_rate, job.crossfade_ms, job.pause_ms)
+    marker = None if job.watermarker is None else StreamMarker(job.watermarker, sample_rate)
     chunks = [_Chunk(loop) for _ in job.requests]
     feeders: dict[int, asyncio.Task] = {}
 
@@ -160,15 +166,15 @@ async def stream_audio(job: StreamJob, t3_engine: T3Engine, t3_client: T3Client,
                 piece, last = event
                 if last and job.trim_last_token and chunk.tokens > 1:
                     piece = piece[: max(0, piece.size - samples_per_token)]
-                out = joiner.feed(piece)
+                out = await _marked(marker, joiner.feed(piece))
                 if out.size:
                     yield out
                 if last:
                     break
-            out = joiner.end_chunk()
+            out = await _marked(marker, joiner.end_chunk())
             if out.size:
                 yield out
-        out = joiner.finish()
+        out = await _marked(marker, joiner.finish(), final=True)
         if out.size:
             yield out
     finally:
@@ -177,6 +183,13 @@ async def stream_audio(job: StreamJob, t3_engine: T3Engine, t3_client: T3Client,
         for chunk in chunks:
             if chunk.state is not None:
                 vocoder.discard(chunk.state)
+
+
+async def _marked(marker: StreamMarker | None, samples: np.ndarray, final: bool = False) -> np.ndarray:
+    """The watermarked samples that are final (all of ``samples`` when there is no marker)."""
+    if marker is None or not (samples.size or final):
+        return samples
+    return await asyncio.to_thread(marker.feed, samples, final)
 
 
 class _Chunk:
