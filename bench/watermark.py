@@ -7,7 +7,8 @@ full-size path's output: S3Gen at the released size (random weights, ``make_test
 "full")``, built once under ``~/.cache/vllm_chatterbox/bench-full``) vocoding ``--full-tokens``
 random speech tokens with the built-in voice, its seconds per audio second printed for scale,
 then repeated to each ``--seconds`` length; ``--source speech`` uses the shared espeak-ng clips
-instead. Modes: one-shot marking (``apply_watermark``: whole up to 60 s, windows beyond),
+instead. ``--robustness`` adds detection confidences after the server's lossy encodings,
+resampling, noise and cuts. Modes: one-shot marking (``apply_watermark``: whole up to 60 s, windows beyond),
 detection, and stream marking (``StreamMarker`` fed in the streaming vocoder's piece sizes).
 
 resemble-perth's watermarker needs torchaudio, which cannot load beside this project's torch,
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +128,56 @@ def run_perth(python: str, audio: np.ndarray, threads: int, repeats: int) -> tup
         return report, np.load(marked_path), report["torch"]
 
 
+def degradations() -> dict[str, Callable]:
+    """What a marked file may go through on its way, each: samples at 24 kHz -> (samples, rate)."""
+    from vllm_chatterbox.voice.audio import resample_soxr_hq
+
+    def encoded(response_format):
+        def run(samples):
+            from vllm_chatterbox.server.encoding import AudioEncoder
+            from vllm_chatterbox.watermark.files import read_audio_file
+
+            encoder = AudioEncoder(response_format)
+            with tempfile.TemporaryDirectory() as directory:
+                path = Path(directory) / f"audio.{response_format}"
+                path.write_bytes(encoder.encode(samples) + encoder.finish())
+                return read_audio_file(path)
+        return run
+
+    def noise(snr_db):
+        def run(samples):
+            power = float(np.mean(samples.astype(np.float64) ** 2)) / 10 ** (snr_db / 10)
+            noisy = samples + np.random.default_rng(0).standard_normal(samples.size) * np.sqrt(power)
+            return noisy.astype(np.float32), SAMPLE_RATE
+        return run
+
+    return {
+        "none": lambda x: (x, SAMPLE_RATE),
+        "mp3 (server default)": encoded("mp3"),
+        "opus (server default)": encoded("opus"),
+        "aac (server default)": encoded("aac"),
+        "16-bit wav": lambda x: (np.round(np.clip(x, -1, 1) * 32767).astype(np.float32) / 32767, SAMPLE_RATE),
+        "resampled to 16 kHz": lambda x: (resample_soxr_hq(x, SAMPLE_RATE, 16000), 16000),
+        "resampled to 8 kHz": lambda x: (resample_soxr_hq(x, SAMPLE_RATE, 8000), 8000),
+        "gain -12 dB": lambda x: (x * 0.25, SAMPLE_RATE),
+        "white noise at 30 dB SNR": noise(30),
+        "white noise at 20 dB SNR": noise(20),
+        "first 1.05 s cut off": lambda x: (x[int(1.05 * SAMPLE_RATE):], SAMPLE_RATE),
+        "5 % faster (resampled, pitch up)": lambda x: (resample_soxr_hq(x, 25200, SAMPLE_RATE), SAMPLE_RATE),
+    }
+
+
+def robustness(watermarker, audio: np.ndarray) -> None:
+    marked = watermarker.mark(audio, SAMPLE_RATE)
+    print(f"\nDetection after common transformations ({audio.size / SAMPLE_RATE:.1f} s; verdict 'marked' above "
+          "0.5, the original's rounding):")
+    print("| transformation | marked audio | unmarked audio |")
+    print("|---|---:|---:|")
+    for name, transform in degradations().items():
+        scores = [watermarker.confidence(*transform(x)) for x in (marked, audio[:marked.size])]
+        print(f"| {name} | {scores[0]:.4f} | {scores[1]:.4f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0], help="audio lengths to time")
@@ -137,6 +189,8 @@ def main() -> None:
                         help="torch threads on both sides (default: all cores, PyTorch's default)")
     parser.add_argument("--perth-python", default=os.environ.get("VLLM_CHATTERBOX_PERTH_PYTHON", "/tmp/perth-venv/bin/python"),
                         help="a Python with resemble-perth, torchaudio and librosa (the baseline)")
+    parser.add_argument("--robustness", action="store_true",
+                        help="also print detection confidences after lossy encodings, resampling, noise, ...")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -183,6 +237,8 @@ def main() -> None:
         print(f"For scale: S3Gen made this audio at {s3gen_per_s:.2f} wall s per audio s on the same threads.")
     print("'ours vs resemble-perth' is the baseline's wall time over ours: above 1 means ours is faster. Stream "
           "marking has no baseline (the original does not stream); compare it with ours: mark.")
+    if args.robustness:
+        robustness(watermarker, base)
 
 
 if __name__ == "__main__":

@@ -217,22 +217,19 @@ def cmd_voice(args) -> None:
 
 def cmd_detect(args) -> int:
     """One line per file on stdout: path, confidence, verdict; one error line per unreadable file."""
-    from vllm_chatterbox.watermark import is_marked, load_watermarker
-    from vllm_chatterbox.watermark.files import read_audio_file
+    from vllm_chatterbox.watermark import detect_file, load_watermarker
 
-    watermarker = load_watermarker()
+    load_watermarker()  # a missing resemble-perth is one error, not one per file
     failed = unmarked = False
     for path in args.files:
         try:
-            samples, rate = read_audio_file(path)
-            confidence = watermarker.confidence(samples, rate)
+            detection = detect_file(path)
         except ValueError as exc:
             print(f"vllm-chatterbox: error: {_one_line(exc)}", file=sys.stderr)
             failed = True
             continue
-        verdict = "marked" if is_marked(confidence) else "unmarked"
-        unmarked = unmarked or verdict == "unmarked"
-        print(f"{path}\t{confidence:.4f}\t{verdict}", flush=True)
+        unmarked = unmarked or not detection.marked
+        print(f"{path}\t{detection.confidence:.4f}\t{'marked' if detection.marked else 'unmarked'}", flush=True)
     return 2 if failed else 1 if unmarked else 0
 
 

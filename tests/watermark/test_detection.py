@@ -123,3 +123,16 @@ def test_too_short_to_mark_is_returned_unmarked(watermarker, caplog):
     np.testing.assert_array_equal(watermarker.mark(short, RATE), short)
     assert "too short to carry the watermark" in caplog.text
     assert watermarker.mark(np.zeros(0, np.float32), RATE).size == 0
+
+
+def test_detect_file_takes_a_path_or_the_bytes_a_server_receives(marked_clips, tmp_path):
+    from vllm_chatterbox.watermark import detect_file
+
+    path = tmp_path / "marked.flac"
+    soundfile.write(path, marked_clips["voice2"], RATE)
+    for source in (path, path.read_bytes()):
+        detection = detect_file(source)
+        assert detection.marked and detection.confidence > 0.5 and detection.sample_rate == RATE
+        assert detection.seconds == pytest.approx(marked_clips["voice2"].size / RATE)
+    with pytest.raises(ValueError, match="audio bytes: not a readable audio file"):
+        detect_file(b"certainly not audio" * 10)

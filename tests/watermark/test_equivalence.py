@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from tests.paths import FIXTURE_AUDIO
 from tests.watermark.conftest import REFERENCE, snr_db
@@ -82,3 +83,19 @@ def test_resamplers_are_librosas(rates):
                                   librosa.resample(audio, orig_sr=rate_in, target_sr=rate_out))
     np.testing.assert_array_equal(resample_for_detection(audio, rate_in, rate_out),
                                   librosa.resample(audio, orig_sr=rate_in, target_sr=rate_out, res_type="polyphase"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_marks_as_the_original_does():
+    """Not measured (no GPU was lent while this was written): the bounds allow for TF32
+    convolutions (cuDNN's default) and CUDA's FFT, far looser than the CPU's."""
+    from vllm_chatterbox.watermark import load_watermarker
+
+    cuda = load_watermarker("cuda")
+    for name in CASES:
+        audio, rate = case_input(name)
+        ours = cuda.mark(audio, rate)
+        original = REFERENCE[f"{name}/marked"]
+        assert ours.shape == original.shape and snr_db(original, ours) >= 60.0
+        assert cuda.confidence(original, rate) == pytest.approx(float(REFERENCE[f"{name}/confidence_marked"]),
+                                                                abs=1e-3)

@@ -10,11 +10,14 @@ itself is never imported). Equal to the original on the same input to float roun
     marked = apply_watermark(wav, 24000)          # the original's apply_watermark
     confidence = detect(marked, 24000)            # its get_watermark(round=False): ~1.0
     is_marked(confidence)                         # its rounded verdict: True
+    detect_file("reply.mp3")                      # a file (path or bytes): Detection(confidence, ...)
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,8 +26,8 @@ from vllm_chatterbox.watermark.network import INSTALL_HINT
 from vllm_chatterbox.watermark.streaming import StreamMarker
 from vllm_chatterbox.watermark.watermarker import DETECTION_THRESHOLD, PerthWatermarker, check_audio, is_marked
 
-__all__ = ["DETECTION_THRESHOLD", "INSTALL_HINT", "PerthWatermarker", "StreamMarker", "apply_watermark",
-           "check_audio", "check_watermark_flag", "detect", "is_marked", "load_watermarker"]
+__all__ = ["DETECTION_THRESHOLD", "INSTALL_HINT", "Detection", "PerthWatermarker", "StreamMarker", "apply_watermark",
+           "check_audio", "check_watermark_flag", "detect", "detect_file", "is_marked", "load_watermarker"]
 
 
 @functools.cache
@@ -47,6 +50,24 @@ def detect(audio, sample_rate: int, *, device: str | torch.device = "cpu") -> fl
     """The detector's confidence in [0, 1] that ``audio`` carries the Perth mark
     (``is_marked(confidence)``: above 0.5, the original's verdict)."""
     return load_watermarker(device).confidence(audio, sample_rate)
+
+
+@dataclass(frozen=True)
+class Detection:
+    confidence: float  # 0..1
+    marked: bool  # the original's verdict, confidence > 0.5
+    seconds: float  # the audio's duration
+    sample_rate: int  # the file's rate
+
+
+def detect_file(source: str | os.PathLike | bytes, *, device: str | torch.device = "cpu") -> Detection:
+    """:func:`detect` on an audio file, a path or its bytes (wav, flac, ogg/opus, mp3; aac, m4a and
+    the rest of FFmpeg's formats with PyAV installed); a ValueError names an unreadable file."""
+    from vllm_chatterbox.watermark.files import read_audio_file
+
+    samples, rate = read_audio_file(source)
+    confidence = detect(samples, rate, device=device)
+    return Detection(confidence, is_marked(confidence), samples.size / rate, rate)
 
 
 def check_watermark_flag(watermark) -> bool:
