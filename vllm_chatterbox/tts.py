@@ -309,8 +309,9 @@ class ChatterboxTTS:
         chunk by chunk in order with the same pauses. Bad input raises here, before anything
         runs. Any number of streams may be open at once, from any event loop; their pieces are
         vocoded together. Closing the iterator early aborts its work. The stream is watermarked
-        as it goes (:class:`vllm_chatterbox.watermark.StreamMarker`: each piece's last 0.25 s
-        wait for the next piece); ``watermark=False`` streams it unmarked.
+        as it goes (:class:`vllm_chatterbox.watermark.StreamMarker`: the last 0.25 s of audio
+        so far, 0.1 s of the first piece, wait for the next piece); ``watermark=False`` streams
+        it unmarked.
         """
         job = self.prepare_stream(text, voice, **options)
         return stream_audio(job, self.t3_engine, self.t3, self.s3gen, self._stream_vocoder)
