@@ -38,4 +38,6 @@ if ! command -v chromium >/dev/null 2>&1; then
         echo "note: install chromium (e.g. 'sudo apt-get install chromium') for tests/server/test_demo_page.py" >&2
     fi
 fi
-.venv/bin/python -c "import vllm, torch, vllm_chatterbox; print(f'vllm {vllm.__version__}, torch {torch.__version__}: ready')"
+# The Perth watermark (on by default) loads its network from the resemble-perth wheel: check it here.
+.venv/bin/python -c "import vllm, torch, vllm_chatterbox; from vllm_chatterbox.watermark import load_watermarker; \
+load_watermarker(); print(f'vllm {vllm.__version__}, torch {torch.__version__}, Perth watermark: ready')"

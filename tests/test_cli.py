@@ -12,9 +12,9 @@ import torch
 
 from tests.paths import SHARED_DIR
 from vllm_chatterbox import cli
-from vllm_chatterbox.pipeline.watermark import load_watermarker
 from vllm_chatterbox.demo_model import make_test_model
 from vllm_chatterbox.voice.voice import Voice
+from vllm_chatterbox.watermark import apply_watermark, detect, is_marked
 
 REFERENCE_WAV = SHARED_DIR / "fixtures" / "tiny" / "audio" / "voice2_24k.wav"
 
@@ -49,6 +49,7 @@ def test_speak_without_model_uses_the_demo_model_and_says_so(tmp_path):
     assert rate == 24000 and wav.ndim == 1
     assert 0 < len(wav) <= 12 * 960
     assert np.isfinite(wav).all() and np.abs(wav).max() > 0
+    assert is_marked(detect(wav, rate)), "the default output carries the watermark"
 
 
 def test_speak_file_with_model_and_voice(tmp_path, tiny_dir):
@@ -57,11 +58,12 @@ def test_speak_file_with_model_and_voice(tmp_path, tiny_dir):
     out = tmp_path / "chapter.wav"
     result = run_cli("speak", "--file", text, "-o", out, "--model", tiny_dir, "--voice", REFERENCE_WAV,
                      "--max-new-tokens", 8, "--seed", 3, "--exaggeration", 0.7, "--cfg-weight", 0.3,
-                     cache_dir=tmp_path / "cache")
+                     "--no-watermark", cache_dir=tmp_path / "cache")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "RANDOM-WEIGHT" not in result.stderr
     wav, rate = soundfile.read(out)
     assert rate == 24000 and len(wav) > 0
+    assert not is_marked(detect(wav, rate)), "--no-watermark output carries the watermark"
 
 
 @pytest.mark.parametrize("model", ["tiny_dir", "turbo_dir"])
@@ -75,11 +77,7 @@ def test_speak_stream_writes_pieces_and_reports_first_audio(tmp_path, model, req
     wav, rate = soundfile.read(out)
     assert rate == 24000 and 0 < len(wav) <= 2 * 30 * 960 + 24000
     assert not list(tmp_path.glob(".streamed.flac.*")), "the temporary file was left behind"
-
-
-def test_speak_stream_refuses_watermark_before_loading(tmp_path, capsys):
-    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--stream", "--watermark"]) != 0
-    assert "cannot be combined with --stream" in error_line(capsys)
+    assert is_marked(detect(wav, rate)), "the streamed output carries the watermark"
 
 
 def test_voice_command_writes_a_loadable_voice_without_starting_vllm(tmp_path, tiny_dir, monkeypatch, capsys):
@@ -117,14 +115,69 @@ def test_voice_errors_are_one_line_and_non_zero(tmp_path, tiny_dir, capsys):
 
 
 def test_watermark_unavailable_fails_before_loading_the_model(monkeypatch, capsys, tmp_path):
-    monkeypatch.setitem(sys.modules, "perth", None)
-    monkeypatch.setattr(cli, "_load_model", lambda *a: pytest.fail("model loaded before the watermark check"))
-    load_watermarker.cache_clear()
+    import importlib.metadata
+
+    import vllm_chatterbox.watermark as watermark
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    monkeypatch.setattr(cli, "_model_files", lambda *a: pytest.fail("model files read before the watermark check"))
+    watermark._load.cache_clear()
     try:
-        assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--watermark"]) == 2
+        assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav")]) == 2
     finally:
-        load_watermarker.cache_clear()
-    assert "resemble-perth" in error_line(capsys)
+        watermark._load.cache_clear()
+    line = error_line(capsys)
+    assert "resemble-perth is not installed" in line and "--no-watermark" in line
+
+
+@pytest.fixture(scope="module")
+def detect_files(tmp_path_factory):
+    """A marked and an unmarked speech clip (wav, and the marked one as mp3 and opus), a
+    broken file."""
+    from vllm_chatterbox.server.encoding import AudioEncoder
+
+    directory = tmp_path_factory.mktemp("detect")
+    speech, rate = soundfile.read(REFERENCE_WAV, dtype="float32")
+    marked = apply_watermark(speech, rate)
+    soundfile.write(directory / "marked.wav", marked, rate)
+    soundfile.write(directory / "plain.flac", speech, rate)
+    for response_format in ("mp3", "opus"):
+        encoder = AudioEncoder(response_format)
+        (directory / f"marked.{response_format}").write_bytes(encoder.encode(marked) + encoder.finish())
+    (directory / "broken.wav").write_bytes(b"RIFF but not really a wav file")
+    return directory
+
+
+def detect_lines(capsys) -> tuple[list[list[str]], list[str]]:
+    captured = capsys.readouterr()
+    return [line.split("\t") for line in captured.out.splitlines()], captured.err.splitlines()
+
+
+def test_detect_prints_path_confidence_verdict(detect_files, capsys):
+    files = [detect_files / name for name in ("marked.wav", "marked.mp3", "marked.opus")]
+    assert cli.main(["detect", *map(str, files)]) == 0
+    lines, errors = detect_lines(capsys)
+    assert errors == []
+    assert [line[0] for line in lines] == list(map(str, files))
+    for path, confidence, verdict in lines:
+        assert verdict == "marked" and float(confidence) > 0.5, (path, confidence)
+
+
+def test_detect_exit_codes(detect_files, capsys):
+    marked, plain, broken = (str(detect_files / name) for name in ("marked.wav", "plain.flac", "broken.wav"))
+    assert cli.main(["detect", marked, plain]) == 1
+    lines, errors = detect_lines(capsys)
+    assert [line[2] for line in lines] == ["marked", "unmarked"] and errors == []
+    assert float(lines[1][1]) < 0.5
+
+    assert cli.main(["detect", broken, marked, str(detect_files / "missing.wav")]) == 2
+    lines, errors = detect_lines(capsys)
+    assert [line[0] for line in lines] == [marked]  # the readable file is still reported
+    assert len(errors) == 2 and all(e.startswith("vllm-chatterbox: error: ") for e in errors)
+    assert "broken.wav: not a readable audio file" in errors[0] and "missing.wav: no such file" in errors[1]
 
 
 def test_make_test_model(tmp_path, capsys):

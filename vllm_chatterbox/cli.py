@@ -1,4 +1,5 @@
-"""``vllm-chatterbox``: speak, convert a voice, clone a voice, or make a random-weight test model.
+"""``vllm-chatterbox``: speak, convert a voice, clone a voice, detect the watermark, serve, or make a
+random-weight test model.
 
 Errors are one line on stderr and a non-zero exit code.
 """
@@ -149,12 +150,10 @@ def cmd_speak(args) -> None:
     text = _speak_text(args)
     params = _speak_params(args)
     CpuThreads(t3=args.t3_threads, s3gen=args.s3gen_threads)
-    if args.stream and args.watermark:
-        raise ValueError("--watermark marks whole waveforms; it cannot be combined with --stream")
     if args.watermark:
-        from vllm_chatterbox.pipeline.watermark import load_watermarker
+        from vllm_chatterbox.watermark import load_watermarker
 
-        load_watermarker()
+        load_watermarker()  # a missing resemble-perth fails here, before the model loads
     files = _model_files(args.model, args)
     if "top_k" in params and not files.is_turbo:
         raise ValueError("--top-k is a Turbo / Nano option; this model samples with top_p and min_p")
@@ -165,7 +164,7 @@ def cmd_speak(args) -> None:
     tts = _load_model(files, args)
     voice = tts.resolve_voice(voice)
     if args.stream:
-        samples = _speak_streaming(tts, text, voice, {k: v for k, v in params.items() if k != "watermark"}, output)
+        samples = _speak_streaming(tts, text, voice, params, output)
     else:
         if long_text:
             wav = tts.generate_long(text, voice, **params)
@@ -218,12 +217,10 @@ def cmd_convert(args) -> None:
     options = {"seed": check_seed(args.seed), "max_piece_seconds": check_max_piece_seconds(args.max_piece_seconds)}
     if args.n_timesteps is not None:
         options["n_timesteps"] = check_timesteps(args.n_timesteps)
-    if args.stream and args.watermark:
-        raise ValueError("--watermark marks whole waveforms; it cannot be combined with --stream")
     if args.watermark:
-        from vllm_chatterbox.pipeline.watermark import load_watermarker
+        from vllm_chatterbox.watermark import load_watermarker
 
-        load_watermarker()
+        load_watermarker()  # a missing resemble-perth fails here, before the model loads
     try:
         source = load_source(args.source)  # decoded once: readable, not silent, long enough, at most an hour
     except ValueError as exc:
@@ -237,7 +234,8 @@ def cmd_convert(args) -> None:
 
     converter = VoiceConverter.from_files(files, s3gen_dtype=args.s3gen_dtype)
     if args.stream:
-        samples = _write_streaming(converter.convert_stream(source, voice, sample_rate=SOURCE_SAMPLE_RATE, **options),
+        samples = _write_streaming(converter.convert_stream(source, voice, sample_rate=SOURCE_SAMPLE_RATE,
+                                                            watermark=args.watermark, **options),
                                    output)
     else:
         wav = converter.convert(source, voice, sample_rate=SOURCE_SAMPLE_RATE, watermark=args.watermark, **options)
@@ -266,6 +264,24 @@ def cmd_voice(args) -> None:
     voice = builder.build(args.audio, exaggeration=exaggeration)
     voice.save(output)
     logger.info("wrote voice %s", output)
+
+
+def cmd_detect(args) -> int:
+    """One line per file on stdout: path, confidence, verdict; one error line per unreadable file."""
+    from vllm_chatterbox.watermark import detect_file, load_watermarker
+
+    load_watermarker()  # a missing resemble-perth is one error, not one per file
+    failed = unmarked = False
+    for path in args.files:
+        try:
+            detection = detect_file(path)
+        except ValueError as exc:
+            print(f"vllm-chatterbox: error: {_one_line(exc)}", file=sys.stderr)
+            failed = True
+            continue
+        unmarked = unmarked or not detection.marked
+        print(f"{path}\t{detection.confidence:.4f}\t{'marked' if detection.marked else 'unmarked'}", flush=True)
+    return 2 if failed else 1 if unmarked else 0
 
 
 def cmd_make_test_model(args) -> None:
@@ -332,8 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     speak.add_argument("--n-timesteps", type=int, default=None,
                        help="flow-matching steps of S3Gen (default 10; Turbo/Nano 2)")
     speak.add_argument("--seed", type=int, default=None)
-    speak.add_argument("--watermark", action="store_true",
-                       help="mark the audio with Perth as the original does (needs resemble-perth + torchaudio)")
+    speak.add_argument("--watermark", action=argparse.BooleanOptionalAction, default=True,
+                       help="mark the audio with Resemble AI's Perth watermark, as the original marks all its "
+                            "output (default: on; --no-watermark leaves it unmarked)")
     speak.add_argument("--stream", action="store_true",
                        help="vocode while T3 decodes and write pieces as they come; logs the time to first audio")
     speak.set_defaults(func=cmd_speak)
@@ -349,8 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="flow-matching steps of S3Gen (default 10; Turbo/Nano 2)")
     convert.add_argument("--max-piece-seconds", type=float, default=30.0,
                          help="longer sources are cut at pauses into pieces of at most this (5 to 30 s)")
-    convert.add_argument("--watermark", action="store_true",
-                         help="mark the audio with Perth as the original does (needs resemble-perth + torchaudio)")
+    convert.add_argument("--watermark", action=argparse.BooleanOptionalAction, default=True,
+                         help="mark the audio with Resemble AI's Perth watermark, as the original marks all its "
+                              "output (default: on; --no-watermark leaves it unmarked)")
     convert.add_argument("--stream", action="store_true",
                          help="write each piece as soon as it is converted; logs the time to first audio")
     convert.add_argument("--model", help="model directory or hub repo id (default: random demo model)")
@@ -415,6 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
                                   "core); e.g. --t3-threads 1 --s3gen-threads 1 on 2 cores when T3 and S3Gen "
                                   "overlap (many texts or streams)")
 
+    detect = sub.add_parser(
+        "detect", help="tell whether audio files carry the Perth watermark",
+        description="Prints one line per file: path, the detector's confidence (0..1) and its verdict, "
+                    "'marked' above 0.5 as the original's rounded answer, else 'unmarked' (tab-separated). "
+                    "Unreadable files get one error line on stderr. Exit status: 0 every file marked, "
+                    "1 every file read and at least one unmarked, 2 a file could not be read.")
+    detect.add_argument("files", nargs="+", metavar="FILE",
+                        help="wav, flac, ogg/opus, mp3 (and aac, m4a, ... when PyAV is installed)")
+    detect.set_defaults(func=cmd_detect)
+
     make = sub.add_parser("make-test-model", help="write a random-weight model in the official layout")
     make.add_argument("directory")
     make.add_argument("--size", choices=("tiny", "full"), default="tiny")
@@ -433,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         logging.getLogger("vllm").setLevel(logging.ERROR)
     try:
-        args.func(args)
+        status = args.func(args)
     except (ValueError, RuntimeError, OSError, ImportError) as exc:  # ImportError: an optional language package
         print(f"vllm-chatterbox: error: {_one_line(exc)}", file=sys.stderr)
         return 2
@@ -443,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vllm-chatterbox: error: {type(exc).__name__}: {_one_line(exc)} (run with -v for details)",
               file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 def _one_line(exc: BaseException) -> str:

@@ -247,6 +247,33 @@ class HiFTConfig:
 
 
 @dataclass(frozen=True)
+class PerthConfig:
+    """Resemble AI's Perth implicit watermark as published (``resemble-perth`` 1.0.1, its
+    ``pretrained/implicit/hparams.yaml``): the same for every Chatterbox model, so it is not part
+    of :class:`ChatterboxConfig` and no model directory can override it."""
+
+    sample_rate: int = 32000  # the network's rate: audio is resampled to it and back
+    n_fft: int = 2048
+    hop_size: int = 320
+    window_size: int = 2048  # a periodic Hann window
+    window_fn: str = "hann"
+    stft_magnitude_min: float = 1e-9  # magnitudes are floored here before taking dB
+    headroom_db: float = 15.0  # dB above 0 dBFS that the normalised magnitude still spans
+    max_wmark_freq: float = 2000.0  # Hz: the mark lives in the STFT bins below this
+    hidden_size: int = 256
+    loud_frame_fraction: float = 0.05  # frames below this fraction of the loudest are left unmarked
+
+    @property
+    def freq_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def marked_bins(self) -> int:
+        """STFT bins (from 0 Hz) that carry the mark: 128 of 1025."""
+        return int(round(self.freq_bins * self.max_wmark_freq / (self.sample_rate / 2)))
+
+
+@dataclass(frozen=True)
 class ChatterboxConfig:
     t3: T3Config = field(default_factory=T3Config)
     voice_encoder: VoiceEncoderConfig = field(default_factory=VoiceEncoderConfig)

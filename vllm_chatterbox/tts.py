@@ -19,7 +19,6 @@ from vllm_chatterbox.pipeline.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MA
                                               check_join_options, join_with_crossfade)
 from vllm_chatterbox.pipeline.batch import AudioJob, s3gen_seed, synthesize
 from vllm_chatterbox.pipeline.streaming import StreamJob, StreamVocoder, stream_audio
-from vllm_chatterbox.pipeline.watermark import Watermarker, apply_watermark, check_watermark_flag, load_watermarker
 from vllm_chatterbox.params import check_seed, check_timesteps, is_integer, per_text
 from vllm_chatterbox.s3gen.streaming import StreamSchedule, check_schedule
 from vllm_chatterbox.t3.contract import T3Request
@@ -27,6 +26,7 @@ from vllm_chatterbox.t3.engine import T3Engine
 from vllm_chatterbox.text.chunking import split_text
 from vllm_chatterbox.variants import model_config, model_variant
 from vllm_chatterbox.voice.voice import Voice
+from vllm_chatterbox.watermark import PerthWatermarker, check_watermark_flag, load_watermarker
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class ChatterboxTTS:
         voice: VoiceLike | Sequence[VoiceLike] | None = None,
         *,
         n_timesteps: int | Sequence[int] | None = None,
-        watermark: bool = False,
+        watermark: bool = True,
         **parameters,
     ) -> list[np.ndarray]:
         """Text(s) to 24 kHz float32 waveforms, in input order.
@@ -254,8 +254,9 @@ class ChatterboxTTS:
         Takes every parameter of :meth:`generate_speech_tokens` plus ``n_timesteps`` (default:
         the model's, 10; Turbo / Nano 2), each a scalar or one value per text. T3 decodes on
         vLLM while finished texts are vocoded.
-        ``watermark=True`` marks each waveform with Perth, as the original does (see
-        :mod:`vllm_chatterbox.pipeline.watermark` for when that is available).
+        Each waveform carries Perth's watermark, as the original's output does
+        (:mod:`vllm_chatterbox.watermark`; it drops the last incomplete 10 ms of each waveform,
+        as the original's does); ``watermark=False`` leaves the audio unmarked.
         """
         watermarker = self._watermarker_for(watermark)
         wavs = [wav for _, wav in sorted(self._synthesize(texts, voice, n_timesteps, parameters))]
@@ -271,7 +272,7 @@ class ChatterboxTTS:
         pause_ms: float = DEFAULT_PAUSE_MS,
         n_timesteps: int | None = None,
         progress: bool = True,
-        watermark: bool = False,
+        watermark: bool = True,
         **parameters,
     ) -> np.ndarray:
         """A long text (up to a book chapter) to one 24 kHz float32 waveform.
@@ -280,7 +281,8 @@ class ChatterboxTTS:
         at most ``max_chunk_tokens`` text tokens; all chunks run as one batch, as in
         :meth:`generate`, and are joined with a short pause and crossfade. Takes the parameters
         of :meth:`generate_speech_tokens`, one value each for the whole text; with ``seed``,
-        chunk i uses ``seed + i``.
+        chunk i uses ``seed + i``. The joined waveform is watermarked once, as :meth:`generate`
+        marks (``watermark=False``: unmarked).
         """
         check_join_options(self.config.hift.sampling_rate, crossfade_ms, pause_ms)
         watermarker = self._watermarker_for(watermark)
@@ -326,27 +328,32 @@ class ChatterboxTTS:
         pause_ms: float = DEFAULT_PAUSE_MS,
         n_timesteps: int | None = None,
         schedule: StreamSchedule | None = None,
+        watermark: bool = True,
         **parameters,
     ) -> StreamJob:
         """Validate a stream and build its T3 requests (nothing runs); see :meth:`stream`."""
         check_join_options(self.config.hift.sampling_rate, crossfade_ms, pause_ms)
         n_timesteps = check_timesteps(self._timesteps(n_timesteps))
         schedule = self._stream_schedule(schedule)
+        watermarker = self._watermarker_for(watermark)
         chunks, voice, parameters = self._split_long_text(text, voice, max_chunk_tokens, parameters)
         requests = self.prepare_t3_requests(chunks, voice, **parameters)
         return StreamJob(requests=requests, voice=voice, n_timesteps=n_timesteps, schedule=schedule,
                          seeds=[r.params.seed for r in requests], crossfade_ms=crossfade_ms, pause_ms=pause_ms,
-                         trim_last_token=self.variant.trim_last_token)
+                         trim_last_token=self.variant.trim_last_token, watermarker=watermarker)
 
     def astream(self, text: str, voice: VoiceLike | None = None, **options) -> AsyncIterator[np.ndarray]:
         """Speech as 24 kHz float32 pieces while T3 still decodes, for ``async for``.
 
-        Takes the arguments of :meth:`generate_long` (but ``watermark`` and ``progress``); the
-        text is spoken chunk by chunk in order with the same pauses. Bad input raises here,
-        before anything runs. Any number of streams may be open at once, from any event loop;
-        their pieces are vocoded together. Closing the iterator early aborts its work.
+        Takes the arguments of :meth:`generate_long` (but ``progress``); the text is spoken
+        chunk by chunk in order with the same pauses. Bad input raises here, before anything
+        runs. Any number of streams may be open at once, from any event loop; their pieces are
+        vocoded together. Closing the iterator early aborts its work.
         ``schedule``: when pieces are made and how they join (default: the model's,
         ``variants.py``; a :class:`~vllm_chatterbox.s3gen.streaming.StreamSchedule`).
+        The stream is watermarked as it goes (:class:`vllm_chatterbox.watermark.StreamMarker`:
+        the last 0.25 s of audio so far, 0.1 s of the first piece, wait for the next piece);
+        ``watermark=False`` streams it unmarked.
         """
         job = self.prepare_stream(text, voice, **options)
         return stream_audio(job, self.t3_engine, self.t3, self.s3gen, self._stream_vocoder)
@@ -364,12 +371,13 @@ class ChatterboxTTS:
     def _stream_vocoder(self) -> StreamVocoder:
         return StreamVocoder(self.s3gen)
 
-    def _watermarker_for(self, watermark: bool) -> Watermarker | None:
-        """The Perth watermarker when asked for; fails before any synthesis."""
+    def _watermarker_for(self, watermark: bool) -> PerthWatermarker | None:
+        """The Perth watermarker (on the CPU, as the original runs it) when asked for; fails
+        before any synthesis when it cannot load."""
         return load_watermarker() if check_watermark_flag(watermark) else None
 
-    def _mark(self, watermarker: Watermarker | None, wav: np.ndarray) -> np.ndarray:
-        return wav if watermarker is None else apply_watermark(watermarker, wav, self.config.hift.sampling_rate)
+    def _mark(self, watermarker: PerthWatermarker | None, wav: np.ndarray) -> np.ndarray:
+        return wav if watermarker is None else watermarker.mark(wav, self.config.hift.sampling_rate)
 
     def _synthesize(self, texts, voice, n_timesteps, parameters):
         count = len(_text_list(texts))

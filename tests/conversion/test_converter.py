@@ -22,6 +22,7 @@ from tests.paths import FIXTURE_REF
 from vllm_chatterbox.conversion import VoiceConverter
 from vllm_chatterbox.conversion.source import plan_pieces
 from vllm_chatterbox.voice.voice import Voice
+from vllm_chatterbox.watermark import detect, is_marked
 
 MEL_TOL = 1e-5
 WAV_TOL = 1e-6
@@ -67,7 +68,7 @@ def test_equal_to_the_originals_voice_conversion(converter, name):
     torch.testing.assert_close(wav, torch.from_numpy(case["wav_pre_watermark"][0]), atol=WAV_TOL, rtol=0)
 
     # convert() is S3Gen on exactly those tokens and that voice (its noise from the seed).
-    converted = converter.convert(source, target, seed=7)
+    converted = converter.convert(source, target, seed=7, watermark=False)
     expected, = converter.s3gen.inference([case["source_tokens"][0]], [voice], n_timesteps=10, seeds=[7])
     np.testing.assert_array_equal(converted, expected)
     assert converted.dtype == np.float32 and converted.shape == case["wav_pre_watermark"][0].shape
@@ -105,7 +106,8 @@ def test_a_long_source_is_converted_in_pieces_on_its_timeline(converter, long_so
     voice = converter.builtin_voice
     pieces = plan_pieces(long_source, 12)
     assert len(pieces) >= 4
-    wav = converter.convert(long_source, sample_rate=16000, seed=11, n_timesteps=2, max_piece_seconds=12)
+    wav = converter.convert(long_source, sample_rate=16000, seed=11, n_timesteps=2, max_piece_seconds=12,
+                          watermark=False)
     assert "convert" in capsys.readouterr().err  # the progress bar
     gap = 480 * (voice.prompt_feat.shape[1] - 2 * voice.prompt_token.shape[1])
     whole_tokens = -(-(long_source.size // 160) // 4)
@@ -122,7 +124,7 @@ def test_a_long_source_is_converted_in_pieces_on_its_timeline(converter, long_so
 
 
 def test_stream_equals_convert_and_yields_before_the_end(converter, long_source, monkeypatch):
-    options = dict(sample_rate=16000, seed=4, n_timesteps=2, max_piece_seconds=10)
+    options = dict(sample_rate=16000, seed=4, n_timesteps=2, max_piece_seconds=10, watermark=False)
     expected = converter.convert(long_source, progress=False, **options)
     converted = []
     piece = converter._convert_piece
@@ -132,6 +134,26 @@ def test_stream_equals_convert_and_yields_before_the_end(converter, long_source,
     total = len(plan_pieces(long_source, 10))
     assert first.size > 0 and len(converted) <= 2 < total
     np.testing.assert_array_equal(np.concatenate([first, *stream]), expected)
+
+
+def test_output_carries_the_watermark_as_the_originals_unless_asked_not_to(converter, long_source):
+    """The original's ChatterboxVC marks every output; so do convert and the streams, by default."""
+    options = dict(sample_rate=16000, seed=4, n_timesteps=2, max_piece_seconds=10)
+    unmarked = converter.convert(long_source, progress=False, watermark=False, **options)
+    marked = converter.convert(long_source, progress=False, **options)
+    assert not is_marked(detect(unmarked, 24000)) and is_marked(detect(marked, 24000))
+    streamed = np.concatenate(list(converter.convert_stream(long_source, **options)))
+    assert is_marked(detect(streamed, 24000))
+    # The stream marker works on windows of the stream; the whole-file mark differs by its measured
+    # junction tolerance (vllm_chatterbox/watermark/streaming.py), far below the mark itself.
+    assert streamed.size == marked.size
+    assert np.abs(streamed - marked).max() <= 5e-3 < np.abs(marked - unmarked[:marked.size]).max()
+    streamed = asyncio.run(_collect(converter.aconvert_stream(long_source, **options)))
+    assert is_marked(detect(np.concatenate(streamed), 24000))
+
+
+async def _collect(stream):
+    return [wav async for wav in stream]
 
 
 def test_closing_a_stream_stops_its_work(converter, long_source, monkeypatch):
@@ -146,7 +168,7 @@ def test_closing_a_stream_stops_its_work(converter, long_source, monkeypatch):
 
 
 def test_async_stream_equals_convert_and_stops_when_closed(converter, long_source, monkeypatch):
-    options = dict(sample_rate=16000, seed=9, n_timesteps=2, max_piece_seconds=10)
+    options = dict(sample_rate=16000, seed=9, n_timesteps=2, max_piece_seconds=10, watermark=False)
     expected = converter.convert(long_source, progress=False, **options)
 
     async def collect(limit=None):
@@ -190,7 +212,9 @@ def _fail(*args, **kwargs):
     (lambda c: c.convert([]), "non-empty list"),
     (lambda c: c.convert(3.5), "source must be"),
     (lambda c: c.convert_stream([BUILTIN_WAV]), "one source"),
-    (lambda c: c.convert_stream(BUILTIN_WAV, watermark=True), "unknown option"),
+    (lambda c: c.convert_stream(BUILTIN_WAV, language="en"), "unknown option"),
+    (lambda c: c.convert_stream(BUILTIN_WAV, watermark="yes"), "watermark must be"),
+    (lambda c: c.convert(BUILTIN_WAV, watermark=1), "watermark must be"),
     (lambda c: c.aconvert_stream(BUILTIN_WAV, n_timesteps=1.5), "n_timesteps"),
 ])
 def test_bad_input_is_a_clear_error_before_any_work(converter, monkeypatch, call, message):
@@ -216,7 +240,7 @@ def test_turbo_converts_with_its_two_step_meanflow_s3gen(turbo_dir, monkeypatch)
     inference = converter.s3gen.inference
     monkeypatch.setattr(converter.s3gen, "inference",
                         lambda *a, **k: steps.append(k["n_timesteps"]) or inference(*a, **k))
-    wav = converter.convert(BUILTIN_WAV, seed=1)
+    wav = converter.convert(BUILTIN_WAV, seed=1, watermark=False)
     tokens = converter.source_tokens(BUILTIN_WAV)
     voice = converter.builtin_voice
     assert steps == [2]
@@ -233,9 +257,10 @@ def test_batched_pieces_equal_one_at_a_time_to_float_rounding(model_dir, long_so
     batched.s3gen.inference = lambda tokens, *a, **k: calls.append(len(tokens)) or inference(tokens, *a, **k)
     sources = [long_source[:12 * 16000], BUILTIN_WAV]
     together = batched.convert(sources, seed=[5, 6], sample_rate=[16000, None], n_timesteps=2, max_piece_seconds=5,
-                               progress=False)
+                               progress=False, watermark=False)
     assert max(calls) > 1
     batched.max_batch_frames = 1
     for wav, source, seed, rate in zip(together, sources, (5, 6), (16000, None)):
-        alone = batched.convert(source, seed=seed, sample_rate=rate, n_timesteps=2, max_piece_seconds=5)
+        alone = batched.convert(source, seed=seed, sample_rate=rate, n_timesteps=2, max_piece_seconds=5,
+                                watermark=False)
         np.testing.assert_allclose(wav, alone, atol=5e-5, rtol=0)

@@ -29,7 +29,9 @@ def _wait_until_idle(tts, seconds: float = 10.0) -> bool:
 def _call(tts, thread: int, call: int) -> list[np.ndarray]:
     seed = 100 * thread + call
     texts = [TEXTS[(thread + call) % 4], TEXTS[(thread + 2 * call + 1) % 4]]
-    return tts.generate(texts, seed=[seed, seed + 50], max_new_tokens=[16, 24], n_timesteps=2)
+    # Unmarked: the watermark would amplify S3Gen's batch rounding past the 1e-5 compared below
+    # (tests/watermark/test_detection.py checks marking from many threads).
+    return tts.generate(texts, seed=[seed, seed + 50], max_new_tokens=[16, 24], n_timesteps=2, watermark=False)
 
 
 def test_many_threads_share_one_object(tts_tiny):

@@ -14,7 +14,8 @@ from vllm_chatterbox.s3gen.streaming import StreamSchedule
 TEXT = "The first sentence is here. And a second one follows it closely."
 # Streamed vs one-shot SNR measured on the tiny random model: 52.7-53.9 dB (four texts and seeds).
 STREAM_SNR_DB = 48.0
-OPTIONS = dict(max_chunk_tokens=8, seed=5, max_new_tokens=60, n_timesteps=2)
+# Unmarked: these tests are about synthesis; test_watermark.py streams marked audio.
+OPTIONS = dict(max_chunk_tokens=8, seed=5, max_new_tokens=60, n_timesteps=2, watermark=False)
 
 
 def _collect(tts, text=TEXT, **options) -> list[np.ndarray]:
@@ -93,7 +94,7 @@ def test_a_schedule_of_the_callers_own_cuts_the_pieces(tts_tiny):
     ({"text": ""}, "empty"),
     ({"text": "Hi.", "temperature": 5}, "temperature must be in"),
     ({"text": "Hi.", "seed": [1, 2]}, "one value for the whole text"),
-    ({"text": "Hi.", "watermark": True}, "unknown parameter"),
+    ({"text": "Hi.", "watermark": 1}, "watermark must be True or False"),
     ({"text": "Hi.", "n_timesteps": 0}, "n_timesteps"),
     ({"text": 3}, "text must be a str"),
     ({"text": "Hi.", "schedule": StreamSchedule(chunk_tokens=(3, 10))}, "look-ahead"),

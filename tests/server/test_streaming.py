@@ -45,8 +45,10 @@ def python_api(model_dir):
 
 def test_same_seed_same_samples_as_the_python_api(server, python_api):
     """A three-chunk text: the server's stream equals ``ChatterboxTTS.stream`` with the same seed,
-    to one 16-bit step (measured: 10 of 39360 samples one step apart; the server process and this
-    one round S3Gen's floats differently, e.g. other thread counts)."""
+    both watermarked (the default), to a 16-bit step or two. The server process and this one
+    round S3Gen's floats differently (e.g. other thread counts, other batches: unmarked, 10 of
+    39360 samples one step apart), and the Perth mark amplifies such differences 50-200 times
+    (tests/pipeline/test_watermark.py): measured up to 656 of 39360 samples one step apart."""
     text = long_text(6)
     samples, _, _ = stream_pcm(server, text, seed=5, max_new_tokens=12)
     wav = np.concatenate(list(python_api.stream(text, seed=5, max_new_tokens=12, n_timesteps=2)))
@@ -54,7 +56,7 @@ def test_same_seed_same_samples_as_the_python_api(server, python_api):
     assert expected.size > 3 * 24000 * 0.1  # three chunks of speech
     assert samples.size == expected.size
     difference = np.abs(samples.astype(np.int32) - expected.astype(np.int32))
-    assert difference.max() <= 1 and np.count_nonzero(difference) < 0.001 * samples.size, difference.max()
+    assert difference.max() <= 2 and np.count_nonzero(difference) < 0.05 * samples.size, difference.max()
 
 
 def test_first_audio_arrives_well_before_the_last(server):
@@ -76,10 +78,11 @@ def test_sixteen_concurrent_streams_each_equal_their_solo_run(server):
         together = [future.result()[0] for future in futures]
     for i, (alone, concurrent) in enumerate(zip(solo, together)):
         assert alone.size > 0 and concurrent.size == alone.size, i
-        # S3Gen vocodes the concurrent streams in shared batches: float rounding may move a
-        # sample by one 16-bit step (measured: 0-5 of 7680 samples per stream), never more.
+        # S3Gen vocodes the concurrent streams in shared batches: float rounding, amplified by
+        # the watermark, may move a sample by a 16-bit step (measured: 0-10 of 7680 samples per
+        # stream, one step), never by more than two.
         difference = np.abs(concurrent.astype(np.int32) - alone.astype(np.int32)).max()
-        assert difference <= 1, (i, difference)
+        assert difference <= 2, (i, difference)
     # Different seeds and texts really are different audio.
     assert not np.array_equal(solo[0][:1000], solo[1][:1000])
 

@@ -40,7 +40,7 @@ from vllm_chatterbox.model_files import DEFAULT_REPO, TURBO_REPOS, ModelFiles, d
 from vllm_chatterbox.params import check_seed, check_timesteps
 from vllm_chatterbox.variants import model_config, model_variant
 from vllm_chatterbox.pipeline.long_text import DEFAULT_CROSSFADE_MS, check_join_options
-from vllm_chatterbox.pipeline.watermark import apply_watermark, check_watermark_flag, load_watermarker
+from vllm_chatterbox.watermark import StreamMarker, check_watermark_flag, load_watermarker
 from vllm_chatterbox.s3gen.inputs import random_seed
 from vllm_chatterbox.s3gen.model import S3Gen, length_groups
 from vllm_chatterbox.voice.audio import AudioSource
@@ -213,7 +213,7 @@ class VoiceConverter:
                 sample_rate: int | None | Sequence[int | None] = None, seed: int | None | Sequence = None,
                 n_timesteps: int | None = None, max_piece_seconds: float = MAX_PIECE_SECONDS,
                 crossfade_ms: float = DEFAULT_CROSSFADE_MS, progress: bool = True,
-                watermark: bool = False) -> np.ndarray | list[np.ndarray]:
+                watermark: bool = True) -> np.ndarray | list[np.ndarray]:
         """Source speech in the target voice, 24 kHz float32.
 
         ``source``: a path, the file's bytes, a binary file object, or samples (``sample_rate``
@@ -223,9 +223,9 @@ class VoiceConverter:
         uses seed + j. ``n_timesteps``: S3Gen's flow-matching steps (default: the model's, 10;
         Turbo / Nano 2). Sources longer than ``max_piece_seconds`` (5 to 30 s) are cut at pauses,
         converted as one batch and joined on the source's timeline with ``crossfade_ms`` fades
-        (tqdm progress unless ``progress=False``). ``watermark=True`` applies Perth as the
-        original does (see ``vllm_chatterbox.pipeline.watermark``). Bad input raises ValueError
-        before any conversion.
+        (tqdm progress unless ``progress=False``). Each output carries Perth's watermark, as the
+        original's does (:mod:`vllm_chatterbox.watermark`); ``watermark=False`` leaves it unmarked.
+        Bad input raises ValueError before any conversion.
         """
         steps = self._steps(n_timesteps)
         if not isinstance(progress, bool):
@@ -240,24 +240,25 @@ class VoiceConverter:
             joiner = TimelineJoiner(self._starts(job), job.crossfade_samples)
             parts = [joiner.add(wavs[(j, i)]) for i in range(len(job.pieces))]
             wav = np.concatenate(parts + [joiner.finish()])
-            outputs.append(wav if watermarker is None else apply_watermark(watermarker, wav, self.sample_rate))
+            outputs.append(wav if watermarker is None else watermarker.mark(wav, self.sample_rate))
         return outputs[0] if _is_single(source) else outputs
 
     def convert_stream(self, source: SourceLike, voice: VoiceLike | None = None, **options) -> Iterator[np.ndarray]:
         """:meth:`convert` of one source as 24 kHz float32 pieces, each out as soon as its source
         piece is converted (the next piece is converted meanwhile); the pieces joined equal
-        :meth:`convert`'s audio for the same seed. Takes :meth:`convert`'s options but
-        ``progress`` and ``watermark``; bad input raises here, before anything runs. Closing the
+        :meth:`convert`'s audio for the same seed (unmarked; marked, to the stream marker's
+        tolerance, see :class:`~vllm_chatterbox.watermark.StreamMarker`). Takes :meth:`convert`'s
+        options but ``progress``; bad input raises here, before anything runs. Closing the
         generator early stops the work (a piece already being converted still finishes)."""
-        job, steps = self._prepare_stream(source, voice, options)
-        return self._stream(job, steps)
+        job, steps, marker = self._prepare_stream(source, voice, options)
+        return self._stream(job, steps, marker)
 
     def aconvert_stream(self, source: SourceLike, voice: VoiceLike | None = None,
                         **options) -> AsyncIterator[np.ndarray]:
         """:meth:`convert_stream` for ``async for`` (the conversion runs on this converter's worker
         thread, which serves all streams in turn, so the event loop stays free)."""
-        job, steps = self._prepare_stream(source, voice, options)
-        return self._astream(job, steps)
+        job, steps, marker = self._prepare_stream(source, voice, options)
+        return self._astream(job, steps, marker)
 
     # --- internals ------------------------------------------------------------------------
 
@@ -267,15 +268,20 @@ class VoiceConverter:
     def _starts(self, job: ConversionJob) -> list[int]:
         return [piece.first_token * self.samples_per_token for piece in job.pieces]
 
-    def _prepare_stream(self, source, voice, options: dict[str, Any]) -> tuple[ConversionJob, int]:
+    def _prepare_stream(self, source, voice,
+                        options: dict[str, Any]) -> tuple[ConversionJob, int, StreamMarker | None]:
         if not _is_single(source):
             raise ValueError("convert_stream takes one source (use convert for a list)")
-        unknown = set(options) - {"sample_rate", "seed", "n_timesteps", "max_piece_seconds", "crossfade_ms"}
+        unknown = set(options) - {"sample_rate", "seed", "n_timesteps", "max_piece_seconds", "crossfade_ms",
+                                  "watermark"}
         if unknown:
             raise ValueError(f"unknown option(s) for a conversion stream: {', '.join(sorted(unknown))}")
         options = dict(options)
         steps = self._steps(options.pop("n_timesteps", None))
-        return self.prepare(source, voice, **options)[0], steps
+        marker = None
+        if check_watermark_flag(options.pop("watermark", True)):
+            marker = StreamMarker(load_watermarker(), self.sample_rate)
+        return self.prepare(source, voice, **options)[0], steps, marker
 
     def _convert_pieces(self, jobs: list[ConversionJob], work: list[tuple[int, int]], steps: int,
                         progress: bool) -> dict[tuple[int, int], np.ndarray]:
@@ -312,7 +318,7 @@ class VoiceConverter:
             submitted += 1
         return submitted
 
-    def _stream(self, job: ConversionJob, steps: int) -> Iterator[np.ndarray]:
+    def _stream(self, job: ConversionJob, steps: int, marker: StreamMarker | None) -> Iterator[np.ndarray]:
         joiner = TimelineJoiner(self._starts(job), job.crossfade_samples)
         pending: collections.deque[concurrent.futures.Future] = collections.deque()
         submitted = 0
@@ -320,16 +326,20 @@ class VoiceConverter:
             for _ in job.pieces:
                 submitted = self._submit_next(job, steps, pending, submitted)
                 out = joiner.add(pending.popleft().result())
+                if marker is not None:
+                    out = marker.feed(out)
                 if out.size:
                     yield out
             rest = joiner.finish()
+            if marker is not None:
+                rest = marker.feed(rest, final=True)
             if rest.size:
                 yield rest
         finally:
             for future in pending:
                 future.cancel()
 
-    async def _astream(self, job: ConversionJob, steps: int) -> AsyncIterator[np.ndarray]:
+    async def _astream(self, job: ConversionJob, steps: int, marker: StreamMarker | None) -> AsyncIterator[np.ndarray]:
         joiner = TimelineJoiner(self._starts(job), job.crossfade_samples)
         pending: collections.deque[concurrent.futures.Future] = collections.deque()
         submitted = 0
@@ -337,9 +347,13 @@ class VoiceConverter:
             for _ in job.pieces:
                 submitted = self._submit_next(job, steps, pending, submitted)
                 out = joiner.add(await asyncio.wrap_future(pending.popleft()))
+                if marker is not None:
+                    out = await asyncio.to_thread(marker.feed, out)
                 if out.size:
                     yield out
             rest = joiner.finish()
+            if marker is not None:
+                rest = await asyncio.to_thread(marker.feed, rest, True)
             if rest.size:
                 yield rest
         finally:
