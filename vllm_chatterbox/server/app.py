@@ -16,23 +16,22 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vllm_chatterbox.params import check_number
 from vllm_chatterbox.server.backend import SAMPLE_RATE, SPEECH_TOKENS_PER_SECOND, SpeechBackend
 from vllm_chatterbox.server.encoding import AudioEncoder
+from vllm_chatterbox.server.errors import (APIError, add_error_handlers, engine_dead_error, error_body, error_response,
+                                         library_error)
 from vllm_chatterbox.server.metrics import ServerMetrics
+from vllm_chatterbox.server.settings import ServerSettings
 from vllm_chatterbox.server.voices import BUILTIN_VOICE, VoiceExists, VoiceStore, check_voice_name
 
 logger = logging.getLogger(__name__)
@@ -44,58 +43,6 @@ OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
                  "marin", "cedar")
 MAX_JSON_BODY_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    voices_dir: Path
-    model_name: str = "chatterbox"
-    api_key: str | None = None
-    max_queue: int = 64
-    max_input_chars: int = 4096
-    max_voice_bytes: int = 20 << 20
-    max_voice_seconds: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.max_queue < 1:
-            raise ValueError(f"max_queue must be at least 1, got {self.max_queue}")
-        if self.max_input_chars < 1:
-            raise ValueError(f"max_input_chars must be at least 1, got {self.max_input_chars}")
-        if self.api_key is not None and not self.api_key:
-            raise ValueError("api_key must not be empty")
-
-
-# --- errors --------------------------------------------------------------------------------
-
-_ERROR_TYPES = {401: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
-
-
-class APIError(StarletteHTTPException):
-    """An error answered in OpenAI's schema (a Starlette HTTPException, so FastAPI passes it on
-    unchanged even from inside body parsing)."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 error_type: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(status, message, headers)
-        self.message, self.param, self.code = message, param, code
-        self.error_type = error_type or _ERROR_TYPES.get(status, "invalid_request_error")
-
-
-def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-
-
-def _error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error_body(error.message, error.error_type, error.param, error.code),
-                        status_code=error.status_code, headers=error.headers)
-
-
-def _library_error(exc: ValueError) -> APIError:
-    """A 400 for the library's ValueError; its message starts with the parameter's name."""
-    message = str(exc)
-    head = message.split(" ", 1)[0].rstrip(":")
-    param = head if head in _SPEECH_PARAMS else ("language" if "language" in message else None)
-    return APIError(400, message, param=param, code="invalid_value")
 
 
 # --- request models ------------------------------------------------------------------------
@@ -176,10 +123,6 @@ class _Slot:
             self.state.metrics.aborted.inc()
 
 
-def _engine_dead() -> APIError:
-    return APIError(503, "the engine has died; the server must be restarted (see its log)", code="engine_dead")
-
-
 class ServerState:
     def __init__(self, settings: ServerSettings, metrics: ServerMetrics):
         self.settings = settings
@@ -197,7 +140,7 @@ class ServerState:
             raise APIError(503, f"{message}; retry shortly", code="engine_not_ready",
                            headers={"Retry-After": "5"})
         if self.backend.engine_dead:
-            raise _engine_dead()
+            raise engine_dead_error()
         return self.backend
 
     def admit(self) -> _Slot:
@@ -232,7 +175,7 @@ class BodyLimitMiddleware:
         limit = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            response = _error_response(_BodyTooLarge(limit))
+            response = error_response(_BodyTooLarge(limit))
             return await response(scope, receive, send)
         received = 0
 
@@ -354,7 +297,7 @@ def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics],
     app.add_middleware(BodyLimitMiddleware,
                        limit_for=lambda path: voice_limit if path == "/v1/audio/voices" else MAX_JSON_BODY_BYTES)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    _add_error_handlers(app)
+    add_error_handlers(app)
 
     def require_api_key(request: Request) -> None:
         if settings.api_key is None:
@@ -447,7 +390,7 @@ def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics],
         try:
             job = await asyncio.to_thread(backend.prepare, body.input, voice, language=body.language, **params)
         except ValueError as exc:
-            raise _library_error(exc) from None
+            raise library_error(exc, _SPEECH_PARAMS) from None
         try:
             slot = state.admit()
         except APIError:
@@ -465,12 +408,12 @@ def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics],
         except ValueError as exc:
             slot.release(completed=False)
             await _close(chunks)
-            raise _library_error(exc) from None
+            raise library_error(exc, _SPEECH_PARAMS) from None
         except BaseException:
             slot.release(completed=False)
             await _close(chunks)
             if backend.engine_dead:
-                raise _engine_dead() from None
+                raise engine_dead_error() from None
             raise
         slot.first_audio()
         encoder = AudioEncoder(body.response_format)
@@ -642,35 +585,6 @@ async def _install_backend(state: ServerState, loaded: asyncio.Future) -> None:
         return
     state.metrics.engine_ready.set(1)
     logger.info("engine ready: serving %s", state.settings.model_name)
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        if isinstance(exc, APIError):
-            return _error_response(exc)
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        return _error_response(APIError(exc.status_code, str(exc.detail), code=codes.get(exc.status_code),
-                                        headers=getattr(exc, "headers", None)))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-        if first.get("type") == "json_invalid":
-            message = f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'decode error')})"
-            return _error_response(APIError(400, message, code="invalid_json"))
-        param = ".".join(loc) or None
-        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        if len(errors) > 1:
-            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-        return _error_response(APIError(400, message, param=param, code=first.get("type")))
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception):
-        logger.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error_response(APIError(500, "internal server error (see the server log)", code="internal_error"))
 
 
 def run_server(settings: ServerSettings, load_backend: Callable[[ServerMetrics], SpeechBackend], *, host: str,
