@@ -12,12 +12,10 @@ import hmac
 import json
 import logging
 import math
-import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
@@ -26,13 +24,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from vllm_chatterbox.params import check_number
+from vllm_chatterbox.server.admission import Slot
 from vllm_chatterbox.server.backend import SAMPLE_RATE, SPEECH_TOKENS_PER_SECOND, SpeechBackend
 from vllm_chatterbox.server.encoding import AudioEncoder
 from vllm_chatterbox.server.errors import (APIError, add_error_handlers, engine_dead_error, error_body, error_response,
                                          library_error)
 from vllm_chatterbox.server.metrics import ServerMetrics
 from vllm_chatterbox.server.settings import ServerSettings
-from vllm_chatterbox.server.voices import BUILTIN_VOICE, VoiceExists, VoiceStore, check_voice_name
+from vllm_chatterbox.server.state import ServerState
+from vllm_chatterbox.server.voices import BUILTIN_VOICE, VoiceExists, check_voice_name
 
 logger = logging.getLogger(__name__)
 
@@ -81,78 +81,6 @@ class SpeechRequest(BaseModel):
 GENERATION_FIELDS = ("exaggeration", "cfg_weight", "temperature", "top_p", "min_p", "repetition_penalty", "seed",
                      "max_new_tokens", "n_timesteps")
 _SPEECH_PARAMS = (*GENERATION_FIELDS, "language", "input", "voice")
-
-
-# --- server state --------------------------------------------------------------------------
-
-class ClientDisconnected(Exception):
-    pass
-
-
-class _Slot:
-    """One admitted speech request; released exactly once."""
-
-    def __init__(self, state: "ServerState"):
-        self.state = state
-        self.arrival = time.perf_counter()
-        self.waiting = True
-        self.released = False
-        state.metrics.in_flight.inc()
-        state.metrics.queue_depth.inc()
-
-    def first_audio(self) -> None:
-        if self.waiting:
-            self.waiting = False
-            self.state.metrics.queue_depth.dec()
-            self.state.metrics.time_to_first_audio.observe(time.perf_counter() - self.arrival)
-
-    def release(self, completed: bool) -> None:
-        if self.released:
-            return
-        self.released = True
-        if self.waiting:
-            self.waiting = False
-            self.state.metrics.queue_depth.dec()
-        self.state.metrics.in_flight.dec()
-        self.state.admitted -= 1
-        elapsed = time.perf_counter() - self.arrival
-        if completed:
-            self.state.metrics.speech_duration.observe(elapsed)
-            self.state.mean_duration += 0.2 * (elapsed - self.state.mean_duration)
-        else:
-            self.state.metrics.aborted.inc()
-
-
-class ServerState:
-    def __init__(self, settings: ServerSettings, metrics: ServerMetrics):
-        self.settings = settings
-        self.metrics = metrics
-        self.voices = VoiceStore(settings.voices_dir)
-        self.backend: SpeechBackend | None = None
-        self.load_error: str | None = None
-        self.started_at = int(time.time())
-        self.admitted = 0
-        self.mean_duration = 5.0  # seconds; a moving average that sizes Retry-After
-
-    def require_backend(self) -> SpeechBackend:
-        if self.backend is None:
-            message = "the engine failed to load" if self.load_error else "the engine is still loading"
-            raise APIError(503, f"{message}; retry shortly", code="engine_not_ready",
-                           headers={"Retry-After": "5"})
-        if self.backend.engine_dead:
-            raise engine_dead_error()
-        return self.backend
-
-    def admit(self) -> _Slot:
-        if self.admitted >= self.settings.max_queue:
-            self.metrics.rejected.inc()
-            waves = self.admitted / max(1, self.settings.max_queue)
-            retry = min(60, max(1, math.ceil(self.mean_duration * waves)))
-            raise APIError(429, f"the server is busy ({self.admitted} speech requests queued or running, the "
-                                f"limit is {self.settings.max_queue}); retry after {retry} s",
-                           code="queue_full", headers={"Retry-After": str(retry)})
-        self.admitted += 1
-        return _Slot(self)
 
 
 # --- middleware ----------------------------------------------------------------------------
@@ -218,6 +146,10 @@ class RequestMetricsMiddleware:
 
 # --- streaming -----------------------------------------------------------------------------
 
+class ClientDisconnected(Exception):
+    pass
+
+
 async def _wait_for_disconnect(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
@@ -258,38 +190,21 @@ def _sse(event: dict) -> bytes:
     return f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    async with app.state.chatterbox.running():
+        yield
+
+
 # --- the app -------------------------------------------------------------------------------
 
 def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics], SpeechBackend]) -> FastAPI:
     """The ASGI app; ``load_backend`` runs in a background thread at start-up (``/health`` is 503
     until it returns)."""
-    metrics = ServerMetrics()
-    state = ServerState(settings, metrics)
+    state = ServerState(settings, load_backend)
+    metrics = state.metrics
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        loaded = asyncio.get_running_loop().create_future()
-
-        def load() -> None:
-            try:
-                backend = load_backend(metrics)
-            except Exception as exc:  # noqa: BLE001 - reported through /health and the exit code
-                logger.exception("the engine failed to load")
-                loaded.get_loop().call_soon_threadsafe(_set_if_pending, loaded, exc)
-                return
-            loaded.get_loop().call_soon_threadsafe(_set_if_pending, loaded, backend)
-
-        # A daemon thread: a server stopped while loading must not wait for the load to end.
-        threading.Thread(target=load, name="chatterbox-load", daemon=True).start()
-        watcher = asyncio.create_task(_install_backend(state, loaded))
-        try:
-            yield
-        finally:
-            watcher.cancel()
-            if state.backend is not None:
-                await asyncio.to_thread(state.backend.close)
-
-    app = FastAPI(title="vllm-chatterbox", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = FastAPI(title="vllm-chatterbox", version="0.1.0", lifespan=_lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.chatterbox = state
 
@@ -392,7 +307,7 @@ def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics],
         except ValueError as exc:
             raise library_error(exc, _SPEECH_PARAMS) from None
         try:
-            slot = state.admit()
+            slot = state.admission.admit()
         except APIError:
             await _close(job.chunks)
             raise
@@ -425,7 +340,7 @@ def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics],
         return _ClosingStreamingResponse(_audio_bytes(first, chunks, encoder, slot, produced),
                                          media_type=encoder.content_type)
 
-    async def _audio_chunks(first, chunks, slot: _Slot, produced: "_AudioCount"):
+    async def _audio_chunks(first, chunks, slot: Slot, produced: "_AudioCount"):
         """The request's audio chunks; releases its slot when done, however it ends."""
         completed = False
         try:
@@ -441,7 +356,7 @@ def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics],
             metrics.audio_seconds.inc(produced.samples / SAMPLE_RATE)
             slot.release(completed)
 
-    async def _audio_bytes(first, chunks, encoder: AudioEncoder, slot: _Slot, produced: "_AudioCount"):
+    async def _audio_bytes(first, chunks, encoder: AudioEncoder, slot: Slot, produced: "_AudioCount"):
         audio = _audio_chunks(first, chunks, slot, produced)
         try:
             async for chunk in audio:
@@ -455,7 +370,7 @@ def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics],
             encoder.close()
             await _close(audio)
 
-    async def _sse_events(first, chunks, encoder: AudioEncoder, slot: _Slot, produced: "_AudioCount",
+    async def _sse_events(first, chunks, encoder: AudioEncoder, slot: Slot, produced: "_AudioCount",
                           input_tokens: int):
         audio = _audio_chunks(first, chunks, slot, produced)
         try:
@@ -566,25 +481,6 @@ class _AudioCount:
 
     def add(self, chunk) -> None:
         self.samples += len(chunk)
-
-
-def _set_if_pending(future: asyncio.Future, value: Any) -> None:
-    if future.done():
-        return
-    if isinstance(value, BaseException):
-        future.set_exception(value)
-    else:
-        future.set_result(value)
-
-
-async def _install_backend(state: ServerState, loaded: asyncio.Future) -> None:
-    try:
-        state.backend = await loaded
-    except Exception as exc:  # noqa: BLE001 - logged by the loader
-        state.load_error = f"{type(exc).__name__}: {exc}"
-        return
-    state.metrics.engine_ready.set(1)
-    logger.info("engine ready: serving %s", state.settings.model_name)
 
 
 def run_server(settings: ServerSettings, load_backend: Callable[[ServerMetrics], SpeechBackend], *, host: str,
