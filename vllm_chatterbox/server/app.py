@@ -7,31 +7,27 @@ One process, one engine (see :mod:`vllm_chatterbox.server.backend`). Every error
 from __future__ import annotations
 
 import asyncio
-import base64
 import hmac
-import json
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Literal
 
-import anyio
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from vllm_chatterbox.params import check_number
-from vllm_chatterbox.server.admission import Slot
-from vllm_chatterbox.server.backend import SAMPLE_RATE, SPEECH_TOKENS_PER_SECOND, SpeechBackend
-from vllm_chatterbox.server.encoding import AudioEncoder
-from vllm_chatterbox.server.errors import (APIError, add_error_handlers, engine_dead_error, error_body, error_response,
-                                         library_error)
+from vllm_chatterbox.server.backend import SpeechBackend
+from vllm_chatterbox.server.errors import APIError, add_error_handlers, engine_dead_error, library_error
 from vllm_chatterbox.server.metrics import ServerMetrics
+from vllm_chatterbox.server.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from vllm_chatterbox.server.settings import ServerSettings
 from vllm_chatterbox.server.state import ServerState
+from vllm_chatterbox.server.streaming import ClientDisconnected, audio_response, close_stream, first_chunk
 from vllm_chatterbox.server.voices import BUILTIN_VOICE, VoiceExists, check_voice_name
 
 logger = logging.getLogger(__name__)
@@ -81,113 +77,6 @@ class SpeechRequest(BaseModel):
 GENERATION_FIELDS = ("exaggeration", "cfg_weight", "temperature", "top_p", "min_p", "repetition_penalty", "seed",
                      "max_new_tokens", "n_timesteps")
 _SPEECH_PARAMS = (*GENERATION_FIELDS, "language", "input", "voice")
-
-
-# --- middleware ----------------------------------------------------------------------------
-
-class _BodyTooLarge(APIError):
-    def __init__(self, limit: int):
-        super().__init__(413, f"request body too large (limit {limit} bytes)", code="request_too_large")
-
-
-class BodyLimitMiddleware:
-    """Refuses request bodies over a per-route limit, by Content-Length or while reading."""
-
-    def __init__(self, app, limit_for: Callable[[str], int]):
-        self.app = app
-        self.limit_for = limit_for
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        limit = self.limit_for(scope["path"])
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > limit:
-            response = error_response(_BodyTooLarge(limit))
-            return await response(scope, receive, send)
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge(limit)
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-
-class RequestMetricsMiddleware:
-    """Counts responses by route template and status code."""
-
-    def __init__(self, app, metrics: ServerMetrics):
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        status = {"code": 500}
-
-        async def record_send(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_send)
-        finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(route=label, status=str(status["code"])).inc()
-
-
-# --- streaming -----------------------------------------------------------------------------
-
-class ClientDisconnected(Exception):
-    pass
-
-
-async def _wait_for_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _next_or_disconnect(request: Request, chunks: AsyncIterator):
-    """The next chunk, unless the client goes away first (then ClientDisconnected)."""
-    step = asyncio.ensure_future(chunks.__anext__())
-    gone = asyncio.ensure_future(_wait_for_disconnect(request))
-    try:
-        await asyncio.wait({step, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not step.done():
-            step.cancel()
-    if not step.done() or step.cancelled():
-        await asyncio.gather(step, return_exceptions=True)
-        raise ClientDisconnected
-    return step.result()
-
-
-async def _close(chunks) -> None:
-    with anyio.CancelScope(shield=True):
-        await chunks.aclose()
-
-
-class _ClosingStreamingResponse(StreamingResponse):
-    """Closes its body generator however the response ends (a client that leaves cancels it)."""
-
-    async def __call__(self, scope, receive, send):
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await _close(self.body_iterator)
-
-
-def _sse(event: dict) -> bytes:
-    return f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
 
 
 @asynccontextmanager
@@ -309,88 +198,20 @@ def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics],
         try:
             slot = state.admission.admit()
         except APIError:
-            await _close(job.chunks)
+            await close_stream(job.chunks)
             raise
-        chunks = job.chunks
         try:
-            first = await _next_or_disconnect(request, chunks)
-        except StopAsyncIteration:
-            first = None
+            first = await first_chunk(request, job.chunks, slot)
         except ClientDisconnected:
-            slot.release(completed=False)
-            await _close(chunks)
             return Response(status_code=499)
         except ValueError as exc:
-            slot.release(completed=False)
-            await _close(chunks)
             raise library_error(exc, _SPEECH_PARAMS) from None
         except BaseException:
-            slot.release(completed=False)
-            await _close(chunks)
             if backend.engine_dead:
                 raise engine_dead_error() from None
             raise
-        slot.first_audio()
-        encoder = AudioEncoder(body.response_format)
-        produced = _AudioCount()
-        if body.stream_format == "sse":
-            body_iterator = _sse_events(first, chunks, encoder, slot, produced, job.input_tokens)
-            return _ClosingStreamingResponse(body_iterator, media_type="text/event-stream",
-                                             headers={"Cache-Control": "no-cache"})
-        return _ClosingStreamingResponse(_audio_bytes(first, chunks, encoder, slot, produced),
-                                         media_type=encoder.content_type)
-
-    async def _audio_chunks(first, chunks, slot: Slot, produced: "_AudioCount"):
-        """The request's audio chunks; releases its slot when done, however it ends."""
-        completed = False
-        try:
-            if first is not None:
-                produced.add(first)
-                yield first
-            async for chunk in chunks:
-                produced.add(chunk)
-                yield chunk
-            completed = True
-        finally:
-            await _close(chunks)
-            metrics.audio_seconds.inc(produced.samples / SAMPLE_RATE)
-            slot.release(completed)
-
-    async def _audio_bytes(first, chunks, encoder: AudioEncoder, slot: Slot, produced: "_AudioCount"):
-        audio = _audio_chunks(first, chunks, slot, produced)
-        try:
-            async for chunk in audio:
-                data = encoder.encode(chunk)
-                if data:
-                    yield data
-            yield encoder.finish()
-        except ValueError:
-            logger.exception("speech request failed after its audio had started; the stream ends early")
-        finally:
-            encoder.close()
-            await _close(audio)
-
-    async def _sse_events(first, chunks, encoder: AudioEncoder, slot: Slot, produced: "_AudioCount",
-                          input_tokens: int):
-        audio = _audio_chunks(first, chunks, slot, produced)
-        try:
-            async for chunk in audio:
-                data = encoder.encode(chunk)
-                if data:
-                    yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
-            data = encoder.finish()
-            if data:
-                yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
-            output_tokens = math.ceil(produced.samples * SPEECH_TOKENS_PER_SECOND / SAMPLE_RATE)
-            yield _sse({"type": "speech.audio.done", "usage": {
-                "input_tokens": input_tokens, "output_tokens": output_tokens,
-                "total_tokens": input_tokens + output_tokens}})
-        except ValueError as exc:
-            logger.exception("speech request failed after its audio had started")
-            yield _sse({"type": "error", **error_body(str(exc), "invalid_request_error")})
-        finally:
-            encoder.close()
-            await _close(audio)
+        return audio_response(first, job.chunks, slot, metrics, response_format=body.response_format,
+                              stream_format=body.stream_format, input_tokens=job.input_tokens)
 
     # --- voices --------------------------------------------------------------------------
 
@@ -473,14 +294,6 @@ def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics],
     app.include_router(open_routes)
     app.include_router(api)
     return app
-
-
-class _AudioCount:
-    def __init__(self) -> None:
-        self.samples = 0
-
-    def add(self, chunk) -> None:
-        self.samples += len(chunk)
 
 
 def run_server(settings: ServerSettings, load_backend: Callable[[ServerMetrics], SpeechBackend], *, host: str,
