@@ -1,39 +1,21 @@
-"""``vllm-chatterbox serve``: an OpenAI-compatible speech server.
-
-One process, one engine (see :mod:`vllm_chatterbox.server.backend`). Every error is OpenAI's
-``{"error": {"message", "type", "param", "code"}}``; a traceback never reaches a client.
-"""
+"""OpenAI's ``POST /v1/audio/speech``: text to audio, streamed as it is made (encoded audio or SSE
+events), with Chatterbox's generation parameters as extensions."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
-from collections.abc import Callable
-from contextlib import asynccontextmanager
 from typing import Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from vllm_chatterbox.server.backend import SpeechBackend
-from vllm_chatterbox.server.dependencies import State, check_model, require_api_key, resolve_voice
-from vllm_chatterbox.server.errors import APIError, add_error_handlers, engine_dead_error, library_error
-from vllm_chatterbox.server.metrics import ServerMetrics
-from vllm_chatterbox.server.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
-from vllm_chatterbox.server.routers import demo, service, voices
-from vllm_chatterbox.server.settings import ServerSettings
-from vllm_chatterbox.server.state import ServerState
+from vllm_chatterbox.server.dependencies import State, check_model, resolve_voice
+from vllm_chatterbox.server.errors import APIError, engine_dead_error, library_error
 from vllm_chatterbox.server.streaming import ClientDisconnected, audio_response, close_stream, first_chunk
 from vllm_chatterbox.server.voices import BUILTIN_VOICE
 
-logger = logging.getLogger(__name__)
-
-MAX_JSON_BODY_BYTES = 1 << 20
-
-
-# --- request models ------------------------------------------------------------------------
 
 class VoiceId(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -68,47 +50,16 @@ class SpeechRequest(BaseModel):
 
 GENERATION_FIELDS = ("exaggeration", "cfg_weight", "temperature", "top_p", "min_p", "repetition_penalty", "seed",
                      "max_new_tokens", "n_timesteps")
-_SPEECH_PARAMS = (*GENERATION_FIELDS, "language", "input", "voice")
+# The fields a library error may name (its message starts with the name).
+SPEECH_PARAMS = (*GENERATION_FIELDS, "language", "input", "voice")
 
 
-@asynccontextmanager
-async def _lifespan(app: FastAPI):
-    async with app.state.chatterbox.running():
-        yield
+router = APIRouter()
 
 
-# --- the app -------------------------------------------------------------------------------
-
-def create_app(settings: ServerSettings, load_backend: Callable[[ServerMetrics], SpeechBackend]) -> FastAPI:
-    """The ASGI app; ``load_backend`` runs in a background thread at start-up (``/health`` is 503
-    until it returns)."""
-    state = ServerState(settings, load_backend)
-
-    app = FastAPI(title="vllm-chatterbox", version="0.1.0", lifespan=_lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
-    app.state.chatterbox = state
-
-    voice_limit = settings.max_voice_bytes + (64 << 10)  # the file plus the multipart envelope
-    app.add_middleware(BodyLimitMiddleware,
-                       limit_for=lambda path: voice_limit if path == "/v1/audio/voices" else MAX_JSON_BODY_BYTES)
-    app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
-    add_error_handlers(app)
-
-    keyed = [Depends(require_api_key)]
-    app.include_router(service.health_router)
-    app.include_router(demo.router)
-    app.include_router(service.router, dependencies=keyed)
-    app.include_router(speech_router, dependencies=keyed)
-    app.include_router(voices.router, dependencies=keyed)
-    return app
-
-
-speech_router = APIRouter()
-
-
-@speech_router.post("/v1/audio/speech", response_class=Response,
-                    responses={200: {"description": "the audio, streamed as it is produced (or SSE events)",
-                                     "content": {"audio/mpeg": {}, "text/event-stream": {}}}})
+@router.post("/v1/audio/speech", response_class=Response,
+             responses={200: {"description": "the audio, streamed as it is produced (or SSE events)",
+                              "content": {"audio/mpeg": {}, "text/event-stream": {}}}})
 async def create_speech(body: SpeechRequest, request: Request, state: State):
     settings = state.settings
     backend = state.require_backend()
@@ -132,7 +83,7 @@ async def create_speech(body: SpeechRequest, request: Request, state: State):
     try:
         job = await asyncio.to_thread(backend.prepare, body.input, voice, language=body.language, **params)
     except ValueError as exc:
-        raise library_error(exc, _SPEECH_PARAMS) from None
+        raise library_error(exc, SPEECH_PARAMS) from None
     try:
         slot = state.admission.admit()
     except APIError:
@@ -143,39 +94,10 @@ async def create_speech(body: SpeechRequest, request: Request, state: State):
     except ClientDisconnected:
         return Response(status_code=499)
     except ValueError as exc:
-        raise library_error(exc, _SPEECH_PARAMS) from None
+        raise library_error(exc, SPEECH_PARAMS) from None
     except BaseException:
         if backend.engine_dead:
             raise engine_dead_error() from None
         raise
     return audio_response(first, job.chunks, slot, state.metrics, response_format=body.response_format,
                           stream_format=body.stream_format, input_tokens=job.input_tokens)
-
-
-def run_server(settings: ServerSettings, load_backend: Callable[[ServerMetrics], SpeechBackend], *, host: str,
-               port: int) -> None:
-    """Serve until stopped (Ctrl-C / SIGTERM); RuntimeError if the engine failed to load."""
-    import uvicorn
-
-    app = create_app(settings, load_backend)
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
-                            timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
-
-    state: ServerState = app.state.chatterbox
-
-    async def serve() -> None:
-        async def stop_on_load_failure() -> None:
-            while state.load_error is None:
-                await asyncio.sleep(0.5)
-            server.should_exit = True
-
-        watcher = asyncio.create_task(stop_on_load_failure())
-        try:
-            await server.serve()
-        finally:
-            watcher.cancel()
-
-    asyncio.run(serve())
-    if state.load_error:
-        raise RuntimeError(f"the engine failed to load: {state.load_error}")
