@@ -21,14 +21,14 @@ OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "on
                  "marin", "cedar")
 
 
-def get_state(request: Request) -> ServerState:
+async def get_state(request: Request) -> ServerState:
     return request.app.state.chatterbox
 
 
 State = Annotated[ServerState, Depends(get_state)]
 
 
-def require_api_key(request: Request, state: State) -> None:
+async def require_api_key(request: Request, state: State) -> None:
     api_key = state.settings.api_key
     if api_key is None:
         return
