@@ -49,7 +49,7 @@ import torch  # noqa: E402
 from bench.common import EXAGGERATION, SAMPLING, WARMUP_TEXT, WARMUP_TOKENS, reference_speech_tokens  # noqa: E402
 from vllm_chatterbox.config import ChatterboxConfig  # noqa: E402
 from vllm_chatterbox.t3.engine import DEFAULT_BLOCK_SIZE, cache_root  # noqa: E402
-from vllm_chatterbox.t3.tokens import clean_speech_tokens  # noqa: E402
+from vllm_chatterbox.t3.llama.tokens import clean_speech_tokens  # noqa: E402
 from vllm_chatterbox.demo_model import make_test_model  # noqa: E402
 from vllm_chatterbox.text import EnglishTokenizer, text_to_token_ids  # noqa: E402
 from vllm_chatterbox.voice.voice import Voice  # noqa: E402

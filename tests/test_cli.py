@@ -1,5 +1,6 @@
 """The ``vllm-chatterbox`` command: the README's main job, voices, and one-line errors."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -276,6 +277,24 @@ def test_long_file_is_not_limited_but_its_language_is_checked(tmp_path, tiny_dir
     assert "the English model cannot speak language 'fr'" in error_line(capsys)
 
 
+@pytest.fixture(scope="module")
+def turbo_dir(tmp_path_factory):
+    return make_test_model(tmp_path_factory.mktemp("cli-turbo"), "tiny", seed=0, variant="turbo")
+
+
+def test_turbo_text_is_checked_with_its_own_tokenizer(tmp_path, turbo_dir, fake_tts, capsys):
+    """The checks before the model loads use the Turbo model's GPT-2 tokenizer and its rules."""
+    out = tmp_path / "x.wav"
+    assert cli.main(["speak", "Oh [sigh] hello.", "-o", str(out), "--model", str(turbo_dir)]) == 0
+    assert fake_tts.calls[0][0] == "Oh [sigh] hello." and out.exists()
+    capsys.readouterr()
+    for extra, message in ((["--language", "fr"], "the turbo model speaks English only"),
+                           (["--stream"], "--stream is not available for Turbo / Nano yet")):
+        fake_tts.calls.clear()
+        assert cli.main(["speak", "Hello.", "-o", str(out), "--model", str(turbo_dir), *extra]) == 2
+        assert message in error_line(capsys) and not fake_tts.calls
+
+
 def test_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_bytes(b"caf\xe9")
@@ -397,3 +416,74 @@ def test_dtype_is_checked_before_the_model_loads(tiny_dir):
 
     with pytest.raises(ValueError, match="dtype must be one of 'float32', 'bfloat16', got 'half'"):
         ChatterboxTTS.from_dir(tiny_dir, dtype="half")
+
+
+SOURCE_WAV = SHARED_DIR / "fixtures" / "tiny" / "audio" / "builtin_voice_src_24k.wav"
+
+
+def test_convert_without_model_uses_the_demo_model_says_so_and_never_imports_vllm(tmp_path):
+    out = tmp_path / "converted.wav"
+    code = ("import sys; from vllm_chatterbox import cli; "
+            f"rc = cli.main(['convert', {str(SOURCE_WAV)!r}, '-o', {str(out)!r}, '--seed', '1', '--n-timesteps', '2']); "
+            "print('vllm imported:', 'vllm' in sys.modules); sys.exit(rc)")
+    env = dict(os.environ, VLLM_CHATTERBOX_CACHE=str(tmp_path / "cache"))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RANDOM-WEIGHT demo model" in result.stderr and "noise, not speech" in result.stderr
+    assert "vllm imported: False" in result.stdout
+    wav, rate = soundfile.read(out)
+    source, source_rate = soundfile.read(SOURCE_WAV)
+    assert rate == 24000 and abs(len(wav) / rate - len(source) / source_rate) < 0.05
+    assert np.abs(wav).max() > 0
+
+
+def test_convert_stream_with_model_and_voice(tmp_path, tiny_dir, caplog):
+    caplog.set_level(logging.INFO, logger="vllm_chatterbox")
+    streamed, whole = tmp_path / "streamed.flac", tmp_path / "whole.flac"
+    args = ["convert", str(SOURCE_WAV), "--model", str(tiny_dir), "--voice", str(REFERENCE_WAV), "--seed", "3",
+            "--n-timesteps", "2"]
+    assert cli.main(args + ["-o", str(streamed), "--stream"]) == 0
+    assert cli.main(args + ["-o", str(whole)]) == 0
+    assert "time to first audio:" in caplog.text and "RANDOM-WEIGHT" not in caplog.text
+    np.testing.assert_array_equal(soundfile.read(streamed)[0], soundfile.read(whole)[0])
+
+
+def _write(path, samples, rate=16000):
+    soundfile.write(path, samples, rate)
+    return path
+
+
+@pytest.mark.parametrize("make,extra,message", [
+    (lambda d: _write(d / "silent.wav", np.zeros(16000)), [], "audio is silent"),
+    (lambda d: _write(d / "short.wav", np.full(800, 0.2)), [], "too short"),
+    (lambda d: d / "missing.wav", [], "audio file not found"),
+    (lambda d: _write(d / "text.wav", np.full(16000, 0.2)).with_suffix(".txt").write_text("x") and d / "text.txt",
+     [], "not a readable audio file"),
+    (lambda d: SOURCE_WAV, ["--seed", "-1"], "seed must be"),
+    (lambda d: SOURCE_WAV, ["--n-timesteps", "0"], "n_timesteps"),
+    (lambda d: SOURCE_WAV, ["--max-piece-seconds", "2"], "max_piece_seconds"),
+    (lambda d: SOURCE_WAV, ["--stream", "--watermark"], "cannot be combined with --stream"),
+    (lambda d: SOURCE_WAV, ["--voice", "nowhere.wav"], "audio file not found"),
+    (lambda d: SOURCE_WAV, ["--voice", "nowhere.pt"], "voice file not found"),
+])
+def test_convert_errors_are_one_line_before_any_model_loads(tmp_path, tiny_dir, capsys, monkeypatch, make, extra,
+                                                            message):
+    from vllm_chatterbox.conversion import VoiceConverter
+
+    monkeypatch.setattr(VoiceConverter, "from_files", lambda *a, **k: pytest.fail("the model was loaded first"))
+    source = make(tmp_path)
+    assert cli.main(["convert", str(source), "-o", str(tmp_path / "out.wav"), "--model", str(tiny_dir), *extra]) != 0
+    assert message in error_line(capsys)
+
+
+def test_convert_refuses_a_voice_for_another_model(tmp_path, tiny_dir, capsys, monkeypatch):
+    from vllm_chatterbox.conversion import VoiceConverter
+
+    monkeypatch.setattr(VoiceConverter, "from_files", lambda *a, **k: pytest.fail("the model was loaded first"))
+    voice = Voice.load(tiny_dir / "conds.pt")
+    Voice(speaker_emb=voice.speaker_emb, cond_prompt_speech_tokens=voice.cond_prompt_speech_tokens, exaggeration=0.5,
+          prompt_token=voice.prompt_token, prompt_feat=voice.prompt_feat[:, :, :40],
+          embedding=voice.embedding).save(tmp_path / "narrow.pt")
+    assert cli.main(["convert", str(SOURCE_WAV), "-o", str(tmp_path / "o.wav"), "--model", str(tiny_dir),
+                     "--voice", str(tmp_path / "narrow.pt")]) != 0
+    assert "prompt_feat must be (1, frames, 80)" in error_line(capsys)

@@ -112,3 +112,16 @@ def test_a_batchs_frames_are_capped_by_splitting_it(tts, monkeypatch):
     assert len(wavs) == len(lengths)
     assert sum(len(c) for c in calls) == len(lengths) and len(calls) >= 4
     assert all(len(c) * max(c) <= DEFAULT_MAX_BATCH_FRAMES for c in calls), calls
+
+
+def test_convert_delegates_to_a_converter_sharing_the_models_networks(tts):
+    """Voice conversion reuses the loaded S3Gen and voice builder and never reaches T3."""
+    from vllm_chatterbox.conversion import VoiceConverter
+
+    assert tts.converter.s3gen is tts.s3gen and tts.converter.voice_builder is tts.voice_builder
+    source, target = FIXTURE_AUDIO / "builtin_voice_src_24k.wav", FIXTURE_AUDIO / "voice2_24k.wav"
+    wav = tts.convert(source, target, seed=2, n_timesteps=2)
+    alone = VoiceConverter(tts.s3gen, tts.voice_builder, tts.builtin_voice, tts.config)
+    np.testing.assert_array_equal(wav, alone.convert(source, target, seed=2, n_timesteps=2))
+    streamed = np.concatenate(list(tts.convert_stream(source, target, seed=2, n_timesteps=2)))
+    np.testing.assert_array_equal(streamed, wav)

@@ -1,4 +1,4 @@
-"""``vllm-chatterbox``: speak, clone a voice, or make a random-weight test model.
+"""``vllm-chatterbox``: speak, convert a voice, clone a voice, or make a random-weight test model.
 
 Errors are one line on stderr and a non-zero exit code.
 """
@@ -23,7 +23,7 @@ DEMO_MAX_NEW_TOKENS = 150  # 6 s of audio
 
 
 def _demo_model_dir(multilingual: bool = False, variant: str | None = None) -> Path:
-    from vllm_chatterbox.t3.engine import cache_root
+    from vllm_chatterbox.config import cache_root
     from vllm_chatterbox.demo_model import cached_test_model
 
     if variant in ("turbo", "nano"):
@@ -113,10 +113,17 @@ def _speak_params(args) -> dict:
     return {**params, "language": args.language, "watermark": args.watermark}
 
 
+def _model_streams(files) -> bool:
+    """Whether the model has stream / astream (its row of the variant table)."""
+    from vllm_chatterbox.variants import model_variant
+
+    return model_variant(files).streaming
+
+
 def _speak_voice(voice: str | None, files):
     """A saved voice loaded and checked, or a reference clip decoded and checked (it is cloned
     once the model is loaded)."""
-    from vllm_chatterbox.tts import model_config
+    from vllm_chatterbox.variants import model_config
     from vllm_chatterbox.voice.audio import load_audio
     from vllm_chatterbox.voice.voice import Voice
 
@@ -129,15 +136,16 @@ def _speak_voice(voice: str | None, files):
 
 
 def _check_text_tokens(text: str, files, language: str | None, long_text: bool) -> None:
-    """Text the model's tokenizer accepts (language, length) before any engine starts."""
-    from vllm_chatterbox.tts import model_config
-    from vllm_chatterbox.text import EnglishTokenizer, MultilingualTokenizer, text_to_token_ids
+    """Text the model's text encoder accepts (language, length) before any engine starts."""
+    from vllm_chatterbox.variants import model_config, model_variant
 
-    tokenizer = (MultilingualTokenizer if files.multilingual else EnglishTokenizer).from_file(files.tokenizer)
-    limit = model_config(files).t3.max_text_len
-    # Long text is split into chunks later; checking one short piece checks the language.
-    text_to_token_ids(text.strip()[:300] if long_text else text, tokenizer, language=language,
-                      max_text_tokens=sys.maxsize if long_text else limit)
+    text_encoder = model_variant(files).text_encoder(files, model_config(files))
+    if long_text:
+        # Long text is split into chunks later; checking one short piece checks the language.
+        text_encoder.count_text_tokens(text.strip()[:300], language)
+    else:
+        # Characters that become [UNK] are named once, when the model speaks the text.
+        text_encoder.text_token_ids(text, language, unknown=set())
 
 
 def cmd_speak(args) -> None:
@@ -156,7 +164,7 @@ def cmd_speak(args) -> None:
     files = _model_files(args.model, args)
     if "top_k" in params and not files.is_turbo:
         raise ValueError("--top-k is a Turbo / Nano option; this model samples with top_p and min_p")
-    if args.stream and files.is_turbo:
+    if args.stream and not _model_streams(files):
         raise ValueError("--stream is not available for Turbo / Nano yet")
     voice = _speak_voice(args.voice, files)
     long_text = args.file is not None or len(text) > 300
@@ -179,8 +187,13 @@ def cmd_speak(args) -> None:
 
 
 def _speak_streaming(tts, text: str, voice, params: dict, output: Path) -> int:
-    """Write the pieces of ``tts.stream`` as they come (to a temporary file renamed into place
-    at the end); logs the time to first audio. Returns the samples written."""
+    """Write the pieces of ``tts.stream`` as they come; returns the samples written."""
+    return _write_streaming(tts.stream(text, voice, **params), output)
+
+
+def _write_streaming(pieces, output: Path) -> int:
+    """Write 24 kHz pieces as they come (to a temporary file renamed into place at the end); logs
+    the time to first audio. Returns the samples written."""
     import time
 
     import soundfile
@@ -192,7 +205,7 @@ def _speak_streaming(tts, text: str, voice, params: dict, output: Path) -> int:
     with atomic_output(output) as temporary, soundfile.SoundFile(
             str(temporary), "w", S3GEN_SAMPLE_RATE, 1, subtype="PCM_16",
             format=AUDIO_FORMATS[output.suffix.lower()]) as sink:
-        for piece in tts.stream(text, voice, **params):
+        for piece in pieces:
             if samples == 0:
                 logger.info("time to first audio: %.2f s", time.monotonic() - started)
             sink.write(piece)
@@ -200,9 +213,54 @@ def _speak_streaming(tts, text: str, voice, params: dict, output: Path) -> int:
     return samples
 
 
+def cmd_convert(args) -> None:
+    from vllm_chatterbox.conversion.converter import VoiceConverter, check_voice_for, model_config
+    from vllm_chatterbox.conversion.source import SOURCE_SAMPLE_RATE, check_max_piece_seconds, load_source
+    from vllm_chatterbox.outputs import AUDIO_FORMATS, check_output_path, write_audio
+    from vllm_chatterbox.params import check_seed, check_timesteps
+    from vllm_chatterbox.voice.audio import load_audio
+    from vllm_chatterbox.voice.voice import Voice
+
+    # Everything is checked before any model loads; only S3Gen and the voice networks load (no T3).
+    output = check_output_path(args.output, tuple(AUDIO_FORMATS))
+    options = {"seed": check_seed(args.seed), "max_piece_seconds": check_max_piece_seconds(args.max_piece_seconds)}
+    if args.n_timesteps is not None:
+        options["n_timesteps"] = check_timesteps(args.n_timesteps)
+    if args.stream and args.watermark:
+        raise ValueError("--watermark marks whole waveforms; it cannot be combined with --stream")
+    if args.watermark:
+        from vllm_chatterbox.pipeline.watermark import load_watermarker
+
+        load_watermarker()
+    try:
+        source = load_source(args.source)  # decoded once: readable, not silent, long enough, at most an hour
+    except ValueError as exc:
+        raise ValueError(str(exc) if str(args.source) in str(exc) else f"source {args.source}: {exc}") from None
+    files = _model_files(args.model, args)
+    voice = args.voice
+    if voice is not None and Path(voice).suffix == ".pt":
+        voice = check_voice_for(model_config(files), Voice.load(voice), voice)
+    elif voice is not None:
+        load_audio(voice)
+
+    converter = VoiceConverter.from_files(files, s3gen_dtype=args.s3gen_dtype)
+    if args.stream:
+        samples = _write_streaming(converter.convert_stream(source, voice, sample_rate=SOURCE_SAMPLE_RATE, **options),
+                                   output)
+    else:
+        wav = converter.convert(source, voice, sample_rate=SOURCE_SAMPLE_RATE, watermark=args.watermark, **options)
+        write_audio(output, wav, S3GEN_SAMPLE_RATE)
+        samples = len(wav)
+    logger.info("wrote %s (%.2f s of audio from %.2f s of source)", output, samples / S3GEN_SAMPLE_RATE,
+                len(source) / SOURCE_SAMPLE_RATE)
+    if args.model is None:
+        logger.warning("reminder: %s was made with random weights (noise, not speech)", output)
+
+
 def cmd_voice(args) -> None:
     from vllm_chatterbox.outputs import VOICE_SUFFIXES, check_output_path
-    from vllm_chatterbox.tts import default_device, model_config
+    from vllm_chatterbox.tts import default_device
+    from vllm_chatterbox.variants import model_config, model_variant
     from vllm_chatterbox.voice.builder import VoiceBuilder
     from vllm_chatterbox.voice.voice import check_exaggeration
 
@@ -210,8 +268,9 @@ def cmd_voice(args) -> None:
     exaggeration = check_exaggeration(args.exaggeration)
     # Cloning needs only the voice networks: no vLLM engine is started.
     files = _model_files(args.model, args)
-    builder = VoiceBuilder.from_files(files.voice_encoder, files.s3gen, model_config(files), device=default_device(),
-                                      turbo=files.is_turbo)
+    config = model_config(files)
+    builder = VoiceBuilder.from_files(files.voice_encoder, files.s3gen, config, device=default_device(),
+                                      options=model_variant(files).voice_options(config))
     voice = builder.build(args.audio, exaggeration=exaggeration)
     voice.save(output)
     logger.info("wrote voice %s", output)
@@ -227,9 +286,9 @@ def cmd_make_test_model(args) -> None:
 
 def cmd_serve(args) -> None:
     from vllm_chatterbox.server.backend import SpeechBackend
+    from vllm_chatterbox.config import cache_root
     from vllm_chatterbox.server.run import run_server
     from vllm_chatterbox.server.settings import ServerSettings
-    from vllm_chatterbox.t3.engine import cache_root
     from vllm_chatterbox.tts import ChatterboxTTS
 
     settings = ServerSettings(
@@ -286,6 +345,29 @@ def build_parser() -> argparse.ArgumentParser:
     speak.add_argument("--stream", action="store_true",
                        help="vocode while T3 decodes and write pieces as they come; logs the time to first audio")
     speak.set_defaults(func=cmd_speak)
+
+    convert = sub.add_parser("convert", help="voice conversion: the speech of SOURCE in another voice, as a .wav "
+                                             "file (S3Gen only, no T3 engine)")
+    convert.add_argument("source", help="the speech to convert (.wav/.flac/.mp3/.ogg, up to an hour)")
+    convert.add_argument("-o", "--output", required=True, help="output .wav or .flac (24 kHz, 16-bit)")
+    convert.add_argument("--voice", help="the target voice: reference audio or a saved voice (.pt); default: the "
+                                         "model's built-in voice")
+    convert.add_argument("--seed", type=int, default=None)
+    convert.add_argument("--n-timesteps", type=int, default=None,
+                         help="flow-matching steps of S3Gen (default 10; Turbo/Nano 2)")
+    convert.add_argument("--max-piece-seconds", type=float, default=30.0,
+                         help="longer sources are cut at pauses into pieces of at most this (5 to 30 s)")
+    convert.add_argument("--watermark", action="store_true",
+                         help="mark the audio with Perth as the original does (needs resemble-perth + torchaudio)")
+    convert.add_argument("--stream", action="store_true",
+                         help="write each piece as soon as it is converted; logs the time to first audio")
+    convert.add_argument("--model", help="model directory or hub repo id (default: random demo model)")
+    convert.add_argument("--variant", choices=("turbo", "nano"), default=None,
+                         help="Chatterbox Turbo / Nano (2-step meanflow S3Gen) for a hub repo id or the demo model "
+                              "(a local directory is recognised by its files)")
+    convert.add_argument("--s3gen-dtype", choices=("float32", "bfloat16"), default="float32",
+                         help="S3Gen precision: float32 (exact, default) or bfloat16")
+    convert.set_defaults(func=cmd_convert, multilingual=False, t3_version=None)
 
     voice = sub.add_parser("voice", help="clone a voice from reference audio into a .pt voice file")
     voice.add_argument("audio")

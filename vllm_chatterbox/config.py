@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 CONFIG_FILE_NAME = "chatterbox_config.json"
+
+
+def cache_root() -> Path:
+    """Where demo models, vLLM model views and stored voices live ($VLLM_CHATTERBOX_CACHE)."""
+    return Path(os.environ.get("VLLM_CHATTERBOX_CACHE", Path.home() / ".cache" / "vllm_chatterbox"))
 # T3's compute dtypes: float32 is the released model's own arithmetic (the exact default);
 # bfloat16 is the fast mode (weights, activations, KV cache; norm statistics, RoPE and logits in fp32).
 T3_DTYPES = ("float32", "bfloat16")

@@ -1,8 +1,8 @@
-"""The public entry point: ``ChatterboxTTS``."""
+"""The public entry point: ``ChatterboxTTS``, one class for every released model (the
+differences are the rows of ``variants.py``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -13,18 +13,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vllm_chatterbox.config import CONFIG_FILE_NAME, ChatterboxConfig, check_t3_dtype, turbo_config
-from vllm_chatterbox.model_files import DEFAULT_REPO, MULTILINGUAL_TEXT_VOCAB_SIZE, TURBO_REPOS, ModelFiles, download
+from vllm_chatterbox.config import ChatterboxConfig, check_t3_dtype
+from vllm_chatterbox.model_files import DEFAULT_REPO, TURBO_REPOS, ModelFiles, download
 from vllm_chatterbox.pipeline.long_text import (DEFAULT_CROSSFADE_MS, DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAUSE_MS,
                                               check_join_options, join_with_crossfade)
 from vllm_chatterbox.pipeline.batch import AudioJob, s3gen_seed, synthesize
 from vllm_chatterbox.pipeline.streaming import StreamJob, StreamVocoder, stream_audio
 from vllm_chatterbox.pipeline.watermark import Watermarker, apply_watermark, check_watermark_flag, load_watermarker
 from vllm_chatterbox.params import check_seed, check_timesteps, is_integer, per_text
-from vllm_chatterbox.t3.engine import T3Engine, T3Request
-from vllm_chatterbox.t3.client import T3Client
-from vllm_chatterbox.text import EnglishTokenizer, MultilingualTokenizer
+from vllm_chatterbox.t3.contract import T3Request
+from vllm_chatterbox.t3.engine import T3Engine
 from vllm_chatterbox.text.chunking import split_text
+from vllm_chatterbox.variants import model_config, model_variant
 from vllm_chatterbox.voice.voice import Voice
 
 logger = logging.getLogger(__name__)
@@ -33,9 +33,10 @@ VoiceLike = Voice | str | Path
 
 
 class ChatterboxTTS:
-    """Chatterbox text-to-speech with T3 on vLLM.
+    """Chatterbox text-to-speech with T3 on vLLM: English, multilingual, Turbo or Nano.
 
-    Build with :meth:`from_dir` (official file layout) or :meth:`from_pretrained` (hub).
+    Build with :meth:`from_dir` (official file layout) or :meth:`from_pretrained` (hub); what
+    differs between the models is their row of :data:`vllm_chatterbox.variants.VARIANTS`.
     Extra keyword arguments go to ``vllm.LLM`` (e.g. ``max_num_seqs``, ``max_model_len``).
     ``s3gen_dtype``: "float32" (exact, default) or "bfloat16" (S3Gen's estimator and vocoder
     convolutions in bf16, see :mod:`vllm_chatterbox.s3gen.model`; a speed-up only where the
@@ -45,13 +46,13 @@ class ChatterboxTTS:
     def __init__(self, files: ModelFiles, config: ChatterboxConfig, engine_options: dict[str, Any],
                  device: str | torch.device = "cpu", s3gen_dtype: str = "float32"):
         self.files = files
+        self.variant = model_variant(files)
         self.config = config
         self.device = torch.device(device)
         self.s3gen_dtype = _checked_s3gen_dtype(s3gen_dtype)
-        tokenizer_class = MultilingualTokenizer if files.multilingual else EnglishTokenizer
-        self.t3 = T3Client.from_file(files.t3, tokenizer_class.from_file(files.tokenizer), config.t3)
+        self.t3 = self.variant.t3_client(files, config)
         self.builtin_voice = Voice.load(files.conds).check_dims(config)
-        self.t3_engine = T3Engine(files.t3, config.t3, **engine_options)
+        self.t3_engine = T3Engine(self.variant.engine_spec(config), files.t3, **engine_options)
 
     @classmethod
     def from_dir(cls, path: str | Path, *, multilingual: bool | None = None, version: str | None = None,
@@ -64,7 +65,7 @@ class ChatterboxTTS:
 
         English or multilingual is recognised by the files (``multilingual`` forces one);
         ``version`` picks the multilingual T3, "v2" (default) or "v3". Turbo / Nano directories
-        are recognised too (``variant`` forces one) and load as :class:`ChatterboxTurboTTS`.
+        are recognised too (``variant`` forces one).
         """
         files = ModelFiles.from_dir(path, multilingual=multilingual, version=version, variant=variant)
         return cls.from_files(files, device=device, dtype=dtype, s3gen_dtype=s3gen_dtype, **engine_options)
@@ -80,11 +81,6 @@ class ChatterboxTTS:
             raise ValueError(f"files must be a ModelFiles (see ModelFiles.from_dir), got {type(files).__name__}; "
                              "use ChatterboxTTS.from_dir for a directory")
         files.check_readable()
-        if files.is_turbo:
-            from vllm_chatterbox.turbo import ChatterboxTurboTTS
-
-            return ChatterboxTurboTTS(files, model_config(files), engine_options, device or default_device(),
-                                      s3gen_dtype)
         return cls(files, model_config(files), engine_options, device or default_device(), s3gen_dtype)
 
     @classmethod
@@ -111,14 +107,40 @@ class ChatterboxTTS:
     def voice_builder(self):
         from vllm_chatterbox.voice.builder import VoiceBuilder
 
-        return VoiceBuilder.from_files(self.files.voice_encoder, self.files.s3gen, self.config, device=self.device)
+        return VoiceBuilder.from_files(self.files.voice_encoder, self.files.s3gen, self.config, device=self.device,
+                                       options=self.variant.voice_options(self.config))
+
+    @functools.cached_property
+    def converter(self):
+        """Voice conversion with this model's S3Gen and voice networks (see :mod:`vllm_chatterbox.conversion`)."""
+        from vllm_chatterbox.conversion import VoiceConverter
+
+        return VoiceConverter(self.s3gen, self.voice_builder, self.builtin_voice, self.config)
+
+    def convert(self, source, voice: VoiceLike | None = None, **options):
+        """Speech in ``source`` spoken by ``voice``, no T3: :meth:`VoiceConverter.convert`."""
+        return self.converter.convert(source, voice, **options)
+
+    def convert_stream(self, source, voice: VoiceLike | None = None, **options) -> Iterator[np.ndarray]:
+        """:meth:`VoiceConverter.convert_stream`."""
+        return self.converter.convert_stream(source, voice, **options)
+
+    def aconvert_stream(self, source, voice: VoiceLike | None = None, **options) -> AsyncIterator[np.ndarray]:
+        """:meth:`VoiceConverter.aconvert_stream`."""
+        return self.converter.aconvert_stream(source, voice, **options)
 
     # --- voices ---------------------------------------------------------------------------
 
     def voice_from_audio(self, audio: str | Path | np.ndarray | torch.Tensor, sample_rate: int | None = None, *,
-                         exaggeration: float = 0.5) -> Voice:
-        """Clone a voice from reference audio (cached by content, so a repeated clip costs nothing)."""
-        return self.voice_builder.build(audio, sample_rate, exaggeration=exaggeration)
+                         exaggeration: float | None = None, norm_loudness: bool = True) -> Voice:
+        """Clone a voice from reference audio (cached by content, so a repeated clip costs nothing).
+
+        ``exaggeration`` defaults to the model's (0.5; Turbo / Nano store 0.0 and ignore it).
+        Turbo / Nano need more than 5 s of reference and normalise it to -27 LUFS unless
+        ``norm_loudness=False`` (the other models ignore ``norm_loudness``)."""
+        if exaggeration is None:
+            exaggeration = self.variant.voice_exaggeration
+        return self.voice_builder.build(audio, sample_rate, exaggeration=exaggeration, norm_loudness=norm_loudness)
 
     def resolve_voice(self, voice: VoiceLike | None) -> Voice:
         """None (the built-in voice), a Voice, a saved ``.pt`` voice, or a reference audio file."""
@@ -172,14 +194,15 @@ class ChatterboxTTS:
         token_lists: Sequence[Sequence[int]],
         voice: VoiceLike | Sequence[VoiceLike] | None = None,
         *,
-        n_timesteps: int = 10,
+        n_timesteps: int | None = None,
         noise: Sequence[torch.Tensor | np.ndarray] | None = None,
         seed: int | None | Sequence[int | None] = None,
     ) -> list[np.ndarray]:
         """24 kHz float32 waveforms, one per token list, computed in length-sorted batches.
 
         ``noise[i]`` is item i's initial flow-matching noise, shape (80, 2 * (prompt tokens +
-        len(token_lists[i]))); ``seed`` seeds each item's random draws instead.
+        len(token_lists[i]))); ``seed`` seeds each item's random draws instead. ``n_timesteps``
+        defaults to the model's (10; Turbo / Nano 2).
         """
         if not isinstance(token_lists, (list, tuple)) or not token_lists:
             raise ValueError("token_lists must be a non-empty list of token lists")
@@ -191,14 +214,18 @@ class ChatterboxTTS:
                 raise ValueError(f"noise: got {len(noise)} arrays for {count} token lists")
             noise = [torch.as_tensor(n, dtype=torch.float32, device=self.device) for n in noise]
         wavs = self.s3gen.inference(
-            [list(t) for t in token_lists], voices, n_timesteps=check_timesteps(n_timesteps), noise=noise,
-            seeds=[s3gen_seed(s) for s in seeds],
+            [list(t) for t in token_lists], voices, n_timesteps=check_timesteps(self._timesteps(n_timesteps)),
+            noise=noise, seeds=[s3gen_seed(s) for s in seeds],
         )
         return [self._trim_last_token(wav, len(tokens)) for wav, tokens in zip(wavs, token_lists)]
 
+    def _timesteps(self, n_timesteps: int | Sequence[int] | None) -> int | Sequence[int]:
+        """``n_timesteps`` as given, or the model's default."""
+        return self.variant.n_timesteps if n_timesteps is None else n_timesteps
+
     def _trim_last_token(self, wav: np.ndarray, n_tokens: int) -> np.ndarray:
         """The multilingual model (as at the original's HEAD) drops the last speech token's audio."""
-        if not self.files.multilingual:
+        if not self.variant.trim_last_token:
             return wav
         samples_per_token = self.config.hift.sampling_rate // self.config.s3_tokenizer.token_rate
         return wav[: max(1, n_tokens - 1) * samples_per_token]
@@ -208,14 +235,15 @@ class ChatterboxTTS:
         texts: str | Sequence[str],
         voice: VoiceLike | Sequence[VoiceLike] | None = None,
         *,
-        n_timesteps: int | Sequence[int] = 10,
+        n_timesteps: int | Sequence[int] | None = None,
         watermark: bool = False,
         **parameters,
     ) -> list[np.ndarray]:
         """Text(s) to 24 kHz float32 waveforms, in input order.
 
-        Takes every parameter of :meth:`generate_speech_tokens` plus ``n_timesteps``, each a
-        scalar or one value per text. T3 decodes on vLLM while finished texts are vocoded.
+        Takes every parameter of :meth:`generate_speech_tokens` plus ``n_timesteps`` (default:
+        the model's, 10; Turbo / Nano 2), each a scalar or one value per text. T3 decodes on
+        vLLM while finished texts are vocoded.
         ``watermark=True`` marks each waveform with Perth, as the original does (see
         :mod:`vllm_chatterbox.pipeline.watermark` for when that is available).
         """
@@ -231,7 +259,7 @@ class ChatterboxTTS:
         max_chunk_tokens: int = DEFAULT_MAX_CHUNK_TOKENS,
         crossfade_ms: float = DEFAULT_CROSSFADE_MS,
         pause_ms: float = DEFAULT_PAUSE_MS,
-        n_timesteps: int = 10,
+        n_timesteps: int | None = None,
         progress: bool = True,
         watermark: bool = False,
         **parameters,
@@ -286,17 +314,20 @@ class ChatterboxTTS:
         max_chunk_tokens: int = DEFAULT_MAX_CHUNK_TOKENS,
         crossfade_ms: float = DEFAULT_CROSSFADE_MS,
         pause_ms: float = DEFAULT_PAUSE_MS,
-        n_timesteps: int = 10,
+        n_timesteps: int | None = None,
         **parameters,
     ) -> StreamJob:
         """Validate a stream and build its T3 requests (nothing runs); see :meth:`stream`."""
+        if not self.variant.streaming:
+            raise ValueError(f"streaming is not available for the {self.files.variant} model yet; use generate / "
+                             "generate_long")
         check_join_options(self.config.hift.sampling_rate, crossfade_ms, pause_ms)
-        n_timesteps = check_timesteps(n_timesteps)
+        n_timesteps = check_timesteps(self._timesteps(n_timesteps))
         chunks, voice, parameters = self._split_long_text(text, voice, max_chunk_tokens, parameters)
         requests = self.prepare_t3_requests(chunks, voice, **parameters)
         return StreamJob(requests=requests, voice=voice, n_timesteps=n_timesteps,
                          seeds=[r.params.seed for r in requests], crossfade_ms=crossfade_ms, pause_ms=pause_ms,
-                         trim_last_token=self.files.multilingual)
+                         trim_last_token=self.variant.trim_last_token)
 
     def astream(self, text: str, voice: VoiceLike | None = None, **options) -> AsyncIterator[np.ndarray]:
         """Speech as 24 kHz float32 pieces while T3 still decodes, for ``async for``.
@@ -330,7 +361,7 @@ class ChatterboxTTS:
         voices = [self.resolve_voice(v) for v in per_text("voice", voice, count)]
         requests = self.prepare_t3_requests(texts, voices, **parameters)
         steps = [check_timesteps(n, f" (text {i})" if count > 1 else "")
-                 for i, n in enumerate(per_text("n_timesteps", n_timesteps, count))]
+                 for i, n in enumerate(per_text("n_timesteps", self._timesteps(n_timesteps), count))]
         jobs = [AudioJob(request=r, voice=v, n_timesteps=n, seed=r.params.seed) for r, v, n in zip(requests, voices, steps)]
         for index, tokens, wav in synthesize(self.t3_engine, self.t3, self.s3gen, jobs):
             yield index, self._trim_last_token(wav, len(tokens))
@@ -348,30 +379,6 @@ def _checked_s3gen_dtype(name: str) -> str:
 def default_device() -> str:
     """Where S3Gen and the voice networks run unless told: CUDA when available."""
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def model_config(files: ModelFiles) -> ChatterboxConfig:
-    """The directory's configuration; a multilingual T3 gets its text vocabulary, checked
-    against the checkpoint (the released files carry no configuration)."""
-    if files.is_turbo:
-        if (files.directory / CONFIG_FILE_NAME).exists():
-            return ChatterboxConfig.for_model_dir(files.directory)
-        return turbo_config(nano=files.variant == "nano")
-    config = ChatterboxConfig.for_model_dir(files.directory)
-    if not files.multilingual:
-        return config
-    from safetensors import safe_open
-
-    with safe_open(str(files.t3), framework="pt") as f:
-        if "text_emb.weight" not in f.keys():
-            raise ValueError(f"{files.t3}: not a T3 checkpoint (no text_emb.weight)")
-        rows = f.get_slice("text_emb.weight").get_shape()[0]
-    if rows != MULTILINGUAL_TEXT_VOCAB_SIZE:
-        raise ValueError(
-            f"{files.t3}: text_emb.weight has {rows} rows, but the multilingual T3 (v2/v3) has a text "
-            f"vocabulary of {MULTILINGUAL_TEXT_VOCAB_SIZE}; is this the right file?"
-        )
-    return dataclasses.replace(config, t3=dataclasses.replace(config.t3, text_vocab_size=rows))
 
 
 def _text_list(texts: str | Sequence[str]) -> list[str]:

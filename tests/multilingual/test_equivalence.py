@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from reference.t3 import ReferenceT3
-from tests.t3.driver import assert_matches_reference, run_recorded
+from tests.t3.llama.driver import assert_matches_reference, run_recorded
 from vllm_chatterbox.demo_model import random_voice
 from vllm_chatterbox.pipeline.batch import s3gen_seed
 from vllm_chatterbox.voice.voice import Voice

@@ -12,7 +12,8 @@ from vllm_chatterbox.config import CONFIG_FILE_NAME
 from vllm_chatterbox.model_files import (ENGLISH_FILES, MULTILINGUAL_FILES, MULTILINGUAL_T3_FILES, ModelFiles,
                                          download)
 from vllm_chatterbox.demo_model import make_test_model
-from vllm_chatterbox.tts import ChatterboxTTS, model_config
+from vllm_chatterbox.tts import ChatterboxTTS
+from vllm_chatterbox.variants import model_config
 
 V2, V3 = MULTILINGUAL_T3_FILES["v2"], MULTILINGUAL_T3_FILES["v3"]
 

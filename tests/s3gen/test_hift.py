@@ -92,12 +92,18 @@ def test_seeded_generator_reproduces_the_original_excitation(hift, name, seed) -
         source = hift.excitation(case["f0"], [frames], [torch.Generator().manual_seed(seed)])
     # Same ops on the same f0: 1e-6 (measured 0.0).
     assert (source - case["source"]).abs().max() < 1e-6
-    # Whole path from the mel, README's wav tolerance 1e-5 (measured 4.5e-8). This needs f0
-    # bit-identical to the original's: its phase integrates f0 over up to 86k samples, so a
-    # 1-ulp f0 difference alone would already cost ~2e-5.
+    # Whole path from the mel. The excitation's phase integrates f0 over up to 86k samples, so
+    # the wav inherits f0's last bit: the recorded f0 is 0.76 ulp from our float64 predictor's,
+    # and the recorded wav is 1.4e-5 (mean 1.3e-6) from the wav that the float64 f0, rounded to
+    # fp32, gives; a random +-1 ulp change of the recorded f0 moves the wav by 2.3e-5. Our fp32 f0
+    # (0.89 ulp from float64) is bit-equal to the recording on AMD EPYC / AVX2 (wav 4.5e-8) and
+    # 1 ulp off at some frames on Intel Xeon / AVX-512, where MKL's sgemm (which the predictor's
+    # convolutions run on) sums in another order (wav max 1.3e-5, mean 1.2e-6). Bound: about
+    # twice the recording's own error.
     wav = hift.inference(case["mel"], _lengths(frames),
                           generators=[torch.Generator().manual_seed(seed)])[0]
-    assert (_faded(wav) - case["wav"][0]).abs().max() < 1e-5
+    diff = (_faded(wav) - case["wav"][0]).abs()
+    assert diff.max() < 3e-5 and diff.mean() < 3e-6
 
 
 @pytest.mark.parametrize("name,seed", CASES)

@@ -19,7 +19,7 @@ from torch import nn
 from tests.paths import FIXTURE_CKPT, TURBO_CKPT, TURBO_REF
 from vllm_chatterbox.config import tiny_config, tiny_turbo_config
 from vllm_chatterbox.s3gen.model import S3Gen
-from vllm_chatterbox.s3gen.streaming import StreamSchedule, vocode_stream_chunks
+from vllm_chatterbox.s3gen.streaming import StreamSchedule, new_stream, vocode_stream_chunks
 from vllm_chatterbox.voice.voice import Voice
 
 torch.set_num_threads(1)
@@ -104,11 +104,12 @@ def test_unknown_dtype_is_a_clear_error():
 def test_bf16_streaming_runs_and_one_final_piece_equals_the_one_shot(bf16_model, builtin_voice):
     tokens = list(range(300, 340))
     wav, = bf16_model.inference([tokens], [builtin_voice], n_timesteps=4, seeds=[9])
-    state = bf16_model.new_stream(builtin_voice, n_timesteps=4, seed=9, schedule=StreamSchedule(chunk_tokens=(10_000,)))
+    state = new_stream(bf16_model, builtin_voice, n_timesteps=4, seed=9,
+                       schedule=StreamSchedule(chunk_tokens=(10_000,)))
     piece, = vocode_stream_chunks(bf16_model, [(state, tokens, True)])
     np.testing.assert_array_equal(piece, wav)
 
-    state = bf16_model.new_stream(builtin_voice, n_timesteps=4, seed=9)
+    state = new_stream(bf16_model, builtin_voice, n_timesteps=4, seed=9)
     pieces = [vocode_stream_chunks(bf16_model, [(state, tokens[i:i + 10], i + 10 >= len(tokens))])[0]
               for i in range(0, len(tokens), 10)]
     assert state.finished and sum(len(p) for p in pieces) == len(wav)

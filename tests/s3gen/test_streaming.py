@@ -260,7 +260,8 @@ def test_same_seed_same_audio_other_seed_differs(model, builtin_voice):
 
 
 def test_readiness_follows_the_schedule(model, builtin_voice):
-    state = model.new_stream(builtin_voice, n_timesteps=1, seed=0, schedule=StreamSchedule(chunk_tokens=(6, 4), overlap_frames=4))
+    state = new_stream(model, builtin_voice, n_timesteps=1, seed=0,
+                       schedule=StreamSchedule(chunk_tokens=(6, 4), overlap_frames=4))
     sizes = []
     for token in _tokens(20):
         piece, = vocode_stream_chunks(model, [(state, [token], False)])

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.paths import TURBO_REF
-from tests.turbo.conftest import KV_CACHE_BYTES
+from tests.conftest import KV_CACHE_BYTES
+from tests.paths import TURBO_AUDIO, TURBO_REF
 from vllm_chatterbox.model_files import ModelFiles
 from vllm_chatterbox.demo_model import make_test_model
+from vllm_chatterbox.voice.audio import load_audio
 
 
 def load(name: str) -> dict[str, np.ndarray]:
@@ -55,6 +56,15 @@ def test_streaming_is_refused_clearly(turbo_tts):
         turbo_tts.stream("Hello.")
 
 
+def test_voice_cloning_follows_turbos_reference_rules(turbo_tts):
+    """Through the public API: references over 5 s, a 15 s / 375-token T3 prompt, exaggeration 0."""
+    wav, rate = load_audio(TURBO_AUDIO / "voice2_long_24k.wav")
+    with pytest.raises(ValueError, match="more than 5 s"):
+        turbo_tts.voice_from_audio(wav[: 5 * rate], rate)
+    voice = turbo_tts.voice_from_audio(wav, rate)
+    assert voice.exaggeration == 0.0 and voice.cond_prompt_speech_tokens.shape == (1, 375)
+
+
 def test_generate_end_to_end_and_seeds(turbo_tts):
     text = "Hi there [chuckle], this is the tiny turbo check: short and sweet."
     first = turbo_tts.generate([text, text], seed=[5, 5], max_new_tokens=30)
@@ -63,11 +73,11 @@ def test_generate_end_to_end_and_seeds(turbo_tts):
 
 
 def test_ignored_parameters_warn_like_the_original(turbo_tts, caplog):
-    with caplog.at_level(logging.WARNING, logger="vllm_chatterbox.t3.turbo_client"):
+    with caplog.at_level(logging.WARNING, logger="vllm_chatterbox.t3.gpt2.client"):
         turbo_tts.prepare_t3_requests("Hello.", cfg_weight=0.5, exaggeration=0.7, min_p=0.05)
     assert sum("ignored" in r.getMessage() for r in caplog.records) == 3
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="vllm_chatterbox.t3.turbo_client"):
+    with caplog.at_level(logging.WARNING, logger="vllm_chatterbox.t3.gpt2.client"):
         turbo_tts.prepare_t3_requests("Hello.")
     assert not caplog.records
 

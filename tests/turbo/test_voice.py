@@ -14,7 +14,7 @@ import torch
 from tests.paths import TURBO_AUDIO, TURBO_CKPT, TURBO_REF
 from vllm_chatterbox.config import tiny_turbo_config
 from vllm_chatterbox.voice.audio import load_audio
-from vllm_chatterbox.voice.builder import VoiceBuilder
+from vllm_chatterbox.voice.builder import VoiceBuilder, turbo_voice_options
 from vllm_chatterbox.voice.loudness import integrated_loudness, normalize_loudness
 from vllm_chatterbox.voice.voice import Voice
 
@@ -30,8 +30,9 @@ def load(name: str) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def builder() -> VoiceBuilder:
+    config = tiny_turbo_config()
     return VoiceBuilder.from_files(TURBO_CKPT / "ve.safetensors", TURBO_CKPT / "s3gen_meanflow.safetensors",
-                                   tiny_turbo_config(), turbo=True)
+                                   config, options=turbo_voice_options(config))
 
 
 @pytest.mark.parametrize("name", WAVS)

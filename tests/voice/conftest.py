@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -67,3 +68,50 @@ def assert_tokens_match(ours: torch.Tensor, expected: torch.Tensor, margins: tor
         assert margins[i] < tol, (
             f"token {i}: {int(ours[i])} != {int(expected[i])} with FSQ margin {float(margins[i]):.2e}"
         )
+
+
+@dataclass(frozen=True)
+class RecordingBound:
+    """How far a spectral feature may lie from the original's fp32 recording of it.
+
+    The recording is itself fp32: our float64 run of the same formula lies up to ``fp64_max``
+    from it (measured; the float64 run's own rounding is negligible, so this holds on any CPU),
+    most in near-empty bands where the log amplifies the FFT's and matmul's rounding. torch runs
+    both in MKL, whose kernels (and so summation orders) follow the CPU, not ATEN_CPU_CAPABILITY:
+    an fp32 run is bit-equal to the recording on AMD EPYC (AVX2) but not on Intel Xeon
+    (AVX-512). An fp32 run as exact as the recording may lie up to about twice the recording's
+    error from it: ``fp32_max`` = 2 x ``fp64_max``. The bound on the mean |diff| (both runs)
+    stays tight: rounding scatters, a wrong formula shifts many values at once.
+    """
+
+    fp64_max: float
+    mean: float
+
+    @property
+    def fp32_max(self) -> float:
+        return 2.0 * self.fp64_max
+
+
+# S3Gen's prompt mel (natural log, values in [-11.5, 2]). Recording vs our float64 run: max 2.2e-5
+# (voice2) and 3.7e-5 (builtin), mean 3.6e-7 / 6.7e-7. Ours in fp32 vs the recording: AMD EPYC
+# (AVX2) 0.0; Intel Xeon (AVX-512) max 2.8e-5 / 5.9e-5, mean 4.6e-7 / 8.7e-7.
+PROMPT_MEL_BOUND = RecordingBound(fp64_max=5e-5, mean=2e-6)
+# S3 tokenizer log-mel ((log10 + 4) / 4, values of order 1), voice2's first 6 s. Recording vs
+# float64: max 3.9e-5, mean 1.9e-7. fp32: AVX2 0.0; AVX-512 max 2.5e-5, mean 2.3e-7.
+S3_LOG_MEL_BOUND = RecordingBound(fp64_max=5e-5, mean=5e-7)
+# Kaldi fbank (natural log, per-bin mean removed) for CAMPPlus; its low bands are nearly empty
+# (power down to the 1.2e-7 floor). Recording vs float64: max 3.8e-4, mean 2.2e-6. fp32: AVX2 max
+# 3.8e-5, mean 6.7e-8; AVX-512 max 4.3e-4, mean 1.9e-6.
+KALDI_FBANK_BOUND = RecordingBound(fp64_max=5e-4, mean=5e-6)
+
+
+def assert_matches_recording(ours: torch.Tensor, recorded, bound: RecordingBound) -> None:
+    """``ours`` (fp32, or a float64 run) within ``bound`` of the recorded fp32 array."""
+    recorded = torch.as_tensor(recorded).double()
+    assert ours.shape == recorded.shape, (ours.shape, recorded.shape)
+    diff = (ours.double() - recorded).abs()
+    max_abs = bound.fp64_max if ours.dtype == torch.float64 else bound.fp32_max
+    assert diff.max().item() <= max_abs and diff.mean().item() <= bound.mean, (
+        f"{ours.dtype}: max |diff| {diff.max().item():.2e} (bound {max_abs:.0e}), "
+        f"mean {diff.mean().item():.2e} (bound {bound.mean:.0e})"
+    )

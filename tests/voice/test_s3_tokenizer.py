@@ -13,7 +13,16 @@ from vllm_chatterbox.voice.audio import load_audio, resample_sinc_hann, resample
 from vllm_chatterbox.voice.features import slaney_mel_filterbank
 from vllm_chatterbox.voice.s3_tokenizer import S3Tokenizer
 
-from .conftest import BUILTIN_WAV, FIXTURE_DIR, VOICE2_WAV, assert_tokens_match, fsq_margins, strip_prefix
+from .conftest import (
+    BUILTIN_WAV,
+    FIXTURE_DIR,
+    S3_LOG_MEL_BOUND,
+    VOICE2_WAV,
+    assert_matches_recording,
+    assert_tokens_match,
+    fsq_margins,
+    strip_prefix,
+)
 
 torch.set_num_threads(1)
 
@@ -39,8 +48,8 @@ def test_front_end_buffers_are_rebuilt_when_absent(tokenizer, s3gen_state):
 
 def test_log_mel_matches_fixture(tokenizer, ref):
     mel = tokenizer.log_mel(torch.from_numpy(ref["ref16_librosa"][:96000]))
-    # measured max diff 0.0
-    assert (mel - torch.from_numpy(ref["s3tok_logmel_6s"][0])).abs().max().item() <= 1e-5
+    # Measured numbers: S3_LOG_MEL_BOUND.
+    assert_matches_recording(mel, ref["s3tok_logmel_6s"][0], S3_LOG_MEL_BOUND)
 
 
 def test_t3_prompt_tokens_match_fixture(tokenizer, ref):
@@ -132,18 +141,28 @@ def _tokenizer(s3gen_state, dtype=torch.float32, **overrides) -> S3Tokenizer:
 @pytest.mark.parametrize("voice", ["builtin", "voice2"])
 def test_fsq_values_before_rounding_match_fixture(s3gen_state, preround, voice):
     """The continuous FSQ values, not just the tokens (a token hides any deviation that does not
-    cross a rounding boundary). Measured max |diff| in fp32: 1.3e-6 (values in (-1, 1)); our fp64
-    run differs from the recorded fp32 values by 4.4e-6, i.e. the gap is the recording's own
-    fp32 rounding, so 5e-6 bounds any faithful implementation. The attention LayerNorm eps of
-    s3tokenizer <= 0.2.0 (1e-6) moves them by 2.5e-3."""
-    for dtype in (torch.float32, torch.float64):
+    cross a rounding boundary); values in (-1, 1).
+
+    Our float64 run differs from the recorded fp32 values by up to 4.4e-6, mean up to 4.5e-7
+    (the recording's own fp32 rounding; the float64 run's is negligible, so this holds on any
+    CPU): bounds 5e-6 and 7e-7. Our fp32 run is as exact (max 5.8e-6 from the float64 run), so
+    it may lie up to about twice that from the recording, depending on the MKL kernels the CPU
+    gets: measured max 1.3e-6 on AMD EPYC (AVX2); max 7.7e-6, mean 6.8e-7 on Intel Xeon
+    (AVX-512): bounds 1e-5 and 1e-6. The attention LayerNorm eps of s3tokenizer <= 0.2.0 (1e-6)
+    moves the values by 2.5e-3; the same eps in the MLP LayerNorm by only 4.4e-6, which shows in
+    the means (float64 run 1.0e-6 from the recording)."""
+    bounds = {torch.float32: (1e-5, 1e-6), torch.float64: (5e-6, 7e-7)}
+    for dtype, (max_bound, mean_bound) in bounds.items():
         tokenizer = _tokenizer(s3gen_state, dtype)
         for call, (wav, max_len) in _preround_inputs(voice).items():
             expected = torch.from_numpy(preround[f"{voice}_{call}"]).double()
             values, lens = tokenizer.fsq_values(*tokenizer.padded_log_mels([wav.to(dtype)], max_len))
             assert values.shape == (1, *expected.shape) and lens.tolist() == [expected.shape[0]]
-            diff = (values[0].double() - expected).abs().max().item()
-            assert diff <= 5e-6, f"{voice} {call} {dtype}: FSQ values differ by {diff:.2e}"
+            diff = (values[0].double() - expected).abs()
+            assert diff.max().item() <= max_bound and diff.mean().item() <= mean_bound, (
+                f"{voice} {call} {dtype}: FSQ values differ by max {diff.max().item():.2e}, "
+                f"mean {diff.mean().item():.2e}"
+            )
 
 
 def test_attention_norm_eps_of_old_s3tokenizer_is_detected(s3gen_state, preround):

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from vllm_chatterbox.t3.engine import T3Batch, T3Engine, T3Request
-from vllm_chatterbox.t3.client import T3Client
+from vllm_chatterbox.t3.contract import T3Client, T3Request
+from vllm_chatterbox.t3.engine import T3Batch, T3Engine
 from vllm_chatterbox.voice.voice import Voice
 
 if TYPE_CHECKING:

@@ -23,9 +23,8 @@ import numpy as np
 
 from vllm_chatterbox.pipeline.batch import s3gen_seed
 from vllm_chatterbox.pipeline.long_text import StreamJoiner
-from vllm_chatterbox.t3.client import T3Client
-from vllm_chatterbox.t3.engine import T3Engine, T3Request
-from vllm_chatterbox.t3.tokens import StreamingTokenCleaner
+from vllm_chatterbox.t3.contract import T3Client, T3Request
+from vllm_chatterbox.t3.engine import T3Engine
 from vllm_chatterbox.voice.voice import Voice
 
 if TYPE_CHECKING:
@@ -192,8 +191,9 @@ class _Chunk:
 
 async def _feed(t3_engine: T3Engine, t3_client: T3Client, request: T3Request, state, vocoder: StreamVocoder,
                 chunk: _Chunk, index: int) -> None:
-    """T3's tokens for one chunk, cleaned as they come, into the vocoder."""
-    cleaner = StreamingTokenCleaner(t3_client.cfg)
+    """T3's tokens for one chunk, cleaned as they come (the architecture's streaming cleaner), into
+    the vocoder."""
+    cleaner = t3_client.streaming_cleaner()
     try:
         async for new_ids in t3_engine.stream(request):
             tokens = cleaner.feed(new_ids)
@@ -207,8 +207,10 @@ async def _feed(t3_engine: T3Engine, t3_client: T3Client, request: T3Request, st
     except BaseException as exc:  # noqa: BLE001 - the consumer raises it in order
         chunk.sink(exc)
         return
+    tail = cleaner.finish()
+    chunk.tokens += len(tail)
     if chunk.tokens == 0:
         logger.warning("text chunk %d produced no speech tokens; it stays silent", index)
         chunk.sink((np.zeros(0, dtype=np.float32), True))
         return
-    vocoder.push(state, [], True, chunk.sink)
+    vocoder.push(state, tail, True, chunk.sink)

@@ -26,7 +26,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,12 +35,10 @@ from vllm_chatterbox.config import ChatterboxConfig
 from vllm_chatterbox.model_files import load_safetensors, load_torch_file
 from vllm_chatterbox.s3gen.flow import CausalMaskedDiffWithXvec
 from vllm_chatterbox.s3gen.hift import HiFTGenerator, trim_fade
+from vllm_chatterbox.s3gen.inputs import check_stream_seed, check_voice, pad_mels, random_seed, token_tensor
 from vllm_chatterbox.s3gen.meanflow import meanflow_noise
 from vllm_chatterbox.s3gen.noise import flow_noise
 from vllm_chatterbox.voice.voice import Voice
-
-if TYPE_CHECKING:
-    from vllm_chatterbox.s3gen.streaming import StreamSchedule, StreamState
 
 logger = logging.getLogger(__name__)
 
@@ -139,13 +136,6 @@ class S3Gen(nn.Module):
 
     # ---------------------------------------------------------------- inference
 
-    def new_stream(self, voice: Voice, *, n_timesteps: int = 10, seed: int | None = None,
-                   schedule: StreamSchedule | None = None) -> StreamState:
-        """A stream for :func:`vllm_chatterbox.s3gen.streaming.vocode_stream_chunks` (see that module)."""
-        from vllm_chatterbox.s3gen.streaming import new_stream
-
-        return new_stream(self, voice, n_timesteps=n_timesteps, seed=seed, schedule=schedule)
-
     @torch.inference_mode()
     def tokens_to_mel(self, token_lists: Sequence[Sequence[int] | torch.Tensor], voices: Sequence[Voice], *,
                       n_timesteps: int | None = None, noise: Sequence[torch.Tensor] | None = None,
@@ -182,7 +172,7 @@ class S3Gen(nn.Module):
             sources = [self.mel2wav.positional_source(self.mel2wav.item_f0(mel), seed)[0]
                        for mel, seed in zip(mels, seeds)]
         lengths = [m.shape[-1] for m in mels]
-        batch = self._pad_mels(mels)
+        batch = pad_mels(mels, self.device, self.dtype)
         wavs = self.mel2wav.inference(batch, torch.tensor(lengths, device=self.device),
                                       generators=None if generators is None else list(generators),
                                       sources=None if sources is None else list(sources))
@@ -224,14 +214,6 @@ class S3Gen(nn.Module):
 
     def _batch_cap(self, max_batch_frames: int | None) -> int:
         return self.default_max_batch_frames if max_batch_frames is None else max_batch_frames
-
-    def _pad_mels(self, mels: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Right-pad (80, T_i) mels to one (B, 80, max T) batch."""
-        batch = torch.zeros(len(mels), mels[0].shape[0], max(m.shape[-1] for m in mels),
-                            device=self.device, dtype=self.dtype)
-        for i, mel in enumerate(mels):
-            batch[i, :, :mel.shape[-1]] = mel
-        return batch
 
     def _fade_in(self, wav: torch.Tensor) -> torch.Tensor:
         n = min(wav.shape[-1], self.trim_fade.shape[0])
@@ -277,11 +259,11 @@ class S3Gen(nn.Module):
         max_tokens = self.config.t3.max_speech_tokens
         checked = []
         for i, (tokens, voice) in enumerate(zip(token_lists, voices)):
-            tokens = _token_tensor(tokens, i, vocab)
+            tokens = token_tensor(tokens, i, vocab)
             if tokens.shape[0] > max_tokens:
                 raise ValueError(f"item {i}: {tokens.shape[0]} speech tokens; the model's maximum is {max_tokens} "
                                  f"({max_tokens // self.config.s3_tokenizer.token_rate} s); split longer text (generate_long)")
-            _check_voice(voice, i, vocab, n_mels, self.config.flow.spk_embed_dim)
+            check_voice(voice, i, vocab, n_mels, self.config.flow.spk_embed_dim)
             frames = ratio * (voice.prompt_token.shape[1] + tokens.shape[0])
             prompt_frames = voice.prompt_feat.shape[1]
             if frames <= prompt_frames:
@@ -336,17 +318,6 @@ def s3gen_dtype(value: str | torch.dtype) -> torch.dtype:
     raise ValueError(f"s3gen dtype must be one of {sorted(S3GEN_DTYPES)}, got {value!r}")
 
 
-def random_seed() -> int:
-    """A positional-noise seed from torch's global RNG (so ``torch.manual_seed`` reproduces it)."""
-    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
-
-
-def check_stream_seed(seed: object, name: str = "seed") -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
-    return seed
-
-
 def length_groups(frames: list[int], max_batch_frames: int) -> list[list[int]]:
     """Indices sorted by length, cut into runs whose count x longest stays <= max_batch_frames."""
     if max_batch_frames < 1:
@@ -359,37 +330,6 @@ def length_groups(frames: list[int], max_batch_frames: int) -> list[list[int]]:
         else:
             groups.append([i])
     return groups
-
-
-def _token_tensor(tokens: Sequence[int] | torch.Tensor, index: int, vocab: int) -> torch.Tensor:
-    t = torch.as_tensor(tokens)
-    if t.dim() == 2 and t.shape[0] == 1:
-        t = t[0]
-    if t.dim() != 1:
-        raise ValueError(f"item {index}: tokens must be 1-D (or (1, T)), got shape {tuple(t.shape)}")
-    if t.numel() == 0:
-        raise ValueError(f"item {index}: empty token list")
-    if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"item {index}: token ids must be integers, got {t.dtype}")
-    t = t.to(torch.int64)
-    bad = (t < 0) | (t >= vocab)
-    if bool(bad.any()):
-        pos = int(bad.nonzero()[0, 0])
-        raise ValueError(f"item {index}: token id {int(t[pos])} at position {pos} is outside [0, {vocab}) "
-                         f"(drop start/stop/special tokens before S3Gen)")
-    return t
-
-
-def _check_voice(voice: Voice, index: int, vocab: int, n_mels: int, spk_dim: int) -> None:
-    if voice.prompt_token.dim() != 2 or voice.prompt_token.shape[0] != 1:
-        raise ValueError(f"voice of item {index}: prompt_token must be (1, Tp), got {tuple(voice.prompt_token.shape)}")
-    if voice.prompt_feat.dim() != 3 or voice.prompt_feat.shape[0] != 1 or voice.prompt_feat.shape[2] != n_mels:
-        raise ValueError(f"voice of item {index}: prompt_feat must be (1, Tm, {n_mels}), "
-                         f"got {tuple(voice.prompt_feat.shape)}")
-    if tuple(voice.embedding.shape) != (1, spk_dim):
-        raise ValueError(f"voice of item {index}: embedding must be (1, {spk_dim}), got {tuple(voice.embedding.shape)}")
-    if voice.prompt_token.numel() and (int(voice.prompt_token.min()) < 0 or int(voice.prompt_token.max()) >= vocab):
-        raise ValueError(f"voice of item {index}: prompt tokens outside [0, {vocab})")
 
 
 def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -3,7 +3,6 @@
 Contract (what the T3 side codes against)::
 
     state = new_stream(s3gen, voice, n_timesteps=10, seed=None, schedule=None)
-    # (the same as s3gen.new_stream(voice, ...))
     pieces = vocode_stream_chunks(s3gen, [(state, new_tokens, final), ...])
 
 - ``new_tokens``: the speech tokens that arrived for that stream since its last call, already
@@ -53,8 +52,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from vllm_chatterbox.s3gen.model import (DEFAULT_MAX_BATCH_FRAMES, S3Gen, _check_voice, _token_tensor,
-                                         check_stream_seed, length_groups, random_seed)
+from vllm_chatterbox.s3gen.inputs import check_stream_seed, check_voice, pad_mels, random_seed, token_tensor
+from vllm_chatterbox.s3gen.model import DEFAULT_MAX_BATCH_FRAMES, S3Gen, length_groups
 from vllm_chatterbox.s3gen.noise import flow_noise
 from vllm_chatterbox.voice.voice import Voice
 
@@ -139,7 +138,7 @@ def new_stream(s3gen: S3Gen, voice: Voice, *, n_timesteps: int = 10, seed: int |
     if schedule.chunk_tokens[0] <= lookahead:
         raise ValueError(f"the first chunk must hold more than the {lookahead} look-ahead tokens, "
                          f"got chunk_tokens={schedule.chunk_tokens}")
-    _check_voice(voice, 0, s3gen.config.flow.vocab_size, s3gen.config.flow.output_size,
+    check_voice(voice, 0, s3gen.config.flow.vocab_size, s3gen.config.flow.output_size,
                  s3gen.config.flow.spk_embed_dim)
     n_mels = s3gen.config.flow.output_size
     device = s3gen.device
@@ -214,7 +213,7 @@ def _check_items(s3gen: S3Gen, items) -> list[tuple[StreamState, list[int], bool
             raise ValueError(f"item {i}: the stream is finished (its final piece was made)")
         if not isinstance(final, (bool, np.bool_)):
             raise ValueError(f"item {i}: final must be a bool, got {final!r}")
-        new = _token_tensor(tokens, i, vocab).tolist() if len(tokens) else []
+        new = token_tensor(tokens, i, vocab).tolist() if len(tokens) else []
         checked.append((state, new, bool(final)))
     return checked
 
@@ -320,7 +319,8 @@ def _run_vocoder(s3gen: S3Gen, pieces: list[_Piece], max_batch_frames: int) -> l
     for group in length_groups([p.window.shape[1] for p in pieces], max_batch_frames):
         mels = [pieces[i].window for i in group]
         lengths = torch.tensor([m.shape[1] for m in mels], device=s3gen.device)
-        out = s3gen.mel2wav.inference(s3gen._pad_mels(mels), lengths, sources=[pieces[i].source for i in group])
+        out = s3gen.mel2wav.inference(pad_mels(mels, s3gen.device, s3gen.dtype), lengths,
+                                      sources=[pieces[i].source for i in group])
         for i, wav in zip(group, out):
             wavs[i] = wav
     return wavs

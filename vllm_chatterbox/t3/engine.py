@@ -1,5 +1,7 @@
 """Running T3 on vLLM: the model directory vLLM sees, engine start-up, requests in, tokens out.
 
+One engine for both T3 architectures: what differs (vLLM's model directory, logits processors,
+sampling parameters) comes from the architecture's :class:`~vllm_chatterbox.t3.contract.T3EngineSpec`.
 One background thread runs an event loop that owns vLLM's ``AsyncLLM``; callers in any thread
 (or any event loop) submit requests and wait only on their own outputs. A request whose caller
 stops waiting (error, cancel, closed stream) is aborted in vLLM; a dead engine fails every
@@ -18,34 +20,21 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from vllm_chatterbox.config import T3Config, check_t3_dtype
-from vllm_chatterbox.params import T3Params
-from vllm_chatterbox.t3 import positions
-from vllm_chatterbox.t3.guidance import t3_extra_args
-from vllm_chatterbox.t3.layout import vllm_hf_config
+from vllm_chatterbox.config import cache_root, check_t3_dtype
+from vllm_chatterbox.t3.contract import T3EngineSpec, T3Request, T3Result
 
 logger = logging.getLogger(__name__)
 
-GUIDANCE_PROCESSOR = "vllm_chatterbox.t3.guidance:T3GuidanceLogitsProcessor"
-T3_WEIGHTS_FILE = "t3_cfg.safetensors"
 # vLLM's CPU attention needs KV blocks in multiples of 32 tokens.
 DEFAULT_BLOCK_SIZE = 32
 # On the CPU backend vLLM otherwise reserves a fraction of the whole machine's memory.
 DEFAULT_CPU_KV_CACHE_BYTES = 2 << 30
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("VLLM_CHATTERBOX_CACHE", Path.home() / ".cache" / "vllm_chatterbox"))
-
-
-def vllm_model_dir(t3_weights: Path, cfg: T3Config) -> Path:
-    """A directory holding vLLM's view of T3: ``config.json`` and a link to the T3 weights only."""
-    return write_vllm_model_dir(t3_weights, vllm_hf_config(cfg), "vllm-t3", T3_WEIGHTS_FILE)
 
 
 def write_vllm_model_dir(t3_weights: Path, hf_config: dict, kind: str, link_name: str) -> Path:
@@ -83,24 +72,6 @@ class T3EngineDeadError(RuntimeError):
     later one (start a new ChatterboxTTS)."""
 
 
-@dataclass(frozen=True)
-class T3Request:
-    """One text's T3 job: packed prompt embeddings (``t3/layout.py``) and its parameters."""
-
-    prompt_embeds: torch.Tensor  # (L, 2D)
-    cache_salt: str
-    params: T3Params
-
-
-@dataclass
-class T3Result:
-    """What vLLM sampled for one request (stop token included; see ``clean_speech_tokens``)."""
-
-    token_ids: list[int] = field(default_factory=list)
-    finish_reason: str | None = None
-    num_cached_tokens: int = 0
-
-
 # Events delivered to a request's sink, from the engine thread: ("tokens", new ids), then
 # ("done", T3Result) or ("error", exception).
 Event = tuple[str, object]
@@ -108,21 +79,27 @@ Sink = Callable[[Event], None]
 
 
 class T3Engine:
-    """A vLLM engine serving the packed-CFG T3 model; thread-safe."""
+    """A vLLM engine serving one T3 architecture (``spec``); thread-safe.
 
-    def __init__(self, t3_weights: Path, cfg: T3Config, *, dtype: str = "float32",
-                 extra_logits_processors: Iterable[str] = (), **engine_options):
-        self.cfg = cfg
+    ``extra_logits_processors`` (tests) run before the architecture's own processors and see the
+    model's raw logits; ``after_sampler_processors`` run after them and see the processed logits.
+    """
+
+    def __init__(self, spec: T3EngineSpec, t3_weights: Path, *, dtype: str = "float32",
+                 extra_logits_processors: Iterable[str] = (), after_sampler_processors: Iterable[str] = (),
+                 **engine_options):
+        self.spec = spec
+        self.cfg = spec.cfg
         self.dtype = check_t3_dtype(dtype)
         self.torch_dtype: torch.dtype = getattr(torch, self.dtype)
-        model_dir = self.vllm_model_dir(Path(t3_weights))
+        model_dir = spec.vllm_model_dir(Path(t3_weights))
         options = {
             "dtype": self.dtype,
             "skip_tokenizer_init": True,
             "enable_prompt_embeds": True,
             "enable_prefix_caching": True,
             "block_size": DEFAULT_BLOCK_SIZE,
-            "max_model_len": self.default_max_model_len(),
+            "max_model_len": spec.default_max_model_len(),
             "seed": 0,
         }
         on_cpu = _is_cpu_platform()
@@ -139,7 +116,7 @@ class T3Engine:
             options["enable_chunked_prefill"] = False
         options.setdefault("disable_log_stats", True)
         options.update(engine_options)
-        options["logits_processors"] = self.logits_processors(extra_logits_processors)
+        options["logits_processors"] = [*extra_logits_processors, *spec.logits_processors, *after_sampler_processors]
         logger.info("starting vLLM for T3 (%s)", model_dir)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="t3-engine", daemon=True)
@@ -156,18 +133,6 @@ class T3Engine:
         self.max_model_len: int = self.engine.model_config.max_model_len
         self._seeds_crash_vllm = on_cpu and bool(self.vllm_config.scheduler_config.enable_chunked_prefill)
 
-    # The model-specific parts (the Turbo / Nano engine overrides these and sampling_params).
-
-    def vllm_model_dir(self, t3_weights: Path) -> Path:
-        return vllm_model_dir(t3_weights, self.cfg)
-
-    def default_max_model_len(self) -> int:
-        return positions.max_prompt_len(self.cfg) + 1000
-
-    def logits_processors(self, extra: Iterable[str]) -> list[str]:
-        # Extra processors (tests) see the raw [cond | uncond] logits, before guidance.
-        return [*extra, GUIDANCE_PROCESSOR]
-
     @staticmethod
     async def _start(model_dir: str, options: dict):
         from vllm import AsyncEngineArgs
@@ -181,23 +146,20 @@ class T3Engine:
     # --- requests -----------------------------------------------------------------------------
 
     def sampling_params(self, request: T3Request, extra_args: dict | None = None, **overrides):
+        """vLLM's sampling parameters for one request: the architecture's (``spec``), the token
+        budget and seed, ``extra_args`` merged into the architecture's, then ``overrides``."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         p = request.params
-        params = {
-            "temperature": p.temperature,
-            "top_p": p.top_p,
-            "min_p": p.min_p,
-            "top_k": -1,
-            "repetition_penalty": 1.0,  # applied by the guidance processor, over {BOS} + outputs
+        params = self.spec.sampling_params(p)
+        params.update({
             "max_tokens": p.max_new_tokens,
             "seed": p.seed,
-            "stop_token_ids": [self.cfg.stop_speech_token],
             "detokenize": False,
             "output_kind": RequestOutputKind.DELTA,
-            "extra_args": {**t3_extra_args(p.cfg_weight, p.repetition_penalty), **(extra_args or {})},
-        }
+            "extra_args": {**params.get("extra_args", {}), **(extra_args or {})},
+        })
         params.update(overrides)
         return SamplingParams(**params)
 

@@ -1,18 +1,22 @@
-"""vLLM plugin hook (entry point ``vllm.general_plugins``): registers the T3 architectures.
+"""vLLM plugin hook (entry point ``vllm.general_plugins``): registers both T3 architectures.
 
 vLLM runs general plugins in every process it starts, so the spawned workers know the models.
+Models are registered by name and imported by vLLM only when used.
 """
 
-from vllm_chatterbox.t3.layout import ARCHITECTURE
+from vllm_chatterbox.t3.gpt2.engine_spec import ARCHITECTURE as GPT2_ARCHITECTURE
+from vllm_chatterbox.t3.llama.layout import ARCHITECTURE as LLAMA_ARCHITECTURE
 
-TURBO_ARCHITECTURE = "ChatterboxT3TurboForCausalLM"
+MODELS = {
+    LLAMA_ARCHITECTURE: "vllm_chatterbox.t3.llama.model:ChatterboxT3ForCausalLM",
+    GPT2_ARCHITECTURE: "vllm_chatterbox.t3.gpt2.model:ChatterboxT3TurboForCausalLM",
+}
 
 
 def register() -> None:
     from vllm import ModelRegistry
 
     supported = ModelRegistry.get_supported_archs()
-    if ARCHITECTURE not in supported:
-        ModelRegistry.register_model(ARCHITECTURE, "vllm_chatterbox.t3.vllm_model:ChatterboxT3ForCausalLM")
-    if TURBO_ARCHITECTURE not in supported:
-        ModelRegistry.register_model(TURBO_ARCHITECTURE, "vllm_chatterbox.t3.turbo_model:ChatterboxT3TurboForCausalLM")
+    for architecture, model in MODELS.items():
+        if architecture not in supported:
+            ModelRegistry.register_model(architecture, model)

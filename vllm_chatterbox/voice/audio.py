@@ -33,12 +33,15 @@ MAX_SAMPLE_RATE = 384000
 MAX_CHANNELS = 16
 
 
-def load_audio(source: AudioSource, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+def load_audio(source: AudioSource, sample_rate: int | None = None, *, min_seconds: float = MIN_DURATION_S,
+               max_seconds: float = MAX_DURATION_S, what: str = "reference") -> tuple[np.ndarray, int]:
     """Read and validate a voice reference; returns (mono float32 samples, sample rate).
 
     ``source`` is a file path (wav/flac/ogg/mp3, anything libsndfile reads), the file's bytes
     or a binary file object, or an array of samples. Arrays need ``sample_rate``; a 2-D array
     holds channels along its smaller axis. Integer arrays are scaled from full scale to [-1, 1].
+    ``min_seconds`` / ``max_seconds`` bound the duration (a voice reference's by default; a file
+    is measured before it is decoded); ``what`` names the audio in the too-long message.
     """
     if isinstance(source, (np.ndarray, torch.Tensor)):
         if sample_rate is None:
@@ -46,14 +49,14 @@ def load_audio(source: AudioSource, sample_rate: int | None = None) -> tuple[np.
         sample_rate = _check_sample_rate(sample_rate)
         wav = _array_to_mono(source)
     else:
-        wav, file_rate = _read_file(source)
+        wav, file_rate = _read_file(source, max_seconds, what)
         if sample_rate is not None and int(sample_rate) != file_rate:
             raise ValueError(
                 f"sample_rate={sample_rate} given, but the file says {file_rate} Hz; "
                 "sample_rate is only needed for raw arrays"
             )
         sample_rate = _check_sample_rate(file_rate)
-    _check_samples(wav, sample_rate)
+    _check_samples(wav, sample_rate, min_seconds, max_seconds, what)
     return wav, sample_rate
 
 
@@ -71,7 +74,12 @@ def _check_sample_rate(sample_rate) -> int:
     return sample_rate
 
 
-def _read_file(source) -> tuple[np.ndarray, int]:
+def _too_long(duration: float, max_seconds: float, what: str) -> str:
+    return (f"audio is too long ({duration:.1f} s); the limit is {max_seconds:.0f} s "
+            f"({max_seconds / 60:g} minutes), trim the {what}")
+
+
+def _read_file(source, max_seconds: float, what: str) -> tuple[np.ndarray, int]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
@@ -89,11 +97,8 @@ def _read_file(source) -> tuple[np.ndarray, int]:
         with soundfile.SoundFile(handle) as f:
             rate, frames = f.samplerate, f.frames
             # Refuse before decoding: a long file would cost memory for nothing.
-            if rate > 0 and frames / rate > MAX_DURATION_S:
-                raise ValueError(
-                    f"{name}: audio is too long ({frames / rate:.1f} s); "
-                    f"the limit is {MAX_DURATION_S:.0f} s (10 minutes), trim the reference"
-                )
+            if rate > 0 and frames / rate > max_seconds:
+                raise ValueError(f"{name}: {_too_long(frames / rate, max_seconds, what)}")
             data = f.read(dtype="float32", always_2d=True)
     except soundfile.LibsndfileError as exc:
         raise ValueError(f"{name}: not a readable audio file ({exc})") from None
@@ -122,19 +127,16 @@ def _array_to_mono(samples: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
-def _check_samples(wav: np.ndarray, sample_rate: int) -> None:
+def _check_samples(wav: np.ndarray, sample_rate: int, min_seconds: float, max_seconds: float, what: str) -> None:
     if wav.size == 0:
         raise ValueError("audio is empty (no samples)")
     if not np.isfinite(wav).all():
         raise ValueError("audio contains non-finite samples (NaN or inf)")
     duration = wav.size / sample_rate
-    if duration < MIN_DURATION_S:
-        raise ValueError(f"audio is too short ({duration:.3f} s); at least {MIN_DURATION_S} s is needed")
-    if duration > MAX_DURATION_S:
-        raise ValueError(
-            f"audio is too long ({duration:.1f} s); the limit is {MAX_DURATION_S:.0f} s (10 minutes), "
-            "trim the reference"
-        )
+    if duration < min_seconds:
+        raise ValueError(f"audio is too short ({duration:.3f} s); at least {min_seconds:g} s is needed")
+    if duration > max_seconds:
+        raise ValueError(_too_long(duration, max_seconds, what))
     peak = float(np.abs(wav).max())
     if peak > MAX_PEAK:
         raise ValueError(f"audio samples reach {peak:.3g}; float audio must lie in [-1, 1] "

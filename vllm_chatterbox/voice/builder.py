@@ -18,6 +18,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Union
 
@@ -44,6 +45,29 @@ TURBO_T3_PROMPT_SECONDS = 15  # Turbo's ENC_COND_LEN
 TURBO_MIN_REFERENCE_SECONDS = 5.0  # Turbo asserts a longer reference
 
 StateSource = Union[str, Path, Mapping[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class VoiceOptions:
+    """How a model conditions on reference audio (the released models differ; ``variants.py``
+    says which options each one uses)."""
+
+    t3_prompt_seconds: float  # T3's prompt tokens come from this much of the reference
+    t3_prompt_tokens: int  # and are at most this many
+    min_reference_seconds: float | None = None  # references must be longer than this
+    normalize_loudness: bool = False  # to -27 LUFS first, unless a call says norm_loudness=False
+    name: str = "this model"  # in errors
+
+
+def original_voice_options(config: ChatterboxConfig) -> VoiceOptions:
+    """English and multilingual: 6 s of reference for T3's prompt tokens."""
+    return VoiceOptions(T3_PROMPT_SECONDS, config.t3.speech_cond_prompt_len)
+
+
+def turbo_voice_options(config: ChatterboxConfig) -> VoiceOptions:
+    """Turbo and Nano: references longer than 5 s, loudness-normalised, 15 s / 375 tokens for T3's prompt."""
+    return VoiceOptions(TURBO_T3_PROMPT_SECONDS, config.turbo_t3.speech_cond_prompt_len,
+                        min_reference_seconds=TURBO_MIN_REFERENCE_SECONDS, normalize_loudness=True, name="Turbo")
 
 
 def _load_state(source: StateSource, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -77,9 +101,9 @@ class VoiceBuilder:
         config: ChatterboxConfig,
         cache_size: int = 16,
         *,
-        turbo: bool = False,
+        options: VoiceOptions | None = None,
     ) -> None:
-        self.turbo = turbo
+        self.options = original_voice_options(config) if options is None else options
         self.voice_encoder = voice_encoder.eval()
         self.tokenizer = tokenizer.eval()
         self.speaker_encoder = speaker_encoder.eval()
@@ -97,15 +121,16 @@ class VoiceBuilder:
         device: torch.device | str = "cpu",
         cache_size: int = 16,
         *,
-        turbo: bool = False,
+        options: VoiceOptions | None = None,
     ) -> "VoiceBuilder":
         """Paths (or loaded state dicts) of ``ve.*`` and ``s3gen.*``; only the ``tokenizer.`` and
-        ``speaker_encoder.`` entries of S3Gen are read. ``turbo``: Turbo / Nano's conditioning
-        (reference > 5 s, loudness-normalised, 15 s / 375-token T3 prompt)."""
+        ``speaker_encoder.`` entries of S3Gen are read. ``options``: the model's conditioning
+        (default: the original's, :func:`original_voice_options`; Turbo / Nano:
+        :func:`turbo_voice_options`)."""
         ve = VoiceEncoder.from_state_dict(_load_state(ve_path), config.voice_encoder)
         tokenizer = S3Tokenizer.from_state_dict(_load_state(s3gen_path, "tokenizer."), config.s3_tokenizer)
         campplus = CAMPPlus.from_state_dict(_load_state(s3gen_path, "speaker_encoder."), config.campplus)
-        return cls(ve.to(device), tokenizer.to(device), campplus.to(device), config, cache_size, turbo=turbo)
+        return cls(ve.to(device), tokenizer.to(device), campplus.to(device), config, cache_size, options=options)
 
     @property
     def device(self) -> torch.device:
@@ -115,13 +140,15 @@ class VoiceBuilder:
               norm_loudness: bool = True) -> Voice:
         """Voice of a reference clip (path, bytes, file object or samples); cached by content.
 
-        ``norm_loudness`` (Turbo only, as the original): normalise the reference to -27 LUFS first."""
+        ``norm_loudness`` (only where the options normalise, as the original Turbo): normalise the
+        reference to -27 LUFS first."""
         exaggeration = check_exaggeration(exaggeration)
         wav, sample_rate = load_audio(source, sample_rate)
-        norm_loudness = bool(norm_loudness) and self.turbo
-        if self.turbo and len(wav) / sample_rate <= TURBO_MIN_REFERENCE_SECONDS:
-            raise ValueError(f"reference audio is {len(wav) / sample_rate:.2f} s long; Turbo needs more than "
-                             f"{TURBO_MIN_REFERENCE_SECONDS:g} s")
+        options = self.options
+        norm_loudness = bool(norm_loudness) and options.normalize_loudness
+        if options.min_reference_seconds is not None and len(wav) / sample_rate <= options.min_reference_seconds:
+            raise ValueError(f"reference audio is {len(wav) / sample_rate:.2f} s long; {options.name} needs more than "
+                             f"{options.min_reference_seconds:g} s")
         key = audio_key(wav, sample_rate) + ("+lufs" if norm_loudness else "")
         with self._lock:
             voice = self._cache.get(key)
@@ -172,10 +199,8 @@ class VoiceBuilder:
             prompt_token = prompt_token[:, : n_mel // 2]
 
         # T3 conditioning: prompt tokens of the first 6 s (Turbo 15 s), speaker embedding of everything.
-        seconds, max_len = ((TURBO_T3_PROMPT_SECONDS, self.config.turbo_t3.speech_cond_prompt_len) if self.turbo
-                            else (T3_PROMPT_SECONDS, self.config.t3.speech_cond_prompt_len))
-        t3_ref16 = torch.from_numpy(ref16[: seconds * TOKENIZER_SR]).to(device)
-        t3_tokens, _ = self.tokenizer([t3_ref16], max_len=max_len)
+        t3_ref16 = torch.from_numpy(ref16[: int(self.options.t3_prompt_seconds * TOKENIZER_SR)]).to(device)
+        t3_tokens, _ = self.tokenizer([t3_ref16], max_len=self.options.t3_prompt_tokens)
         speaker_emb = self.voice_encoder.embed_utterance(ref16)
         logger.debug("built voice: %d T3 prompt tokens, %d S3Gen prompt tokens, %d mel frames",
                      t3_tokens.shape[1], prompt_token.shape[1], n_mel)
