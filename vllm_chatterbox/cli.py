@@ -293,9 +293,10 @@ def cmd_make_test_model(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    from vllm_chatterbox.server.app import ServerSettings, run_server
     from vllm_chatterbox.server.backend import SpeechBackend
     from vllm_chatterbox.config import cache_root
+    from vllm_chatterbox.server.run import run_server
+    from vllm_chatterbox.server.settings import ServerSettings
     from vllm_chatterbox.tts import ChatterboxTTS
 
     settings = ServerSettings(

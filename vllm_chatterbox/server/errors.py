@@ -1,0 +1,78 @@
+"""Every error the server answers, in OpenAI's ``{"error": {"message", "type", "param", "code"}}``
+schema, and the exception handlers that turn anything raised into one (never a traceback)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+_ERROR_TYPES = {401: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+
+
+class APIError(StarletteHTTPException):
+    """An error answered in OpenAI's schema (a Starlette HTTPException, so FastAPI passes it on
+    unchanged even from inside body parsing)."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 error_type: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(status, message, headers)
+        self.message, self.param, self.code = message, param, code
+        self.error_type = error_type or _ERROR_TYPES.get(status, "invalid_request_error")
+
+
+def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(error_body(error.message, error.error_type, error.param, error.code),
+                        status_code=error.status_code, headers=error.headers)
+
+
+def library_error(exc: ValueError, params: Collection[str]) -> APIError:
+    """A 400 for the library's ValueError; its message starts with the parameter's name, one of
+    ``params`` (the request's fields)."""
+    message = str(exc)
+    head = message.split(" ", 1)[0].rstrip(":")
+    param = head if head in params else ("language" if "language" in message else None)
+    return APIError(400, message, param=param, code="invalid_value")
+
+
+def engine_dead_error() -> APIError:
+    return APIError(503, "the engine has died; the server must be restarted (see its log)", code="engine_dead")
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc, APIError):
+            return error_response(exc)
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(APIError(exc.status_code, str(exc.detail), code=codes.get(exc.status_code),
+                                       headers=getattr(exc, "headers", None)))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+        if first.get("type") == "json_invalid":
+            message = f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'decode error')})"
+            return error_response(APIError(400, message, code="invalid_json"))
+        param = ".".join(loc) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        return error_response(APIError(400, message, param=param, code=first.get("type")))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception):
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(APIError(500, "internal server error (see the server log)", code="internal_error"))
