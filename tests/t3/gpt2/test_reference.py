@@ -12,7 +12,7 @@ import torch
 
 from reference.turbo import ReferenceTurboT3
 from tests.paths import TURBO_CKPT, TURBO_REF
-from tests.turbo.conftest import turbo_voices
+from tests.t3.gpt2.conftest import turbo_voices
 from vllm_chatterbox.config import tiny_turbo_config
 
 CASES = [f"t3_{text}_{voice}" for text in ("short", "mid", "long", "tags") for voice in ("builtin", "voice2")]
