@@ -35,6 +35,8 @@ class SpeechRequest(BaseModel):
         "mp3", description="pcm is raw 24 kHz mono s16le; flac is sent once complete")
     speed: float = Field(1.0, description="only 1.0 is supported (other values are refused with 400)")
     stream_format: Literal["audio", "sse"] = "audio"
+    stream: bool = Field(True, description="false: send the whole file once complete (a wav then carries its real "
+                                           "length in its header); true: send the audio as it is made")
     instructions: str | None = Field(None, description="not supported: refused with 400 unless empty")
     exaggeration: float | None = Field(None, description="emotion intensity, 0-2 (0.5)")
     cfg_weight: float | None = Field(None, description="classifier-free guidance, 0-2 (0.5); 0 disables it")
@@ -100,4 +102,4 @@ async def create_speech(body: SpeechRequest, request: Request, state: State):
             raise engine_dead_error() from None
         raise
     return audio_response(first, job.chunks, slot, state.metrics, response_format=body.response_format,
-                          stream_format=body.stream_format, input_tokens=job.input_tokens)
+                          stream_format=body.stream_format, input_tokens=job.input_tokens, stream=body.stream)
