@@ -90,9 +90,10 @@ class SpeechBackend:
 
     # --- validation (in a worker thread; nothing runs yet) -----------------------------------
 
-    def prepare(self, text: str, voice: Voice | None, *, language: str | None = None, **params: Any) -> SpeechJob:
+    def prepare(self, text: str, voice: Voice | None, *, language: str | None = None, watermark: bool = True,
+                **params: Any) -> SpeechJob:
         """Check a request with the library's own checks (ValueError names the problem) and
-        build its stream."""
+        build its stream (``watermark=False``: unmarked, for a caller that marks it later)."""
         reject_unknown({k: v for k, v in params.items() if k not in GENERATION_PARAMETERS}, GENERATION_PARAMETERS)
         params = {k: v for k, v in params.items() if v is not None}
         if self.max_new_tokens is not None:
@@ -101,7 +102,7 @@ class SpeechBackend:
                 raise ValueError(f"max_new_tokens must be at most {self.max_new_tokens} on this server, "
                                  f"got {requested}")
         with self._prepare_lock:
-            chunks = self.tts.astream(text, voice, language=language, **params)
+            chunks = self.tts.astream(text, voice, language=language, watermark=watermark, **params)
         return SpeechJob(chunks, self.tts.t3.count_text_tokens(text, language))
 
     # --- voices -----------------------------------------------------------------------------

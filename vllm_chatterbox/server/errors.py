@@ -13,6 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 
+_SHOWN_CHARS = 64
+
 _ERROR_TYPES = {401: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
 
 
@@ -25,6 +27,16 @@ class APIError(StarletteHTTPException):
         super().__init__(status, message, headers)
         self.message, self.param, self.code = message, param, code
         self.error_type = error_type or _ERROR_TYPES.get(status, "invalid_request_error")
+
+
+def shown(value: object, limit: int = _SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut after ``limit`` characters (a client's 5000-character
+    value is not echoed back whole)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[:limit]}...{size}"
 
 
 def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
