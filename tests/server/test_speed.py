@@ -1,9 +1,13 @@
 """OpenAI's ``speed`` without a server: pitch kept, length exactly 1/speed, the same audio
 however the stream is cut into pieces."""
 
+import asyncio
+
 import numpy as np
 import pytest
+import soundfile
 
+from tests.paths import FIXTURE_DIR
 from vllm_chatterbox.server.encoding import SAMPLE_RATE
 from vllm_chatterbox.server.speed import TempoChanger, atempo_stages
 
@@ -53,3 +57,25 @@ def test_stages_stay_in_atempos_range():
         assert np.prod(stages) == pytest.approx(speed)
     with pytest.raises(ValueError, match="speed must be in"):
         atempo_stages(5.0)
+
+
+def test_a_changed_stream_is_watermarked_after_the_change():
+    """Marked before a 4x change, speech loses the mark (confidence 0.32); change_speed marks after it."""
+    from vllm_chatterbox.server.speed import change_speed
+    from vllm_chatterbox.watermark import apply_watermark, detect, is_marked, load_watermarker
+
+    speech, rate = soundfile.read(FIXTURE_DIR / "audio" / "voice2_24k.wav", dtype="float32")
+    assert rate == SAMPLE_RATE
+
+    async def pieces(audio):
+        for piece in np.array_split(audio, 6):
+            yield piece
+
+    async def changed(audio, watermarker):
+        return np.concatenate([p async for p in change_speed(pieces(audio), 4.0, watermarker)])
+
+    marked_then_changed = asyncio.run(changed(apply_watermark(speech, rate), None))
+    changed_then_marked = asyncio.run(changed(speech, load_watermarker()))
+    assert changed_then_marked.size == round(speech.size / 4.0)
+    assert not is_marked(detect(marked_then_changed, rate))
+    assert is_marked(detect(changed_then_marked, rate))
