@@ -3,8 +3,10 @@ length, `instructions` accepted and reported as ignored, `speed`, voice errors a
 API's fields."""
 
 import json
+import re
 import subprocess
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +90,25 @@ def test_speed_changes_the_duration_by_one_over_speed(server, http, normal_speed
     changed = pcm_samples(response.content)
     assert changed.size == pytest.approx(normal_speed_samples / speed, rel=0.01)
     assert np.abs(changed).max() > 100
+
+
+def readme_server_curls() -> str:
+    """The README's block that waits for the server and asks it for speech."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    return next(block for block in blocks if "curl --fail" in block and "/health" in block)
+
+
+def test_the_readmes_curl_waits_for_readiness_and_saves_a_real_wav(server, tmp_path):
+    script = readme_server_curls().replace("http://127.0.0.1:8000", server.url)
+    script = script.replace("curl ", f'curl -H "Authorization: Bearer {API_KEY}" ')
+    done = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    data = (tmp_path / "hello.wav").read_bytes()
+    with wave.open(str(tmp_path / "hello.wav")) as wav:
+        assert wav.getnframes() * 2 == len(data) - 44 > 0
+    # --fail: an error is reported (curl exits 22), not saved as the wav.
+    refused = script.replace('"voice": "default"', '"voice": "nobody"').replace("hello.wav", "refused.wav")
+    done = subprocess.run(["bash", "-e", "-c", refused], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 22 and "400" in done.stderr, (done.returncode, done.stderr)
+    assert not (tmp_path / "refused.wav").exists()

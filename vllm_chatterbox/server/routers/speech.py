@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import AsyncIterator
 from typing import Literal
+
+import numpy as np
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from vllm_chatterbox.server.dependencies import State, check_model, resolve_voice
+from vllm_chatterbox.server.encoding import SAMPLE_RATE
 from vllm_chatterbox.server.errors import APIError, engine_dead_error, library_error
+from vllm_chatterbox.server.logs import ACCESS_SCOPE_KEY, AccessRecord
 from vllm_chatterbox.server.speed import MAX_SPEED, MIN_SPEED, change_speed
 from vllm_chatterbox.server.streaming import ClientDisconnected, audio_response, close_stream, first_chunk
 from vllm_chatterbox.server.voices import BUILTIN_VOICE
@@ -63,6 +68,21 @@ SPEECH_PARAMS = (*GENERATION_FIELDS, "language", "input", "voice")
 router = APIRouter()
 
 
+async def _recorded(chunks: AsyncIterator[np.ndarray], record: AccessRecord) -> AsyncIterator[np.ndarray]:
+    """``chunks``, noting in the access record when audio starts, how much there is, and whether
+    it ended early."""
+    completed = False
+    try:
+        async for chunk in chunks:
+            record.audio_started()
+            record.audio_samples += len(chunk)
+            yield chunk
+        completed = True
+    finally:
+        record.aborted = not completed
+        await close_stream(chunks)
+
+
 @router.post("/v1/audio/speech", response_class=Response,
              responses={200: {"description": "the audio, streamed as it is produced (or SSE events)",
                               "content": {"audio/mpeg": {}, "text/event-stream": {}}}})
@@ -77,7 +97,9 @@ async def create_speech(body: SpeechRequest, request: Request, state: State):
         raise APIError(400, "input is empty", param="input", code="empty_input")
     if not math.isfinite(body.speed) or not MIN_SPEED <= body.speed <= MAX_SPEED:
         raise APIError(400, f"speed must be in [{MIN_SPEED}, {MAX_SPEED}], got {body.speed}", param="speed")
-    voice = resolve_voice(state, body.voice.id if isinstance(body.voice, VoiceId) else body.voice)
+    voice_name = body.voice.id if isinstance(body.voice, VoiceId) else body.voice
+    voice = resolve_voice(state, voice_name)
+    record: AccessRecord | None = request.scope.get(ACCESS_SCOPE_KEY)
     params = {name: getattr(body, name) for name in GENERATION_FIELDS}
     changed = body.speed != 1.0
     try:
@@ -88,6 +110,10 @@ async def create_speech(body: SpeechRequest, request: Request, state: State):
         raise library_error(exc, SPEECH_PARAMS) from None
     if changed:
         job.chunks = change_speed(job.chunks, body.speed, load_watermarker())
+    if record is not None:
+        record.voice, record.characters, record.sample_rate = voice_name, len(body.input), SAMPLE_RATE
+        record.aborted = True  # until its audio has ended
+        job.chunks = _recorded(job.chunks, record)
     try:
         slot = state.admission.admit()
     except APIError:
