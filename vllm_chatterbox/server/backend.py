@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from vllm_chatterbox.config import S3GEN_SAMPLE_RATE
+from vllm_chatterbox.demo_model import is_random_weight_model
 from vllm_chatterbox.params import T3_PARAMETERS, reject_unknown
 from vllm_chatterbox.server.metrics import ServerMetrics
 from vllm_chatterbox.voice.audio import load_audio
@@ -82,6 +83,15 @@ class SpeechBackend:
             window.popleft()
         span = max(1.0, now - window[0][0])
         self.metrics.t3_tokens_per_second.set(sum(n for _, n in window) / span)
+
+    def model_info(self) -> dict:
+        """What the served model is: its variant, languages, whether its weights are random (the
+        demo model: noise, not speech) and, for Turbo and Nano, the paralinguistic tags its
+        tokenizer knows."""
+        files = self.tts.files
+        return {"variant": files.variant, "multilingual": bool(files.multilingual),
+                "random_weights": is_random_weight_model(files.directory),
+                "paralinguistic_tags": list(self.tts.t3.tokenizer.added_tags) if files.is_turbo else []}
 
     @property
     def engine_dead(self) -> bool:
