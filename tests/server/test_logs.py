@@ -77,21 +77,21 @@ def test_an_aborted_stream_is_logged_as_aborted(server):
 def test_json_logs_for_log_pipelines(turbo_server):
     """--log-format json: the ready line and the access lines are JSON objects, one per line,
     and nothing is written in the text format."""
+    text = "Hello [laugh], this line is logged as JSON."  # its length finds its access line
     with turbo_server.client() as http:
-        response = http.post("/v1/audio/speech", json={"model": turbo_server.model_name, "input": "Hello [laugh].",
+        response = http.post("/v1/audio/speech", json={"model": turbo_server.model_name, "input": text,
                                                        "response_format": "wav", "seed": 1, "max_new_tokens": 10})
     assert response.status_code == 200
-    lines = wait_for_lines(turbo_server, lambda line: '"route": "/v1/audio/speech"' in line)
-    assert lines
+    assert wait_for_lines(turbo_server, lambda line: f'"characters": {len(text)}' in line)
     entries = [json.loads(line) for line in turbo_server.log_lines() if line.startswith("{")]
     ready = [e for e in entries if e["message"].startswith("ready: ")]
     assert len(ready) == 1 and ready[0]["level"] == "INFO" and turbo_server.url in ready[0]["message"]
-    speech = [e for e in entries if e.get("route") == "/v1/audio/speech"]
+    speech = [e for e in entries if e.get("route") == "/v1/audio/speech" and e.get("characters") == len(text)]
     assert len(speech) == 1
     entry = speech[0]
     assert {"time", "level", "logger", "message", "client", "method", "status", "voice", "characters", "audio_s",
             "first_audio_s", "total_s", "aborted"} <= set(entry)
     assert (entry["method"], entry["status"], entry["voice"], entry["characters"], entry["aborted"]) == (
-        "POST", 200, "default", len("Hello [laugh]."), False)
+        "POST", 200, "default", len(text), False)
     assert entry["audio_s"] > 0 and entry["logger"] == "vllm_chatterbox.access"
     assert not [line for line in turbo_server.log_lines() if line.startswith(("INFO:", "WARNING:", "ERROR:"))]
