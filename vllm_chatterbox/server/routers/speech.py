@@ -110,15 +110,15 @@ async def create_speech(body: SpeechRequest, request: Request, state: State):
         raise library_error(exc, SPEECH_PARAMS) from None
     if changed:
         job.chunks = change_speed(job.chunks, body.speed, load_watermarker())
-    if record is not None:
-        record.voice, record.characters, record.sample_rate = voice_name, len(body.input), SAMPLE_RATE
-        record.aborted = True  # until its audio has ended
-        job.chunks = _recorded(job.chunks, record)
     try:
         slot = state.admission.admit()
     except APIError:
         await close_stream(job.chunks)
         raise
+    if record is not None:
+        record.voice, record.characters, record.sample_rate = voice_name, len(body.input), SAMPLE_RATE
+        record.aborted = True  # until its audio has ended
+        job.chunks = _recorded(job.chunks, record)
     try:
         first = await first_chunk(request, job.chunks, slot)
     except ClientDisconnected:
