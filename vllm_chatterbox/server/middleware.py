@@ -14,6 +14,13 @@ from vllm_chatterbox.server.metrics import ServerMetrics
 _access_log = logging.getLogger(ACCESS_LOGGER)
 
 
+def _raw_path(scope) -> str:
+    """An unmatched request's path as sent, percent-encoded (a decoded one could carry a line
+    break into the log), cut to 200 characters."""
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8", "replace")
+    return raw.decode("ascii", "replace")[:200]
+
+
 class _BodyTooLarge(APIError):
     def __init__(self, limit: int):
         super().__init__(413, f"request body too large (limit {limit} bytes)", code="request_too_large")
@@ -78,7 +85,7 @@ class RequestMetricsMiddleware:
             self.metrics.requests.labels(route=label, status=str(status["code"])).inc()
             client = scope.get("client")
             fields = record.fields(client=f"{client[0]}:{client[1]}" if client else "-", method=scope["method"],
-                                   route=label if route is not None else scope["path"][:200], status=status["code"])
+                                   route=label if route is not None else _raw_path(scope), status=status["code"])
             # 503 is expected while the engine loads (and says so in the body): a warning, not an error.
             code = status["code"]
             level = logging.INFO if code < 500 else logging.WARNING if code == 503 else logging.ERROR
