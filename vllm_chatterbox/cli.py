@@ -293,11 +293,16 @@ def cmd_make_test_model(args) -> None:
 
 
 def cmd_serve(args) -> None:
+    import logging.config
+
     from vllm_chatterbox.server.backend import SpeechBackend
     from vllm_chatterbox.config import cache_root
+    from vllm_chatterbox.server.logs import log_config
     from vllm_chatterbox.server.run import run_server
     from vllm_chatterbox.server.settings import ServerSettings
     from vllm_chatterbox.tts import ChatterboxTTS
+
+    logging.config.dictConfig(log_config(args.log_format))  # every line of the server in one format
 
     settings = ServerSettings(
         voices_dir=Path(args.voices_dir) if args.voices_dir else cache_root() / "voices",
@@ -321,7 +326,7 @@ def cmd_serve(args) -> None:
 
     logger.info("serving on http://%s:%d (the engine loads in the background; /health says when it is ready)",
                 args.host, args.port)
-    run_server(settings, load_backend, host=args.host, port=args.port)
+    run_server(settings, load_backend, host=args.host, port=args.port, log_format=args.log_format)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -406,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-model-len", type=int, default=None, help="vLLM context length (engine option)")
     serve.add_argument("--kv-cache-gib", type=float, default=None,
                        help="vLLM KV cache size on CPU (engine option; default 2)")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text",
+                       help="text: uvicorn's format; json: one JSON object per line (log pipelines); either way "
+                            "one access line per request")
     serve.set_defaults(func=cmd_serve)
 
     for command in (speak, serve):

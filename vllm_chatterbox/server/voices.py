@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from vllm_chatterbox.server.errors import shown
 from vllm_chatterbox.voice.voice import Voice
 
 VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -38,13 +39,14 @@ class VoiceInfo:
     def to_json(self) -> dict:
         # conds.pt stores exaggeration as float32: report it as it was given (0.7, not 0.69999999).
         return {"id": self.name, "object": "audio.voice", "name": self.name, "created_at": self.created_at,
-                "exaggeration": round(self.exaggeration, 6), "builtin": self.name == BUILTIN_VOICE}
+                "type": "audio_sample", "exaggeration": round(self.exaggeration, 6),
+                "builtin": self.name == BUILTIN_VOICE}
 
 
 def check_voice_name(name: str) -> str:
     if not isinstance(name, str) or not VOICE_NAME.fullmatch(name):
         raise ValueError("voice name must be 1-64 characters: letters, digits, '-' or '_', starting with a letter "
-                         f"or digit; got {name!r}")
+                         f"or digit; got {shown(name)}")
     return name
 
 
