@@ -21,11 +21,13 @@ def curl_speech(server, out, **fields) -> subprocess.CompletedProcess:
                            "-o", str(out)], capture_output=True, text=True, timeout=300)
 
 
-def test_a_whole_wav_file_names_its_real_length(server, tmp_path):
-    """`"stream": false` sends the file once complete, its RIFF and data sizes the real ones
-    (readers that trust the header, as sox and Python's wave do, see its true duration)."""
+@pytest.mark.parametrize("extra", [{}, {"stream": False}], ids=["plain", "stream-false"])
+def test_a_whole_wav_file_names_its_real_length(server, tmp_path, extra):
+    """A plain wav request (curl -o, as the README's) or `"stream": false` gets the file once
+    complete, its RIFF and data sizes the real ones (readers that trust the header, as sox and
+    Python's wave do, see its true duration)."""
     out = tmp_path / "hello.wav"
-    done = curl_speech(server, out, input="Hello from the server.", response_format="wav", stream=False, seed=1)
+    done = curl_speech(server, out, input="Hello from the server.", response_format="wav", seed=1, **extra)
     assert done.returncode == 0, done.stderr
     data = out.read_bytes()
     with wave.open(str(out)) as wav:
@@ -33,6 +35,16 @@ def test_a_whole_wav_file_names_its_real_length(server, tmp_path):
     assert rate == 24000
     assert frames * 2 == len(data) - 44 > 0
     assert int.from_bytes(data[4:8], "little") == len(data) - 8
+
+
+def test_a_wav_asked_as_a_stream_streams_with_unknown_sizes(server, tmp_path):
+    """stream_format "audio" named: the wav leaves as it is made, with OpenAI's streaming sizes."""
+    out = tmp_path / "streamed.wav"
+    done = curl_speech(server, out, input="Hello from the server.", response_format="wav", seed=1,
+                       stream_format="audio")
+    assert done.returncode == 0, done.stderr
+    data = out.read_bytes()
+    assert int.from_bytes(data[4:8], "little") == 0xFFFFFFFF and len(data) > 44
 
 
 def test_instructions_are_accepted_and_reported_ignored(openai_client):

@@ -41,9 +41,18 @@ class SpeechRequest(BaseModel):
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = Field(
         "mp3", description="pcm is raw 24 kHz mono s16le; flac is sent once complete")
     speed: float = Field(1.0, description="0.25-4.0: faster or slower speech at the same pitch (time stretching)")
-    stream_format: Literal["audio", "sse"] = "audio"
-    stream: bool = Field(True, description="false: send the whole file once complete (a wav then carries its real "
-                                           "length in its header); true: send the audio as it is made")
+    stream_format: Literal["audio", "sse"] | None = Field(None, description="audio (default) or sse events")
+    stream: bool | None = Field(None, description="false: send the whole file once complete (a wav then carries its "
+                                                  "real length in its header); true: send the audio as it is made. "
+                                                  "Default: true, but a wav asked for without stream_format comes "
+                                                  "whole (file players need its sizes)")
+
+    def streams(self) -> bool:
+        """Whether the audio leaves as it is made. A plain wav request is a file download (curl -o,
+        sox, editors need its real sizes); a client that streams wav says stream_format or stream."""
+        if self.stream is not None:
+            return self.stream
+        return self.stream_format is not None or self.response_format != "wav"
     instructions: str | None = Field(None, description="accepted and ignored (Chatterbox takes no instructions; "
                                                        "see exaggeration and cfg_weight); the response says so in "
                                                        "its X-Chatterbox-Ignored header")
@@ -132,5 +141,6 @@ async def create_speech(body: SpeechRequest, request: Request, state: State):
     # OpenAI's fields that these models cannot follow are accepted (clients send them by default), and named.
     ignored = {"X-Chatterbox-Ignored": "instructions"} if body.instructions else None
     return audio_response(first, job.chunks, slot, state.metrics, response_format=body.response_format,
-                          stream_format=body.stream_format, input_tokens=job.input_tokens, stream=body.stream,
+                          stream_format=body.stream_format or "audio", input_tokens=job.input_tokens,
+                          stream=body.streams(),
                           headers=ignored)
