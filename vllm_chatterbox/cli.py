@@ -324,7 +324,12 @@ def _server_setup(args):
 
 
 def _ray_scaling(args):
-    from vllm_chatterbox.server.ray_serve import RayScaling
+    try:
+        from vllm_chatterbox.server.ray_serve import RayScaling
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray" and not (exc.name or "").startswith("ray."):
+            raise
+        raise ImportError("serve --ray needs Ray Serve: pip install 'vllm-chatterbox[ray]'") from None
 
     return RayScaling(replicas=args.replicas, min_replicas=args.min_replicas, max_replicas=args.max_replicas,
                       target_ongoing_requests=args.target_ongoing_requests, num_cpus=args.replica_cpus,
@@ -360,7 +365,10 @@ def ray_application(args: dict):
             flags.append(flag)
         elif value not in (False, None):
             flags += [flag, str(value)]
-    parsed = build_parser().parse_args(flags)
+    try:
+        parsed = build_parser().parse_args(flags)
+    except SystemExit:  # argparse has printed why; Ray shows this instead of a bare exit
+        raise ValueError(f"ray_application: bad args {args!r} (see the message above)") from None
     settings, load_backend = _server_setup(parsed)
     return application(settings, load_backend, _ray_scaling(parsed))
 
