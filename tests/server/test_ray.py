@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 
 import httpx
@@ -26,7 +27,7 @@ ray = pytest.importorskip("ray", reason="Ray Serve is the 'ray' extra (installed
 from ray import serve  # noqa: E402
 
 from vllm_chatterbox.cli import ray_application  # noqa: E402
-from vllm_chatterbox.server.ray_serve import APP_NAME, REPLICA_HEADER  # noqa: E402
+from vllm_chatterbox.server.ray_serve import APP_NAME, DEPLOYMENT_NAME, REPLICA_HEADER  # noqa: E402
 
 READY_TIMEOUT_S = 600  # two engines loading at once on a loaded 2-core machine
 REPLACE_TIMEOUT_S = 600
@@ -34,7 +35,20 @@ LONG_TEXT = " ".join(["The bridge opens at dawn and closes at dusk, every day of
 
 
 @pytest.fixture(scope="module")
-def ray_server(model_dir, tmp_path_factory):
+@pytest.fixture(scope="module")
+def ray_options(model_dir, tmp_path_factory) -> dict:
+    """``ray_application``'s args: the session server's options and thread counts (every core), so
+    seeded audio matches."""
+    return {
+        "model": str(model_dir), "api_key": API_KEY, "voices_dir": str(tmp_path_factory.mktemp("ray-voices")),
+        "max_queue": MAX_QUEUE, "max_new_tokens": MAX_NEW_TOKENS, "max_voice_mb": MAX_VOICE_MB,
+        "max_voice_seconds": MAX_VOICE_SECONDS, "max_num_seqs": 16, "max_model_len": 1024, "kv_cache_gib": 0.25,
+        "t3_threads": 2, "s3gen_threads": 2, "replica_cpus": 1,
+    }
+
+
+@pytest.fixture(scope="module")
+def ray_server(ray_options):
     """Two replicas behind Ray Serve's proxy on a free loopback port; yields the base URL."""
     # A loaded machine can start Ray's per-node agent slower than the raylet's default wait (15 s).
     saved = {name: os.environ.get(name) for name in ("RAY_agent_register_timeout_ms",)}
@@ -45,14 +59,7 @@ def ray_server(model_dir, tmp_path_factory):
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        voices_dir = tmp_path_factory.mktemp("ray-voices")
-        # The session server's options, and its thread counts (every core), so seeded audio matches.
-        app = ray_application({
-            "model": str(model_dir), "api_key": API_KEY, "voices_dir": str(voices_dir), "max_queue": MAX_QUEUE,
-            "max_new_tokens": MAX_NEW_TOKENS, "max_voice_mb": MAX_VOICE_MB, "max_voice_seconds": MAX_VOICE_SECONDS,
-            "max_num_seqs": 16, "max_model_len": 1024, "kv_cache_gib": 0.25, "t3_threads": 2, "s3gen_threads": 2,
-            "replicas": 2, "replica_cpus": 1,
-        })
+        app = ray_application({**ray_options, "replicas": 2})
         started = time.monotonic()
         serve.run(app, name=APP_NAME, route_prefix="/")
         assert time.monotonic() - started < READY_TIMEOUT_S
@@ -173,3 +180,56 @@ def test_a_killed_replica_fails_its_client_cleanly_and_is_replaced(http, ray_ser
     else:
         pytest.fail(f"Ray did not replace replica {victim} within {REPLACE_TIMEOUT_S} s")
     assert victim not in replicas_seen(http)
+
+
+def running_replicas() -> int:
+    states = serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME].replica_states
+    return states.get("RUNNING", 0)
+
+
+def wait_for_replicas(count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while running_replicas() != count:
+        assert time.monotonic() < deadline, f"not {count} running replicas after {timeout} s: {serve.status()}"
+        time.sleep(1)
+
+
+def test_autoscaling_from_one_replica_to_two_under_load_and_back(ray_server, ray_options):
+    """The application again, autoscaled between 1 and 2 replicas on the requests ongoing per replica
+    (target 1, and quicker decisions than the defaults, so the test is short)."""
+    serve.delete(APP_NAME)
+    app = ray_application({**ray_options, "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1})
+    deployment = app._bound_deployment.options(autoscaling_config={
+        "min_replicas": 1, "max_replicas": 2, "initial_replicas": 1, "target_ongoing_requests": 1,
+        "upscale_delay_s": 1, "downscale_delay_s": 5, "metrics_interval_s": 1, "look_back_period_s": 2})
+    serve.run(deployment.bind(*deployment.init_args), name=APP_NAME, route_prefix="/")
+    assert running_replicas() == 1
+
+    stop = threading.Event()
+    answered: set[str] = set()
+    failures: list[str] = []
+
+    def load() -> None:  # back-to-back streams: 3 ongoing requests against a target of 1 per replica
+        with httpx.Client(base_url=ray_server, headers=AUTH, timeout=300) as client:
+            while not stop.is_set():
+                response = speech(client, LONG_TEXT, response_format="pcm")
+                if response.status_code == 200:
+                    answered.add(response.headers[REPLICA_HEADER])
+                else:
+                    failures.append(f"{response.status_code} {response.text}")
+
+    clients = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+    for client in clients:
+        client.start()
+    try:
+        wait_for_replicas(2, REPLACE_TIMEOUT_S)
+        deadline = time.monotonic() + 120
+        while len(answered) < 2 and time.monotonic() < deadline:
+            time.sleep(1)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=300)
+    assert not failures, failures[:3]
+    assert len(answered) == 2, f"only {answered} answered under load"
+    wait_for_replicas(1, 120)  # idle again: back to one replica

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -199,6 +200,9 @@ def run_on_ray(settings: ServerSettings, load_backend: BackendLoader, scaling: R
     Ray; the proxy listens on host:port. Ctrl-C removes the application (and stops a local Ray)."""
     import ray
 
+    # A local Ray's node agent can take longer than the raylet's 15 s wait on a busy machine (seen on
+    # a loaded 2-core VM); a cluster's nodes keep their own setting.
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
     ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=True)
     try:
         serve.start(http_options={"host": host, "port": port})
