@@ -64,10 +64,13 @@ def free_port() -> int:
 
 
 def start_server(model_dir: Path, port: int, max_new_tokens: int, log: Path, ray_replicas: int | None = None,
-                 replica_cpus: float = 1.0) -> subprocess.Popen:
+                 replica_cpus: float = 1.0, threads: tuple[int | None, int | None] = (None, None)) -> subprocess.Popen:
     command = [sys.executable, "-m", "vllm_chatterbox.cli", "serve", "--model", str(model_dir), "--port", str(port),
                "--max-queue", "256", "--max-new-tokens", str(max_new_tokens), "--max-num-seqs", "32",
                "--kv-cache-gib", "1", "--max-model-len", "1024"]
+    for flag, value in zip(("--t3-threads", "--s3gen-threads"), threads):
+        if value is not None:
+            command += [flag, str(value)]
     env = dict(os.environ)
     if ray_replicas is not None:
         command += ["--ray", "--replicas", str(ray_replicas), "--replica-cpus", str(replica_cpus)]
@@ -135,7 +138,8 @@ def run_mode(label: str, args, model_dir: Path, ray_replicas: int | None) -> lis
     port = free_port()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-serve-{port}.log"
     print(f"\n{label}: starting the server (log: {log}) ...", flush=True)
-    server = start_server(model_dir, port, args.max_new_tokens, log, ray_replicas, args.replica_cpus)
+    server = start_server(model_dir, port, args.max_new_tokens, log, ray_replicas, args.replica_cpus,
+                          (args.t3_threads, args.s3gen_threads))
     url = f"http://127.0.0.1:{port}"
     levels = []
     try:
@@ -177,6 +181,10 @@ def main() -> None:
     parser.add_argument("--ray", type=int, nargs="*", default=None, metavar="REPLICAS",
                         help="also run serve --ray with these replica counts (e.g. 1 2), after the single server")
     parser.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica")
+    parser.add_argument("--t3-threads", type=int, default=None,
+                        help="every server's and replica's T3 engine threads (default: the server's own; a Ray "
+                             "replica's own default is its --replica-cpus, which Ray gives it as OMP_NUM_THREADS)")
+    parser.add_argument("--s3gen-threads", type=int, default=None, help="likewise for S3Gen's torch threads")
     args = parser.parse_args()
 
     model_dir = args.model_dir or cache_root() / f"bench-{args.size}"
@@ -185,7 +193,8 @@ def main() -> None:
         make_test_model(model_dir, size=args.size, seed=0)
     print(f"{args.size} random weights, CPU ({os.cpu_count()} cores), pcm streaming, {args.max_new_tokens} speech "
           f"tokens per request, {args.requests} requests per client, mean pause {args.mean_pause} s; ray replicas: "
-          f"{args.ray or 'none'} at {args.replica_cpus:g} CPU each", flush=True)
+          f"{args.ray or 'none'} at {args.replica_cpus:g} CPU each; threads T3 {args.t3_threads or 'default'}, S3Gen "
+          f"{args.s3gen_threads or 'default'}", flush=True)
     baseline = run_mode("single server", args, model_dir, None)
     results = [(f"serve --ray --replicas {n}", run_mode(f"ray x{n}", args, model_dir, n)) for n in args.ray or []]
     print_table("single server (vllm-chatterbox serve): the baseline", baseline, None)

@@ -35,7 +35,6 @@ LONG_TEXT = " ".join(["The bridge opens at dawn and closes at dusk, every day of
 
 
 @pytest.fixture(scope="module")
-@pytest.fixture(scope="module")
 def ray_options(model_dir, tmp_path_factory) -> dict:
     """``ray_application``'s args: the session server's options and thread counts (every core), so
     seeded audio matches."""
