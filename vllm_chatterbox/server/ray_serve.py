@@ -9,7 +9,9 @@ server never needs Ray). What Ray Serve adds to each replica's app:
   Ray retries it. Afterwards Ray's periodic health check calls :meth:`ChatterboxReplica.check_health`,
   which fails when the engine has died, and Ray replaces the replica.
 - ``X-Chatterbox-Replica``: every response names the replica that made it.
-- ``/metrics`` labels every sample with ``replica`` (a scrape through the proxy reaches one replica).
+- metrics: ``/metrics`` labels every sample with ``replica`` (a scrape through the proxy reaches one
+  replica), and each replica copies its samples into Ray's metrics, which every node's Ray metrics
+  agent exports for Prometheus as ``ray_chatterbox_*{replica=...}``, beside Ray Serve's own.
 - admission: Ray sends a replica at most ``max_ongoing_requests`` (= ``--max-queue``, the replica's
   own bound) and queues at most ``max_queued_requests`` more per proxy, beyond which the proxy answers
   429 with Retry-After, as the single server does.
@@ -43,6 +45,7 @@ REPLICA_HEADER = "X-Chatterbox-Replica"
 DEPLOYMENT_NAME = "Chatterbox"
 APP_NAME = "chatterbox"
 _READY_POLL_S = 0.2
+_MIRROR_PERIOD_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -136,9 +139,31 @@ class _ReplicaHeaderMiddleware:
         await self.app(scope, receive, send_with_header)
 
 
-def _lifespan_until_ready(app: FastAPI, state: ServerState) -> None:
-    """Make the app's start-up wait for the engine: Ray routes to a replica once it has started."""
+async def mirror_to_ray_metrics(registry, replica: str) -> None:
+    """Copy this replica's metric samples into Ray's metrics every few seconds, as gauges tagged with
+    the replica: every node's Ray metrics agent exports them (``ray_chatterbox_*``) beside Ray
+    Serve's own, so one Prometheus scrape of the cluster's nodes sees every replica."""
+    from ray.util.metrics import Gauge
+
+    gauges: dict[str, Gauge] = {}
+    while True:
+        for family in registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                gauge = gauges.get(sample.name)
+                if gauge is None:
+                    gauge = gauges[sample.name] = Gauge(sample.name, family.documentation,
+                                                        tag_keys=("replica", *sample.labels))
+                gauge.set(sample.value, tags={"replica": replica, **sample.labels})
+        await asyncio.sleep(_MIRROR_PERIOD_S)
+
+
+def _lifespan_until_ready(app: FastAPI, state: ServerState, replica: str) -> None:
+    """Make the app's start-up wait for the engine (Ray routes to a replica once it has started),
+    then mirror the metrics into Ray's until the replica stops."""
     start = app.router.lifespan_context
+    registry = state.metrics.registry
 
     @asynccontextmanager
     async def lifespan(app_):
@@ -147,7 +172,11 @@ def _lifespan_until_ready(app: FastAPI, state: ServerState) -> None:
                 if state.load_error is not None:
                     raise RuntimeError(f"the engine failed to load: {state.load_error}")
                 await asyncio.sleep(_READY_POLL_S)
-            yield value
+            mirror = asyncio.create_task(mirror_to_ray_metrics(registry, replica))
+            try:
+                yield value
+            finally:
+                mirror.cancel()
 
     app.router.lifespan_context = lifespan
 
@@ -156,9 +185,9 @@ def replica_app(settings: ServerSettings, load_backend: BackendLoader, replica: 
     """The server's app as one replica runs it (see the module's docstring)."""
     app = create_app(settings, load_backend)
     state: ServerState = app.state.chatterbox
+    _lifespan_until_ready(app, state, replica)
     state.metrics.registry = ReplicaLabelledMetrics(state.metrics.registry, replica)
     app.add_middleware(_ReplicaHeaderMiddleware, replica=replica)
-    _lifespan_until_ready(app, state)
     return app
 
 
