@@ -1,0 +1,46 @@
+"""The engine's lifetime as a library user's script meets it: started, used, and gone at exit
+without a word, whether or not the script closes the model."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.paths import REPO_ROOT
+from vllm_chatterbox.demo_model import make_test_model
+
+UNCLOSED_SCRIPT = textwrap.dedent("""
+    import sys
+    from vllm_chatterbox import ChatterboxTTS
+
+    if __name__ == "__main__":
+        tts = ChatterboxTTS.from_dir(sys.argv[1], max_model_len=512)
+        wav = tts.generate("Hello there.", max_new_tokens=4, seed=1, n_timesteps=2)[0]
+        pieces = list(tts.stream("A short stream.", max_new_tokens=4, seed=1, n_timesteps=2))
+        print("generated", len(wav), len(pieces))
+        # no close(): the exit hook shuts the engine and the vocoder thread down
+""")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return make_test_model(tmp_path_factory.mktemp("lifetime-model"), "tiny", seed=0)
+
+
+def run_script(tmp_path, code: str, *args, timeout=600):
+    script = tmp_path / "user_script.py"
+    script.write_text(code, encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), VLLM_CHATTERBOX_CACHE=str(tmp_path / "cache"))
+    return subprocess.run([sys.executable, str(script), *map(str, args)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_script_that_never_closes_exits_quietly(tmp_path, tiny_model_dir):
+    result = run_script(tmp_path, UNCLOSED_SCRIPT, tiny_model_dir)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "generated" in result.stdout
+    for alarm in ("Traceback", "ERROR", "Exception ignored"):
+        assert alarm not in output, output[-3000:]
