@@ -44,3 +44,20 @@ def test_script_that_never_closes_exits_quietly(tmp_path, tiny_model_dir):
     assert "generated" in result.stdout
     for alarm in ("Traceback", "ERROR", "Exception ignored"):
         assert alarm not in output, output[-3000:]
+
+
+UNGUARDED_SCRIPT = textwrap.dedent("""
+    import sys
+    from vllm_chatterbox import ChatterboxTTS
+
+    tts = ChatterboxTTS.from_dir(sys.argv[1], max_model_len=512)
+    print("generated", len(tts.generate("Hello there.", max_new_tokens=4, n_timesteps=2)[0]))
+""")
+
+
+def test_script_without_main_guard_is_told_to_add_it(tmp_path, tiny_model_dir):
+    """vLLM's engine process re-runs the script; without the guard that must say what to do."""
+    result = run_script(tmp_path, UNGUARDED_SCRIPT, tiny_model_dir)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "generated" not in result.stdout, output[-3000:]
+    assert 'if __name__ == "__main__":' in result.stderr.strip().splitlines()[-1], output[-3000:]
