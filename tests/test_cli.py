@@ -220,6 +220,13 @@ class FakeTTS:
 
     def __init__(self):
         self.calls = []
+        self.closed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.closed = True
 
     def resolve_voice(self, voice):
         return voice
