@@ -18,21 +18,44 @@ class NoEngine:
     def __init__(self, *args, **kwargs):
         pass
 
+    shutdowns = 0
+
+    def shutdown(self):
+        self.shutdowns += 1
+
     def __getattr__(self, name):
         raise AssertionError(f"the T3 engine was used ({name})")
 
 
 @pytest.fixture(scope="module")
-def tts(tmp_path_factory):
-    from vllm_chatterbox.tts import ChatterboxTTS
-
+def model_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("fixture-model")
     for name in ("t3_cfg.safetensors", "s3gen.safetensors", "ve.safetensors", "tokenizer.json", "conds.pt"):
         (directory / name).symlink_to(FIXTURE_CKPT / name)
     tiny_config().save(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tts(model_dir):
+    from vllm_chatterbox.tts import ChatterboxTTS
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("vllm_chatterbox.tts.T3Engine", NoEngine)
-        yield ChatterboxTTS.from_dir(directory, device="cpu")
+        yield ChatterboxTTS.from_dir(model_dir, device="cpu")
+
+
+def test_close_stops_engine_and_threads_once(model_dir, monkeypatch):
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    monkeypatch.setattr("vllm_chatterbox.tts.T3Engine", NoEngine)
+    with ChatterboxTTS.from_dir(model_dir, device="cpu") as tts:
+        vocoder_thread = tts._stream_vocoder._thread
+        assert vocoder_thread.is_alive() and not tts.closed
+    assert tts.closed and tts.t3_engine.shutdowns == 1
+    assert not vocoder_thread.is_alive(), "the stream vocoder thread outlived close()"
+    tts.close()
+    assert tts.t3_engine.shutdowns == 1, "close() is idempotent"
 
 
 def test_default_exaggeration_is_the_voices_own(tts):

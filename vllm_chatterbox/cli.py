@@ -161,17 +161,17 @@ def cmd_speak(args) -> None:
     long_text = args.file is not None or len(text) > 300
     _check_text_tokens(text, files, args.language, long_text)
 
-    tts = _load_model(files, args)
-    voice = tts.resolve_voice(voice)
-    if args.stream:
-        samples = _speak_streaming(tts, text, voice, params, output)
-    else:
-        if long_text:
-            wav = tts.generate_long(text, voice, **params)
+    with _load_model(files, args) as tts:
+        voice = tts.resolve_voice(voice)
+        if args.stream:
+            samples = _speak_streaming(tts, text, voice, params, output)
         else:
-            wav = tts.generate(text, voice, **params)[0]
-        write_audio(output, wav, S3GEN_SAMPLE_RATE)
-        samples = len(wav)
+            if long_text:
+                wav = tts.generate_long(text, voice, **params)
+            else:
+                wav = tts.generate(text, voice, **params)[0]
+            write_audio(output, wav, S3GEN_SAMPLE_RATE)
+            samples = len(wav)
     logger.info("wrote %s (%.2f s of audio)", output, samples / S3GEN_SAMPLE_RATE)
     if args.model is None:
         logger.warning("reminder: %s was made with random weights (noise, not speech)", output)
@@ -207,7 +207,7 @@ def _write_streaming(pieces, output: Path) -> int:
 def cmd_convert(args) -> None:
     from vllm_chatterbox.conversion.converter import VoiceConverter, check_voice_for, model_config
     from vllm_chatterbox.conversion.source import SOURCE_SAMPLE_RATE, check_max_piece_seconds, load_source
-    from vllm_chatterbox.outputs import AUDIO_FORMATS, check_output_path, write_audio
+    from vllm_chatterbox.outputs import AUDIO_FORMATS, check_output_path
     from vllm_chatterbox.params import check_seed, check_timesteps
     from vllm_chatterbox.voice.audio import load_audio
     from vllm_chatterbox.voice.voice import Voice
@@ -233,18 +233,27 @@ def cmd_convert(args) -> None:
         load_audio(voice)
 
     converter = VoiceConverter.from_files(files, s3gen_dtype=args.s3gen_dtype)
-    if args.stream:
-        samples = _write_streaming(converter.convert_stream(source, voice, sample_rate=SOURCE_SAMPLE_RATE,
-                                                            watermark=args.watermark, **options),
-                                   output)
-    else:
-        wav = converter.convert(source, voice, sample_rate=SOURCE_SAMPLE_RATE, watermark=args.watermark, **options)
-        write_audio(output, wav, S3GEN_SAMPLE_RATE)
-        samples = len(wav)
+    try:
+        samples = _convert(converter, source, voice, options, output, args.watermark, args.stream)
+    finally:
+        converter.close()
     logger.info("wrote %s (%.2f s of audio from %.2f s of source)", output, samples / S3GEN_SAMPLE_RATE,
                 len(source) / SOURCE_SAMPLE_RATE)
     if args.model is None:
         logger.warning("reminder: %s was made with random weights (noise, not speech)", output)
+
+
+def _convert(converter, source, voice, options: dict, output: Path, watermark: bool, stream: bool) -> int:
+    from vllm_chatterbox.conversion.source import SOURCE_SAMPLE_RATE
+    from vllm_chatterbox.outputs import write_audio
+
+    if stream:
+        return _write_streaming(converter.convert_stream(source, voice, sample_rate=SOURCE_SAMPLE_RATE,
+                                                         watermark=watermark, **options),
+                                output)
+    wav = converter.convert(source, voice, sample_rate=SOURCE_SAMPLE_RATE, watermark=watermark, **options)
+    write_audio(output, wav, S3GEN_SAMPLE_RATE)
+    return len(wav)
 
 
 def cmd_voice(args) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,24 @@ class ChatterboxTTS:
         self.t3 = self.variant.t3_client(files, config)
         self.builtin_voice = Voice.load(files.conds).check_dims(config)
         self.t3_engine = T3Engine(self.variant.engine_spec(config), files.t3, **engine_options)
+        # Runs at close() or, for a script that never closes, at interpreter exit while vLLM's
+        # modules still work (its own __del__ would run after they are torn down and print errors).
+        self._finalizer = weakref.finalize(self, _close_parts, self.t3_engine, self.__dict__)
+
+    def close(self) -> None:
+        """Stop the T3 engine (vLLM's engine process) and this model's worker threads; idempotent.
+        Called at interpreter exit for a model that was never closed."""
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def __enter__(self) -> "ChatterboxTTS":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     @classmethod
     def from_dir(cls, path: str | Path, *, multilingual: bool | None = None, version: str | None = None,
@@ -388,6 +407,16 @@ class ChatterboxTTS:
         jobs = [AudioJob(request=r, voice=v, n_timesteps=n, seed=r.params.seed) for r, v, n in zip(requests, voices, steps)]
         for index, tokens, wav in synthesize(self.t3_engine, self.t3, self.s3gen, jobs):
             yield index, self._trim_last_token(wav, len(tokens))
+
+
+def _close_parts(t3_engine: T3Engine, parts: dict) -> None:
+    """Close what a ChatterboxTTS started: the worker threads of the parts made so far
+    (cached properties live in ``parts``, the instance's ``__dict__``), then the engine."""
+    for name in ("_stream_vocoder", "converter"):
+        part = parts.get(name)
+        if part is not None:
+            part.close()
+    t3_engine.shutdown()
 
 
 def _checked_s3gen_dtype(name: str) -> str:

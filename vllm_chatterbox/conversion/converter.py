@@ -304,6 +304,13 @@ class VoiceConverter:
         tokens = self._piece_tokens(job.wav16, job.pieces[index])
         return self.s3gen.inference([tokens], [job.voice], n_timesteps=steps, seeds=[job.seeds[index]])[0]
 
+    def close(self) -> None:
+        """Stop the conversion worker thread (pieces queued for it are cancelled)."""
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
     @property
     def _worker(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._executor_lock:

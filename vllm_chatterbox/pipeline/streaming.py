@@ -67,6 +67,7 @@ class StreamVocoder:
         self._vocode = vocode_stream_chunks
         self._wake = threading.Condition()
         self._pending: dict[int, _Pending] = {}  # by id(state)
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="s3gen-stream-vocoder", daemon=True)
         self._thread.start()
 
@@ -84,6 +85,15 @@ class StreamVocoder:
         with self._wake:
             self._pending.pop(id(state), None)
 
+    def close(self) -> None:
+        """Stop the vocoder thread after the call in progress; queued work is dropped."""
+        with self._wake:
+            self._closed = True
+            self._pending.clear()
+            self._wake.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+
     @property
     def queued_streams(self) -> int:
         """Streams with tokens (or their end) waiting for the vocoder."""
@@ -96,6 +106,8 @@ class StreamVocoder:
                 work = [(entry, *entry.next_piece()) for entry in self._pending.values()]
                 work = [(entry, tokens, last) for entry, tokens, last, ready in work if ready]
                 while not work:
+                    if self._closed:
+                        return
                     self._wake.wait()
                     work = [(entry, *entry.next_piece()) for entry in self._pending.values()]
                     work = [(entry, tokens, last) for entry, tokens, last, ready in work if ready]

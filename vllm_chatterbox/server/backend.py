@@ -129,4 +129,4 @@ class SpeechBackend:
         return await asyncio.to_thread(build)
 
     def close(self) -> None:
-        self.tts.t3_engine.shutdown()
+        self.tts.close()

@@ -10,6 +10,7 @@ waiting request at once with :class:`T3EngineDeadError`.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import concurrent.futures
 import contextlib
@@ -19,7 +20,9 @@ import queue
 import threading
 import json
 import logging
+import multiprocessing
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -69,6 +72,45 @@ def _is_cpu_platform() -> bool:
     return current_platform.is_cpu()
 
 
+MAIN_GUARD_MESSAGE = (
+    "the T3 engine was started at the top level of a script without `if __name__ == \"__main__\":`; "
+    "vLLM starts its engine in a new process that re-runs the script, so put the code that builds the "
+    "model under `if __name__ == \"__main__\":`")
+
+
+def _in_spawned_reimport_of_main() -> bool:
+    """True in a spawned child while it re-runs the parent's script (as ``__mp_main__``)."""
+    main = sys.modules.get("__main__")
+    return multiprocessing.parent_process() is not None and getattr(main, "__name__", None) == "__mp_main__"
+
+
+def _started_outside_main_guard() -> bool:
+    """True when the script being run calls us from its top level outside an
+    ``if __name__ == "__main__":`` block (read from the script's source)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    frame, line = sys._getframe(1), None
+    while frame is not None:
+        if frame.f_globals is getattr(main, "__dict__", None) and frame.f_code.co_name == "<module>":
+            line = frame.f_lineno
+        frame = frame.f_back
+    if line is None or path is None:
+        return False
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return False
+    return not any(_is_main_guard(node) and node.lineno <= line <= node.end_lineno for node in tree.body)
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    names = [node.test.left, *node.test.comparators]
+    return (any(isinstance(n, ast.Name) and n.id == "__name__" for n in names)
+            and any(isinstance(n, ast.Constant) and n.value == "__main__" for n in names))
+
+
 class T3EngineDeadError(RuntimeError):
     """vLLM's engine process is gone; every waiting request fails with this, and so does every
     later one (start a new ChatterboxTTS)."""
@@ -91,6 +133,8 @@ class T3Engine:
                  extra_logits_processors: Iterable[str] = (), after_sampler_processors: Iterable[str] = (),
                  threads: int | None = None,
                  **engine_options):
+        if _in_spawned_reimport_of_main():
+            raise RuntimeError(MAIN_GUARD_MESSAGE)
         self.spec = spec
         self.cfg = spec.cfg
         self.dtype = check_t3_dtype(dtype)
@@ -135,8 +179,10 @@ class T3Engine:
         try:
             with engine_process_environment(self.threads) if on_cpu else contextlib.nullcontext():
                 self.engine = self._run_in_loop(self._start(str(model_dir), options))
-        except BaseException:
+        except BaseException as exc:
             self._stop_loop()
+            if isinstance(exc, Exception) and _started_outside_main_guard():
+                raise RuntimeError(MAIN_GUARD_MESSAGE) from exc
             raise
         self.vllm_config = self.engine.vllm_config
         self.max_model_len: int = self.engine.model_config.max_model_len
