@@ -7,7 +7,7 @@
 #   SKIP_SETUP=1 bash scripts/gpu_check.sh    # use .venv as it is (it must hold the CUDA vLLM)
 #   BUDGET_S=900 bash scripts/gpu_check.sh    # more time for the benchmark
 #
-# Set-up is `VLLM_CHATTERBOX_TARGET=gpu bash scripts/setup.sh` (it needs a package index or
+# Set-up is `VLLM_CHATTERBOX_TARGET=gpu bash scripts/setup.sh --test` (it needs a package index or
 # PIP_FIND_LINKS with the wheels). It is skipped when .venv already has vLLM and torch sees a GPU.
 # The full-size random models are built once under ~/.cache/vllm_chatterbox (bench-full,
 # bench-full-turbo). Every stage has its own time limit, so a slow stage cannot take the others'
@@ -30,7 +30,7 @@ fi
 
 if [ -z "${SKIP_SETUP:-}" ] && ! "$PY" -c "import torch, vllm; assert torch.cuda.is_available()" 2>/dev/null; then
     log "setting up the CUDA path"
-    if ! VLLM_CHATTERBOX_TARGET=gpu timeout 300 bash scripts/setup.sh > "$OUT/setup.log" 2>&1; then
+    if ! VLLM_CHATTERBOX_TARGET=gpu timeout 300 bash scripts/setup.sh --test > "$OUT/setup.log" 2>&1; then
         tail -20 "$OUT/setup.log"; log "set-up failed (log: $OUT/setup.log)"; exit 1
     fi
 fi

@@ -106,8 +106,8 @@ def test_voice_command_writes_a_loadable_voice_without_starting_vllm(tmp_path, t
 
 
 @pytest.mark.parametrize("args,message", [
-    (["speak", "-o", "x.wav"], "give either TEXT or --file"),
-    (["speak", "Hi.", "--file", "t.txt", "-o", "x.wav"], "give either TEXT or --file"),
+    (["speak", "-o", "x.wav"], "give the text to speak as TEXT or --file FILE"),
+    (["speak", "Hi.", "--file", "t.txt", "-o", "x.wav"], "give the text to speak as TEXT or --file FILE"),
     (["speak", "--file", "/nonexistent/chapter.txt", "-o", "x.wav"], "cannot read --file"),
 ])
 def test_speak_errors_are_one_line_and_non_zero(args, message, capsys):
@@ -554,3 +554,79 @@ def test_convert_refuses_a_voice_for_another_model(tmp_path, tiny_dir, capsys, m
     assert cli.main(["convert", str(SOURCE_WAV), "-o", str(tmp_path / "o.wav"), "--model", str(tiny_dir),
                      "--voice", str(tmp_path / "narrow.pt")]) != 0
     assert "prompt_feat must be (1, frames, 80)" in error_line(capsys)
+
+
+def run_cli_fast(*args, timeout=30):
+    """The command as users run it, for errors that must come before any model or vLLM loads."""
+    return subprocess.run([sys.executable, "-m", "vllm_chatterbox.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def busy_port():
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["serve", "--port", "99999"], "--port 99999 is not a port number"),
+    (["serve", "--host", "no-such-host.invalid"], "--host 'no-such-host.invalid' is not an address"),
+    (["serve", "--port", "BUSY"], "port BUSY on 127.0.0.1 is in use"),
+    (["speak", "-o", "OUT/a.wav"], "give the text to speak as TEXT or --file FILE"),
+    (["speak", "hi", "-o", "/nonexistent/a.wav"], "directory /nonexistent does not exist"),
+    (["speak", "hi", "-o", "/proc/x.wav"], "output /proc/x.wav cannot be written"),
+    (["speak", "hi", "-o", "OUT/a.wav", "--voice", "OUT/missing.wav"], "OUT/missing.wav: audio file not found"),
+    (["convert", "OUT/missing.wav", "-o", "OUT/a.wav"], "source OUT/missing.wav: audio file not found"),
+    (["convert", "REF", "-o", "/proc/x.wav"], "output /proc/x.wav cannot be written"),
+    (["convert", "REF", "-o", "OUT/a.wav", "--voice", "OUT"], "is a directory, not a file"),
+    (["voice", "OUT/missing.wav", "-o", "OUT/v.pt"], "audio OUT/missing.wav: audio file not found"),
+    (["voice", "REF", "-o", "/nonexistent/v.pt"], "directory /nonexistent does not exist"),
+])
+def test_bad_arguments_fail_in_one_line_before_anything_loads(tmp_path, busy_port, args, message):
+    def fill(text):
+        return text.replace("OUT", str(tmp_path)).replace("BUSY", str(busy_port)).replace("REF", str(REFERENCE_WAV))
+
+    result = run_cli_fast(*map(fill, args))
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2
+    assert len(err) == 1 and err[0].startswith("vllm-chatterbox: error: "), err
+    assert fill(message) in err[0]
+    assert "serving on" not in result.stderr
+    assert not (tmp_path / "a.wav").exists() and not os.path.exists("/nonexistent")
+
+
+def test_verbose_is_accepted_after_the_command(busy_port):
+    result = run_cli_fast("serve", "-v", "--port", busy_port)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"vllm-chatterbox: error: port {busy_port} on 127.0.0.1 is in use"
+    assert cli.build_parser().parse_args(["speak", "hi", "-o", "a.wav", "--verbose"]).verbose
+    assert cli.build_parser().parse_args(["-v", "speak", "hi", "-o", "a.wav"]).verbose
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = run_cli_fast("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"vllm-chatterbox {version('vllm-chatterbox')}"
+
+
+def test_every_option_is_explained_with_its_default():
+    import argparse
+
+    parser = cli.build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            assert action.help, f"{name} {action.dest} has no help text"
+            scalar_default = action.default not in (None, False, True, argparse.SUPPRESS)
+            if scalar_default and action.option_strings:
+                shown = f"{action.default:g}" if isinstance(action.default, float) else str(action.default)
+                assert "default" in action.help and shown in action.help, f"{name} {action.dest}: {action.help}"
+    help_text = run_cli_fast("serve", "--help").stdout
+    assert "address to listen on (default: 127.0.0.1" in help_text
+    assert "TCP port to listen on (default: 8000)" in help_text

@@ -7,6 +7,7 @@ Errors are one line on stderr and a non-zero exit code.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -74,7 +75,7 @@ def _speak_text(args) -> str:
     from vllm_chatterbox.text import check_text
 
     if (args.text is None) == (args.file is None):
-        raise ValueError("give either TEXT or --file, not both")
+        raise ValueError("give the text to speak as TEXT or --file FILE")
     text = args.text
     if args.file is not None:
         try:
@@ -387,12 +388,96 @@ def ray_application(args: dict):
     return application(settings, load_backend, _ray_scaling(parsed))
 
 
+def _check_listen_address(host: str, port: int) -> None:
+    """A valid port on a host this machine can listen on, and free now: checked before the model loads."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port {port} is not a port number (1 to 65535)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        raise ValueError(f"--host {host!r} is not an address or name of this machine") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # The server sets SO_REUSEADDR as well: a port in TIME_WAIT is not refused here.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ValueError(f"port {port} on {host} is in use") from None
+            raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _check_output_writable(output: str) -> None:
+    """The output's directory exists and the file can be opened for writing (created files are removed)."""
+    path = Path(output).expanduser()
+    if not path.parent.is_dir():
+        raise ValueError(f"output {path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        return  # check_output_path names this mistake
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"output {path} cannot be written: {exc.strerror}") from None
+    if not existed:
+        path.unlink()
+
+
+def _check_input_file(option: str, value: str) -> None:
+    """An input file that exists and can be read, checked before anything is imported or loaded."""
+    path = Path(value).expanduser()
+    if not path.exists():
+        kind = "voice" if path.suffix == ".pt" else "audio"
+        raise ValueError(f"{option} {path}: {kind} file not found")
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a directory, not a file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{option} {path} cannot be read: {exc.strerror}") from None
+
+
+def check_arguments(args) -> None:
+    """The checks that need no model, no vLLM and no audio decoding, run first: an address to
+    listen on, input files that exist, an output that can be written."""
+    if args.command == "serve":
+        _check_listen_address(args.host, args.port)
+    if getattr(args, "voice", None) is not None:
+        _check_input_file("--voice", args.voice)
+    if args.command == "voice":
+        _check_input_file("audio", args.audio)
+    if args.command == "convert":
+        _check_input_file("source", args.source)
+    if getattr(args, "output", None) is not None:
+        _check_output_writable(args.output)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vllm-chatterbox")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vllm-chatterbox", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="show vLLM's logs")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show vLLM's logs and the traceback of an unexpected error")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # -v also after the command (`serve -v`), where the error hint tells users to add it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="show vLLM's logs and the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    speak = sub.add_parser("speak", help="text to a .wav file")
+    speak = sub.add_parser("speak", parents=[verbose], help="text to a .wav file")
     speak.add_argument("text", nargs="?", help="text to speak (or use --file)")
     speak.add_argument("--file", help="a UTF-8 text file to speak (long text is split into chunks)")
     speak.add_argument("-o", "--output", required=True, help="output .wav or .flac (24 kHz, 16-bit)")
@@ -408,10 +493,14 @@ def build_parser() -> argparse.ArgumentParser:
     speak.add_argument("--top-k", type=int, default=None, help="Turbo/Nano only, default 1000")
     speak.add_argument("--min-p", type=float, default=None, help="default 0.05 (Turbo/Nano: ignored)")
     speak.add_argument("--repetition-penalty", type=float, default=None, help="default 1.2")
-    speak.add_argument("--max-new-tokens", type=int, default=None)
+    speak.add_argument("--max-new-tokens", type=int, default=None,
+                       help="most speech tokens per text chunk (25 per second of audio; default: 1000, "
+                            f"demo model: {DEMO_MAX_NEW_TOKENS})")
     speak.add_argument("--n-timesteps", type=int, default=None,
                        help="flow-matching steps of S3Gen (default 10; Turbo/Nano 2)")
-    speak.add_argument("--seed", type=int, default=None)
+    speak.add_argument("--seed", type=int, default=None,
+                       help="random seed: the same seed, text and voice give the same audio "
+                            "(default: none, a new draw each run)")
     speak.add_argument("--watermark", action=argparse.BooleanOptionalAction, default=True,
                        help="mark the audio with Resemble AI's Perth watermark, as the original marks all its "
                             "output (default: on; --no-watermark leaves it unmarked)")
@@ -419,17 +508,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="vocode while T3 decodes and write pieces as they come; logs the time to first audio")
     speak.set_defaults(func=cmd_speak)
 
-    convert = sub.add_parser("convert", help="voice conversion: the speech of SOURCE in another voice, as a .wav "
+    convert = sub.add_parser("convert", parents=[verbose],
+                             help="voice conversion: the speech of SOURCE in another voice, as a .wav "
                                              "file (S3Gen only, no T3 engine)")
     convert.add_argument("source", help="the speech to convert (.wav/.flac/.mp3/.ogg, up to an hour)")
     convert.add_argument("-o", "--output", required=True, help="output .wav or .flac (24 kHz, 16-bit)")
     convert.add_argument("--voice", help="the target voice: reference audio or a saved voice (.pt); default: the "
                                          "model's built-in voice")
-    convert.add_argument("--seed", type=int, default=None)
+    convert.add_argument("--seed", type=int, default=None,
+                         help="random seed of S3Gen's noise (default: none, a new draw each run)")
     convert.add_argument("--n-timesteps", type=int, default=None,
                          help="flow-matching steps of S3Gen (default 10; Turbo/Nano 2)")
     convert.add_argument("--max-piece-seconds", type=float, default=30.0,
-                         help="longer sources are cut at pauses into pieces of at most this (5 to 30 s)")
+                         help="longer sources are cut at pauses into pieces of at most this (5 to 30 s; default: 30)")
     convert.add_argument("--watermark", action=argparse.BooleanOptionalAction, default=True,
                          help="mark the audio with Resemble AI's Perth watermark, as the original marks all its "
                               "output (default: on; --no-watermark leaves it unmarked)")
@@ -443,30 +534,39 @@ def build_parser() -> argparse.ArgumentParser:
                          help="S3Gen precision: float32 (exact, default) or bfloat16")
     convert.set_defaults(func=cmd_convert, multilingual=False, t3_version=None)
 
-    voice = sub.add_parser("voice", help="clone a voice from reference audio into a .pt voice file")
-    voice.add_argument("audio")
+    voice = sub.add_parser("voice", parents=[verbose],
+                           help="clone a voice from reference audio into a .pt voice file")
+    voice.add_argument("audio", help="reference audio of the voice (.wav/.flac/.mp3/.ogg, 5 s or more)")
     voice.add_argument("-o", "--output", required=True, help="output voice file (.pt)")
     voice.add_argument("--exaggeration", type=float, default=0.5,
-                       help="the voice's emotion intensity in [0, 2], used when speaking gives none (Turbo/Nano: unused)")
+                       help="the voice's emotion intensity in [0, 2], used when speaking gives none "
+                            "(default: 0.5; Turbo/Nano: unused)")
     voice.set_defaults(func=cmd_voice)
 
-    serve = sub.add_parser("serve", help="an OpenAI-compatible speech server (/v1/audio/speech, voices, "
+    serve = sub.add_parser("serve", parents=[verbose],
+                           help="an OpenAI-compatible speech server (/v1/audio/speech, voices, "
                                          "streaming, metrics, demo page at /)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default: 8000)")
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health and the "
                                          "demo page (default: $VLLM_CHATTERBOX_API_KEY; unset: no key)")
     serve.add_argument("--voices-dir", help="where uploaded voices are stored (default: the user cache dir)")
-    serve.add_argument("--served-model-name", default="chatterbox", help="the model id clients see")
+    serve.add_argument("--served-model-name", default="chatterbox",
+                       help="the model id clients see (default: chatterbox)")
     serve.add_argument("--max-queue", type=int, default=64,
-                       help="speech requests admitted at once (running + waiting); beyond it 429 + Retry-After")
-    serve.add_argument("--max-input-chars", type=int, default=4096)
-    serve.add_argument("--max-voice-mb", type=float, default=20.0, help="largest voice upload")
-    serve.add_argument("--max-voice-seconds", type=float, default=60.0, help="longest voice reference")
+                       help="speech requests admitted at once (running + waiting); beyond it 429 + "
+                            "Retry-After (default: 64)")
+    serve.add_argument("--max-input-chars", type=int, default=4096,
+                       help="longest text a request may send, in characters (default: 4096)")
+    serve.add_argument("--max-voice-mb", type=float, default=20.0, help="largest voice upload in MiB (default: 20)")
+    serve.add_argument("--max-voice-seconds", type=float, default=60.0,
+                       help="longest voice reference in seconds (default: 60)")
     serve.add_argument("--max-new-tokens", type=int, default=None,
                        help="most speech tokens per text chunk a request may ask for, and the default (demo model: "
                             f"{DEMO_MAX_NEW_TOKENS})")
-    serve.add_argument("--max-model-len", type=int, default=None, help="vLLM context length (engine option)")
+    serve.add_argument("--max-model-len", type=int, default=None, 
+                       help="vLLM context length (engine option; default: the model's, demo model 2048)")
     serve.add_argument("--kv-cache-gib", type=float, default=None,
                        help="vLLM KV cache size on CPU (engine option; default 2)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -496,7 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(fast mode where the CPU/GPU has bf16 units; deviation measured in the README)")
     for command in (speak, voice, serve):
         command.add_argument("--model", help="model directory or hub repo id (default: random demo model)")
-        command.add_argument("--max-num-seqs", type=int, default=None, help="vLLM concurrent sequences")
+        command.add_argument("--max-num-seqs", type=int, default=None,
+                             help="vLLM concurrent sequences (default: vLLM's)")
         command.add_argument("--multilingual", action="store_true",
                              help="the multilingual model (23 languages) for a hub repo id or the demo model "
                                   "(a local directory is recognised by its files)")
@@ -517,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "overlap (many texts or streams)")
 
     detect = sub.add_parser(
-        "detect", help="tell whether audio files carry the Perth watermark",
+        "detect", parents=[verbose], help="tell whether audio files carry the Perth watermark",
         description="Prints one line per file: path, the detector's confidence (0..1) and its verdict, "
                     "'marked' above 0.5 as the original's rounded answer, else 'unmarked' (tab-separated). "
                     "Unreadable files get one error line on stderr. Exit status: 0 every file marked, "
@@ -526,13 +627,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="wav, flac, ogg/opus, mp3 (and aac, m4a, ... when PyAV is installed)")
     detect.set_defaults(func=cmd_detect)
 
-    make = sub.add_parser("make-test-model", help="write a random-weight model in the official layout")
-    make.add_argument("directory")
-    make.add_argument("--size", choices=("tiny", "full"), default="tiny")
-    make.add_argument("--seed", type=int, default=0)
+    make = sub.add_parser("make-test-model", parents=[verbose],
+                          help="write a random-weight model in the official layout")
+    make.add_argument("directory", help="where to write the model (created if missing)")
+    make.add_argument("--size", choices=("tiny", "full"), default="tiny",
+                      help="tiny: a small fast model for tests (default); full: the released model's "
+                           "shapes, for benchmarks")
+    make.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
     make.add_argument("--multilingual", action="store_true", help="the multilingual layout (23 languages)")
     make.add_argument("--variant", choices=("original", "turbo", "nano"), default="original",
-                      help="Chatterbox Turbo / Nano layout (GPT-2 T3, meanflow S3Gen)")
+                      help="Chatterbox Turbo / Nano layout (GPT-2 T3, meanflow S3Gen; default: original)")
     make.set_defaults(func=cmd_make_test_model)
     return parser
 
@@ -540,6 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        check_arguments(args)
+    except ValueError as exc:
+        print(f"vllm-chatterbox: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         logging.getLogger("vllm").setLevel(logging.ERROR)
