@@ -36,6 +36,10 @@ def assert_quiet_exit(result) -> None:
     output = result.stdout + result.stderr
     for alarm in ("Traceback", "ERROR", "Exception ignored"):
         assert alarm not in output, output[-3000:]
+    # Start-up noise a newcomer should not meet (issue 20): vLLM's INFO lines, the deprecation its
+    # Triton dispatcher triggers, torch's C++ NUMA notice.
+    for noise in (" INFO ", "FutureWarning", "NUMA binding"):
+        assert noise not in output, output[-3000:]
 
 
 def error_line(capsys) -> str:

@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from vllm_chatterbox.config import S3GEN_SAMPLE_RATE, T3_DTYPES, CpuThreads
@@ -651,6 +652,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        # C++ warnings of torch / vLLM's kernels (the engine process's NUMA binding notice).
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+        # A deprecation vLLM's Triton dispatcher triggers in torch, harmless; the engine process (spawned)
+        # reads the filter from PYTHONWARNINGS.
+        harmless = "ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning:vllm.triton_utils.dispatcher"
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), harmless)))
+        warnings.filterwarnings("ignore", "`torch.distributed.reduce_op` is deprecated", FutureWarning,
+                                r"vllm\.triton_utils\.dispatcher")
         logging.getLogger("vllm").setLevel(logging.ERROR)
     try:
         status = args.func(args)
