@@ -320,13 +320,17 @@ class T3Engine:
     def iterate_in_loop(self, iterator: AsyncIterator) -> Iterator:
         """Drive an async iterator on the engine's event loop from synchronous code; leaving
         early closes it there."""
+        pending = None
         try:
             while True:
+                pending = asyncio.run_coroutine_threadsafe(_anext(iterator), self._loop)
                 try:
-                    yield self._run_in_loop(_anext(iterator))
+                    yield pending.result()
                 except StopAsyncIteration:
                     return
         finally:
+            if pending is not None and not pending.done():
+                pending.cancel()  # interrupted while waiting (Ctrl-C): the step is still running
             if not self._closed:
                 self._run_in_loop(_aclose(iterator))
 
@@ -416,6 +420,9 @@ async def _anext(iterator: AsyncIterator):
 
 
 async def _aclose(iterator: AsyncIterator) -> None:
+    # A cancelled step of an async generator ends on a later turn of the loop.
+    while getattr(iterator, "ag_running", False):
+        await asyncio.sleep(0.01)
     await iterator.aclose()
 
 
