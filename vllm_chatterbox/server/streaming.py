@@ -88,16 +88,18 @@ def sse(event: dict) -> bytes:
 
 
 def audio_response(first: np.ndarray | None, chunks: AsyncIterator[np.ndarray], slot: Slot, metrics: ServerMetrics,
-                   *, response_format: str, stream_format: str, input_tokens: int) -> StreamingResponse:
+                   *, response_format: str, stream_format: str, input_tokens: int,
+                   headers: dict[str, str] | None = None) -> StreamingResponse:
     """The response that streams ``first`` and then the rest of ``chunks``, encoded as
-    ``response_format``, as audio or (``stream_format="sse"``) as SSE events."""
+    ``response_format``, as audio or (``stream_format="sse"``) as SSE events, with ``headers``."""
     encoder = AudioEncoder(response_format)
     produced = _AudioCount()
     audio = _audio_chunks(first, chunks, slot, produced, metrics)
     if stream_format == "sse":
         return _ClosingStreamingResponse(_sse_events(audio, encoder, produced, input_tokens),
-                                         media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    return _ClosingStreamingResponse(_audio_bytes(audio, encoder), media_type=encoder.content_type)
+                                         media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", **(headers or {})})
+    return _ClosingStreamingResponse(_audio_bytes(audio, encoder), media_type=encoder.content_type, headers=headers)
 
 
 class _AudioCount:

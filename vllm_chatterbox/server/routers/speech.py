@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from vllm_chatterbox.server.dependencies import State, check_model, resolve_voice
+from vllm_chatterbox.server.dependencies import State, check_model, resolve_voice, watermark_headers
 from vllm_chatterbox.server.errors import APIError, engine_dead_error, library_error
 from vllm_chatterbox.server.streaming import ClientDisconnected, audio_response, close_stream, first_chunk
 from vllm_chatterbox.server.voices import BUILTIN_VOICE
@@ -100,4 +100,5 @@ async def create_speech(body: SpeechRequest, request: Request, state: State):
             raise engine_dead_error() from None
         raise
     return audio_response(first, job.chunks, slot, state.metrics, response_format=body.response_format,
-                          stream_format=body.stream_format, input_tokens=job.input_tokens)
+                          stream_format=body.stream_format, input_tokens=job.input_tokens,
+                          headers=watermark_headers(state))
