@@ -21,6 +21,8 @@ MAX_QUEUE = 16
 MAX_NEW_TOKENS = 40  # the server's cap (and default) per text chunk: keeps every request short
 MAX_VOICE_MB = 1.0
 MAX_VOICE_SECONDS = 10.0
+MAX_CONVERT_MB = 1.0  # voice conversion sources and watermark-detection uploads
+MAX_CONVERT_SECONDS = 30.0
 STARTUP_TIMEOUT_S = 900
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -34,8 +36,9 @@ def free_port() -> int:
 class ServerProcess:
     """One ``vllm-chatterbox serve`` process; ``restart`` keeps its model and voices directory."""
 
-    def __init__(self, model_dir: Path, voices_dir: Path, log_dir: Path):
+    def __init__(self, model_dir: Path, voices_dir: Path, log_dir: Path, extra_args: tuple[str, ...] = ()):
         self.model_dir, self.voices_dir, self.log_dir = model_dir, voices_dir, log_dir
+        self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen | None = None
         self.health_statuses: list[tuple[int, str]] = []  # what /health said while starting
         self.starts = 0
@@ -52,8 +55,9 @@ class ServerProcess:
                    "--host", "127.0.0.1", "--port", str(self.port), "--api-key", API_KEY,
                    "--voices-dir", str(self.voices_dir), "--max-queue", str(MAX_QUEUE),
                    "--max-new-tokens", str(MAX_NEW_TOKENS), "--max-voice-mb", str(MAX_VOICE_MB),
-                   "--max-voice-seconds", str(MAX_VOICE_SECONDS), "--max-num-seqs", "16", "--max-model-len", "1024",
-                   "--kv-cache-gib", "0.25"]
+                   "--max-voice-seconds", str(MAX_VOICE_SECONDS), "--max-convert-mb", str(MAX_CONVERT_MB),
+                   "--max-convert-seconds", str(MAX_CONVERT_SECONDS), "--max-num-seqs", "16", "--max-model-len", "1024",
+                   "--kv-cache-gib", "0.25", *self.extra_args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -57,6 +57,7 @@ class SpeechBackend:
         # Building a stream's requests touches caches shared with other callers: one at a time.
         self._prepare_lock = threading.Lock()
         self._voice_lock = threading.Lock()
+        self._converter = None
         self._recent_tokens: collections.deque[tuple[float, int]] = collections.deque()
         engine = tts.t3_engine
         metrics.t3_requests_unfinished.set_function(lambda: engine.engine.get_num_unfinished_requests())
@@ -125,7 +126,22 @@ class SpeechBackend:
         """Voice conversion on this model's S3Gen and voice networks (:mod:`vllm_chatterbox.conversion`;
         built on first use)."""
         with self._voice_lock:
-            return self.tts.converter
+            if self._converter is None:
+                self._converter = self.tts.converter
+                self._observe_converter(self._converter)
+            return self._converter
+
+    def _observe_converter(self, converter) -> None:
+        """Count the pieces a conversion stream's worker converts (the converter has no statistics
+        hook; this wraps the call its worker makes)."""
+        convert_piece = converter._convert_piece
+
+        def observed(*args, **kwargs):
+            wav = convert_piece(*args, **kwargs)
+            self.metrics.conversion_pieces.inc()
+            return wav
+
+        converter._convert_piece = observed
 
     def close(self) -> None:
         self.tts.t3_engine.shutdown()

@@ -17,6 +17,7 @@ from vllm_chatterbox.watermark import DETECTION_THRESHOLD, detect_file
 router = APIRouter()
 
 DETECT_PATH = "/v1/audio/watermark/detect"
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 class WatermarkDetection(BaseModel):
@@ -41,9 +42,10 @@ _detections = _Detections()
 async def read_upload(upload: UploadFile | None, request: Request, limit: int, what: str, param: str) -> bytes:
     """The bytes of a multipart upload (or, without one, of a raw body); 413 above ``limit``,
     400 when there is nothing."""
+    content_type = request.headers.get("content-type", "")
     if upload is not None:
         data = await upload.read(limit + 1)
-    elif request.headers.get("content-type", "").startswith("multipart/form-data"):
+    elif content_type.startswith(_FORM_TYPES):  # a form (already read) without the file
         data = b""
     else:
         data = await request.body()
