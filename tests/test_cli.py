@@ -515,7 +515,6 @@ def _write(path, samples, rate=16000):
     (lambda d: SOURCE_WAV, ["--seed", "-1"], "seed must be"),
     (lambda d: SOURCE_WAV, ["--n-timesteps", "0"], "n_timesteps"),
     (lambda d: SOURCE_WAV, ["--max-piece-seconds", "2"], "max_piece_seconds"),
-    (lambda d: SOURCE_WAV, ["--stream", "--watermark"], "cannot be combined with --stream"),
     (lambda d: SOURCE_WAV, ["--voice", "nowhere.wav"], "audio file not found"),
     (lambda d: SOURCE_WAV, ["--voice", "nowhere.pt"], "voice file not found"),
 ])

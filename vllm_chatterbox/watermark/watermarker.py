@@ -27,7 +27,7 @@ from vllm_chatterbox.config import PerthConfig
 from vllm_chatterbox.voice.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from vllm_chatterbox.watermark.network import PerthNet, load_perth_net
 from vllm_chatterbox.watermark.spectral import Spectrogram, resample_for_detection, resample_for_marking
-from vllm_chatterbox.watermark.streaming import StreamMarker
+from vllm_chatterbox.watermark.streaming import LOOKAHEAD_S, StreamMarker
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ class PerthWatermarker:
         samples, rate = check_audio(audio, sample_rate)
         if samples.size <= WHOLE_S * rate or not StreamMarker.takes(self.config, rate):
             return self.mark_whole(samples, rate)
-        marker = StreamMarker(self, rate)
+        # A file is not a stream: its first window gets the full look-ahead too (the stream's
+        # shorter first look-ahead trades exactness at one junction for an earlier first piece).
+        marker = StreamMarker(self, rate, first_lookahead_s=LOOKAHEAD_S)
         step = int(WHOLE_S * rate) - marker.context - marker.lookahead
         pieces = [marker.feed(samples[start:start + step]) for start in range(0, samples.size, step)]
         pieces.append(marker.feed(samples[:0], final=True))
