@@ -56,10 +56,10 @@ def as_pcm(wav: np.ndarray) -> np.ndarray:
 
 def assert_close_pcm(served: np.ndarray, expected: np.ndarray) -> None:
     """Equal to the library's audio but for float rounding the watermark amplifies (see
-    tests/server/test_streaming.py): at most two 16-bit steps, in a few % of the samples."""
+    tests/server/test_streaming.py): at most two 16-bit steps, in under 10 % of the samples."""
     assert expected.size > 0 and served.size == expected.size, (served.size, expected.size)
     difference = np.abs(served.astype(np.int32) - expected.astype(np.int32))
-    assert difference.max() <= 2 and np.count_nonzero(difference) < 0.05 * served.size, difference.max()
+    assert difference.max() <= 2 and np.count_nonzero(difference) < 0.1 * served.size, difference.max()
 
 
 def test_one_shot_equals_the_library(http, converter):
