@@ -8,6 +8,7 @@ from safetensors import safe_open
 
 from tests.paths import FIXTURE_CKPT
 from vllm_chatterbox.config import ChatterboxConfig
+from vllm_chatterbox import demo_model
 from vllm_chatterbox.demo_model import make_test_model
 from vllm_chatterbox.model_files import ModelFiles
 from vllm_chatterbox.voice.voice import Voice
@@ -99,3 +100,15 @@ def test_cached_model_is_built_atomically_and_verified_on_use(tmp_path, monkeypa
         demo_model.verify_model_dir(directory)
         assert (directory / "conds.pt").read_bytes() == conds
         assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["demo-tiny"]
+
+
+def test_random_weight_models_say_so(tmp_path, tiny_model):
+    """make_test_model marks its models (the server's demo page then warns: noise, not speech);
+    a demo model cached before the marker existed is rebuilt with it."""
+    assert demo_model.is_random_weight_model(tiny_model)
+    assert not demo_model.is_random_weight_model(FIXTURE_CKPT)
+    cached = demo_model.cached_test_model(tmp_path / "demo")
+    (cached / demo_model.RANDOM_WEIGHTS_MARKER).unlink()
+    with pytest.raises(ValueError, match="random_weights.json is missing"):
+        demo_model.verify_model_dir(cached)
+    assert demo_model.is_random_weight_model(demo_model.cached_test_model(tmp_path / "demo"))

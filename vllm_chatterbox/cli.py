@@ -292,10 +292,11 @@ def cmd_make_test_model(args) -> None:
     logger.info("wrote a random-weight %s%s model to %s", args.size, kind, args.directory)
 
 
-def cmd_serve(args) -> None:
-    from vllm_chatterbox.server.backend import SpeechBackend
+def _server_setup(args):
+    """The server's settings and its backend loader (run where the engine lives: this process, or
+    each Ray replica, which gets the loader pickled)."""
     from vllm_chatterbox.config import cache_root
-    from vllm_chatterbox.server.run import run_server
+    from vllm_chatterbox.server.backend import SpeechBackend
     from vllm_chatterbox.server.settings import ServerSettings
     from vllm_chatterbox.tts import ChatterboxTTS
 
@@ -325,9 +326,62 @@ def cmd_serve(args) -> None:
         cap = args.max_new_tokens or (DEMO_MAX_NEW_TOKENS if args.model is None else None)
         return SpeechBackend(tts, metrics, max_new_tokens=cap, watermark=settings.watermark)
 
+    return settings, load_backend
+
+
+def _ray_scaling(args):
+    try:
+        from vllm_chatterbox.server.ray_serve import RayScaling
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray" and not (exc.name or "").startswith("ray."):
+            raise
+        raise ImportError("serve --ray needs Ray Serve: pip install 'vllm-chatterbox[ray]'") from None
+
+    return RayScaling(replicas=args.replicas, min_replicas=args.min_replicas, max_replicas=args.max_replicas,
+                      target_ongoing_requests=args.target_ongoing_requests, num_cpus=args.replica_cpus,
+                      num_gpus=args.replica_gpus, max_queued_requests=args.max_queued or args.max_queue)
+
+
+def cmd_serve(args) -> None:
+    import logging.config
+
+    from vllm_chatterbox.server.logs import log_config
+
+    logging.config.dictConfig(log_config(args.log_format))  # every line of the server in one format
+    settings, load_backend = _server_setup(args)
+    if args.ray:
+        from vllm_chatterbox.server.ray_serve import run_on_ray
+
+        scaling = _ray_scaling(args)
+        run_on_ray(settings, load_backend, scaling, host=args.host, port=args.port, address=args.ray_address)
+        return
+    from vllm_chatterbox.server.run import run_server
+
     logger.info("serving on http://%s:%d (the engine loads in the background; /health says when it is ready)",
                 args.host, args.port)
-    run_server(settings, load_backend, host=args.host, port=args.port)
+    run_server(settings, load_backend, host=args.host, port=args.port, log_format=args.log_format)
+
+
+def ray_application(args: dict):
+    """Ray Serve's application builder for config files (``import_path:
+    vllm_chatterbox.cli:ray_application``): ``args`` are ``vllm-chatterbox serve``'s options by
+    their long names (``voices_dir: /shared/voices``, ``max_queue: 16``, a flag as ``true``); the
+    config file's ``deployments:`` entry (name ``Chatterbox``) may override Ray's options."""
+    from vllm_chatterbox.server.ray_serve import application
+
+    flags = ["serve", "--ray"]
+    for name, value in (args or {}).items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value not in (False, None):
+            flags += [flag, str(value)]
+    try:
+        parsed = build_parser().parse_args(flags)
+    except SystemExit:  # argparse has printed why; Ray shows this instead of a bare exit
+        raise ValueError(f"ray_application: bad args {args!r} (see the message above)") from None
+    settings, load_backend = _server_setup(parsed)
+    return application(settings, load_backend, _ray_scaling(parsed))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -421,6 +475,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-model-len", type=int, default=None, help="vLLM context length (engine option)")
     serve.add_argument("--kv-cache-gib", type=float, default=None,
                        help="vLLM KV cache size on CPU (engine option; default 2)")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text",
+                       help="text: uvicorn's format; json: one JSON object per line (log pipelines); either way "
+                            "one access line per request")
+    ray = serve.add_argument_group("Ray Serve (pip install 'vllm-chatterbox[ray]')")
+    ray.add_argument("--ray", action="store_true",
+                     help="serve through Ray Serve: replicas of this server, one model each, behind Ray's proxy on "
+                          "--host/--port (a local Ray, or the cluster at --ray-address / $RAY_ADDRESS)")
+    ray.add_argument("--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else local)")
+    ray.add_argument("--replicas", type=int, default=1, help="replicas (each loads its own model)")
+    ray.add_argument("--min-replicas", type=int, default=None, help="autoscale from this many replicas ...")
+    ray.add_argument("--max-replicas", type=int, default=None, help="... up to this many")
+    ray.add_argument("--target-ongoing-requests", type=float, default=2.0,
+                     help="autoscaling: speech requests per replica to aim for")
+    ray.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica")
+    ray.add_argument("--replica-gpus", type=float, default=0.0, help="GPUs Ray reserves per replica (1 on a GPU "
+                                                                     "cluster: one replica per GPU)")
+    ray.add_argument("--max-queued", type=int, default=None,
+                     help="requests Ray's proxy holds once every replica has --max-queue; beyond, 429 + "
+                          "Retry-After (default: --max-queue)")
     serve.set_defaults(func=cmd_serve)
 
     for command in (speak, serve):

@@ -41,6 +41,8 @@ SIZES = ("tiny", "full")
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 
 
+# Written beside every random-weight model's files.
+RANDOM_WEIGHTS_MARKER = "random_weights.json"
 # Turbo's paralinguistic tags (added tokens of its GPT-2 tokenizer).
 TURBO_TAGS = ("[angry]", "[fear]", "[surprised]", "[whispering]", "[advertisement]", "[dramatic]", "[narration]",
               "[crying]", "[happy]", "[sarcastic]", "[clear throat]", "[sigh]", "[shush]", "[cough]", "[groan]",
@@ -202,7 +204,9 @@ def make_test_model(directory: str | Path, size: str = "tiny", seed: int = 0, mu
     if variant != "original":
         if multilingual:
             raise ValueError(f"the {variant} model is English only")
-        return _make_turbo_model(Path(directory), config, size, seed, variant)
+        directory = _make_turbo_model(Path(directory), config, size, seed, variant)
+        _write_marker(directory, size, seed, multilingual, variant)
+        return directory
     if multilingual:
         config = dataclasses.replace(
             config, t3=dataclasses.replace(config.t3, text_vocab_size=MULTILINGUAL_TEXT_VOCAB_SIZE))
@@ -231,7 +235,19 @@ def make_test_model(directory: str | Path, size: str = "tiny", seed: int = 0, mu
         shutil.copyfile(PACKAGE_DATA / "en_tokenizer.json", directory / "tokenizer.json")
     if size != "full":
         config.save(directory)
+    _write_marker(directory, size, seed, multilingual, variant)
     return directory
+
+
+def is_random_weight_model(directory: str | Path) -> bool:
+    """Whether ``directory`` was written by :func:`make_test_model` (its speech is noise)."""
+    return (Path(directory) / RANDOM_WEIGHTS_MARKER).is_file()
+
+
+def _write_marker(directory: Path, size: str, seed: int, multilingual: bool, variant: str) -> None:
+    # Tells servers and tools that this model's output is noise (the demo page says so).
+    (directory / RANDOM_WEIGHTS_MARKER).write_text(json.dumps(
+        {"random_weights": True, "size": size, "seed": seed, "multilingual": multilingual, "variant": variant}))
 
 
 def _make_turbo_model(directory: Path, config: ChatterboxConfig, size: str, seed: int, variant: str) -> Path:
@@ -291,6 +307,8 @@ def verify_model_dir(directory: Path, multilingual: bool = False, variant: str =
 
     files = ModelFiles.from_dir(directory, multilingual=multilingual, variant=variant)
     files.check_readable()
+    if not is_random_weight_model(directory):
+        raise ValueError(f"{directory}: {RANDOM_WEIGHTS_MARKER} is missing")
     ChatterboxConfig.for_model_dir(directory)
     if not files.is_turbo:
         (MultilingualTokenizer if multilingual else EnglishTokenizer).from_file(files.tokenizer)

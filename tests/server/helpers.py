@@ -36,11 +36,14 @@ def free_port() -> int:
 class ServerProcess:
     """One ``vllm-chatterbox serve`` process; ``restart`` keeps its model and voices directory."""
 
-    def __init__(self, model_dir: Path, voices_dir: Path, log_dir: Path, extra_args: tuple[str, ...] = ()):
+    def __init__(self, model_dir: Path, voices_dir: Path, log_dir: Path, extra_args: tuple[str, ...] = (),
+                 model_name: str = "chatterbox"):
         self.model_dir, self.voices_dir, self.log_dir = model_dir, voices_dir, log_dir
-        self.extra_args = tuple(extra_args)
+        self.extra_args, self.model_name = tuple(extra_args), model_name
         self.process: subprocess.Popen | None = None
         self.health_statuses: list[tuple[int, str]] = []  # what /health said while starting
+        # For each of those polls: whether the log held the "ready" line before it was sent.
+        self.ready_logged_before_poll: list[bool] = []
         self.starts = 0
 
     @property
@@ -61,17 +64,19 @@ class ServerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.health_statuses = []
+        self.health_statuses, self.ready_logged_before_poll = [], []
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
+            ready_logged = bool(self.ready_lines())
             try:
                 response = httpx.get(f"{self.url}/health", timeout=5)
             except httpx.TransportError:
                 time.sleep(0.5)
                 continue
             self.health_statuses.append((response.status_code, response.json().get("status")))
+            self.ready_logged_before_poll.append(ready_logged)
             if response.status_code == 200:
                 return
             time.sleep(1)
@@ -96,6 +101,12 @@ class ServerProcess:
 
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text(errors="replace").splitlines()
+
+    def ready_lines(self) -> list[str]:
+        return [line for line in self.log_lines() if "ready: http://" in line]
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,6 +1,7 @@
 """Encoders of every response_format, without a server: streamed chunks form one valid file."""
 
 import io
+import struct
 
 import av
 import numpy as np
@@ -78,3 +79,22 @@ def test_empty_audio(response_format):
 def test_unknown_format_is_a_clear_error():
     with pytest.raises(ValueError, match="response_format must be one of"):
         AudioEncoder("ogg")
+
+
+@pytest.mark.parametrize("response_format", RESPONSE_FORMATS)
+def test_whole_file_encoding(response_format):
+    """stream=False: nothing leaves before finish(), which returns the file whole; a wav names its
+    real sizes (not the streaming 0xFFFFFFFF)."""
+    audio = tone(0.7)
+    encoder = AudioEncoder(response_format, stream=False)
+    assert [encoder.encode(chunk) for chunk in np.array_split(audio, 5)] == [b""] * 5
+    data = encoder.finish()
+    samples, _ = decode(data, response_format)
+    assert samples.size > 0
+    if response_format == "wav":
+        riff_size, = struct.unpack("<I", data[4:8])
+        data_size, = struct.unpack("<I", data[40:44])
+        assert (riff_size, data_size) == (len(data) - 8, 2 * audio.size)
+        assert data[44:] == pcm16(audio)
+    if response_format in ("pcm", "wav", "flac"):
+        np.testing.assert_array_equal(samples, np.frombuffer(pcm16(audio), dtype="<i2") / np.float32(32768))

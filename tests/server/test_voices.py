@@ -22,7 +22,8 @@ def test_voice_lifecycle(server, http, reference_audio):
     created = upload(http, "narrator", reference_audio, exaggeration="0.7")
     assert created.status_code == 201, created.text
     assert created.json() | {"created_at": 0} == {"id": "narrator", "object": "audio.voice", "name": "narrator",
-                                                   "created_at": 0, "exaggeration": 0.7, "builtin": False}
+                                                   "created_at": 0, "type": "audio_sample", "exaggeration": 0.7,
+                                                   "builtin": False}
     # Stored in the official conds.pt format, loadable by the library.
     path = server.voices_dir / "narrator.pt"
     assert set(torch.load(path, weights_only=True)) == {"t3", "gen"}
@@ -46,7 +47,7 @@ def test_voice_lifecycle(server, http, reference_audio):
                                                                 "deleted": True}
     assert_openai_error(http.get("/v1/audio/voices/narrator"), 404)
     assert_openai_error(http.delete("/v1/audio/voices/narrator"), 404)
-    assert_openai_error(speech(http, "Gone?", voice="narrator"), 404, "voice")
+    assert_openai_error(speech(http, "Gone?", voice="narrator"), 400, "voice")
     assert not path.exists()
 
 

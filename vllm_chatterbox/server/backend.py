@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from vllm_chatterbox.config import S3GEN_SAMPLE_RATE
+from vllm_chatterbox.demo_model import is_random_weight_model
 from vllm_chatterbox.params import T3_PARAMETERS, reject_unknown
 from vllm_chatterbox.server.metrics import ServerMetrics
 from vllm_chatterbox.voice.audio import load_audio
@@ -87,6 +88,15 @@ class SpeechBackend:
         span = max(1.0, now - window[0][0])
         self.metrics.t3_tokens_per_second.set(sum(n for _, n in window) / span)
 
+    def model_info(self) -> dict:
+        """What the served model is: its variant, languages, whether its weights are random (the
+        demo model: noise, not speech) and, for Turbo and Nano, the paralinguistic tags its
+        tokenizer knows."""
+        files = self.tts.files
+        return {"variant": files.variant, "multilingual": bool(files.multilingual),
+                "random_weights": is_random_weight_model(files.directory),
+                "paralinguistic_tags": list(self.tts.t3.tokenizer.added_tags) if files.is_turbo else []}
+
     @property
     def engine_dead(self) -> bool:
         """vLLM's engine core has died: nothing more can be served (restart the server)."""
@@ -94,9 +104,10 @@ class SpeechBackend:
 
     # --- validation (in a worker thread; nothing runs yet) -----------------------------------
 
-    def prepare(self, text: str, voice: Voice | None, *, language: str | None = None, **params: Any) -> SpeechJob:
+    def prepare(self, text: str, voice: Voice | None, *, language: str | None = None, watermark: bool = True,
+                **params: Any) -> SpeechJob:
         """Check a request with the library's own checks (ValueError names the problem) and
-        build its stream."""
+        build its stream (``watermark=False``: unmarked, for a caller that marks it later)."""
         reject_unknown({k: v for k, v in params.items() if k not in GENERATION_PARAMETERS}, GENERATION_PARAMETERS)
         params = {k: v for k, v in params.items() if v is not None}
         if self.max_new_tokens is not None:
@@ -105,7 +116,7 @@ class SpeechBackend:
                 raise ValueError(f"max_new_tokens must be at most {self.max_new_tokens} on this server, "
                                  f"got {requested}")
         with self._prepare_lock:
-            chunks = self.tts.astream(text, voice, language=language, watermark=self.watermark, **params)
+            chunks = self.tts.astream(text, voice, language=language, watermark=watermark and self.watermark, **params)
         return SpeechJob(chunks, self.tts.t3.count_text_tokens(text, language))
 
     # --- voices -----------------------------------------------------------------------------

@@ -8,15 +8,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from vllm_chatterbox.server.errors import APIError
+from vllm_chatterbox.server.errors import APIError, shown
 from vllm_chatterbox.server.state import ServerState
 from vllm_chatterbox.server.voices import BUILTIN_VOICE, check_voice_name
 from vllm_chatterbox.voice.voice import Voice
 
 # Model ids OpenAI clients send; all mean the served model.
 OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
-# OpenAI's voice names, which clients often hard-code: a stored voice of that name if there is
-# one, else the built-in voice.
+# OpenAI's voice names, which clients often hard-code: they mean the built-in voice, and no new
+# voice may be stored under them (a voice stored so by an earlier version still takes precedence).
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
                  "marin", "cedar")
 
@@ -50,13 +50,13 @@ def check_model(state: ServerState, model: str | None) -> None:
     """404 unless ``model`` (None: not given) names the served model or one of OpenAI's aliases."""
     served = state.settings.model_name
     if model is not None and model != served and model not in OPENAI_MODEL_ALIASES:
-        raise APIError(404, f"the model {model!r} does not exist; this server serves {served!r}",
+        raise APIError(404, f"the model {shown(model)} does not exist; this server serves {served!r}",
                        param="model", code="model_not_found")
 
 
 def resolve_voice(state: ServerState, name: str) -> Voice | None:
-    """The stored voice of that name, or None for the built-in voice (400 for a bad name, 404 for
-    a name that is neither stored nor one of OpenAI's)."""
+    """The stored voice of that name, or None for the built-in voice (400 for a bad name or a name
+    that is neither stored nor one of OpenAI's)."""
     if name == BUILTIN_VOICE:
         return None
     try:
@@ -67,6 +67,8 @@ def resolve_voice(state: ServerState, name: str) -> Voice | None:
     if stored is None:
         if name in OPENAI_VOICES:
             return None
-        raise APIError(404, f"voice {name!r} not found; see GET /v1/audio/voices", param="voice",
+        # 400 as OpenAI answers an unknown voice (a 404 would read as a wrong URL).
+        raise APIError(400, f"voice {shown(name)} not found: use a stored voice (GET /v1/audio/voices), "
+                            f"{BUILTIN_VOICE!r} or one of OpenAI's voice names for the built-in voice", param="voice",
                        code="voice_not_found")
     return stored

@@ -2,7 +2,9 @@
 
 wav and pcm are 16-bit little-endian PCM converted by soundfile; a streamed wav cannot know its
 length up front, so its RIFF and data sizes are 0xFFFFFFFF ("until the end of the stream"), as
-OpenAI's streamed wav does and as soundfile, Python's ``wave`` and FFmpeg read it. mp3, opus (in
+OpenAI's streamed wav does and as soundfile, Python's ``wave`` and FFmpeg read it. A wav that is
+sent whole (``stream=False``) carries its real sizes, so tools that trust the header (sox) see
+its true length. mp3, opus (in
 Ogg) and aac (ADTS) are encoded by FFmpeg through PyAV, frame by frame. flac is written by
 soundfile once the audio is complete, because a FLAC header names the total length and readers
 such as libsndfile cannot read a FLAC stream whose header leaves it open.
@@ -49,11 +51,19 @@ def pcm16(samples: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def wav_header(data_bytes: int | None, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """A 44-byte mono 16-bit PCM WAV header for ``data_bytes`` of samples; None writes the
+    streaming sizes that say "unknown, read to the end"."""
+    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)
+    riff_size = _UNKNOWN_SIZE if data_bytes is None else 36 + data_bytes
+    data_size = _UNKNOWN_SIZE if data_bytes is None else data_bytes
+    return b"RIFF" + struct.pack("<I", riff_size) + b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt + \
+        b"data" + struct.pack("<I", data_size)
+
+
 def streaming_wav_header(sample_rate: int = SAMPLE_RATE) -> bytes:
     """A 44-byte mono 16-bit PCM WAV header whose sizes say "unknown, read to the end"."""
-    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)
-    return b"RIFF" + struct.pack("<I", _UNKNOWN_SIZE) + b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt + \
-        b"data" + struct.pack("<I", _UNKNOWN_SIZE)
+    return wav_header(None, sample_rate)
 
 
 class _Sink:
@@ -77,15 +87,19 @@ class _Sink:
 
 class AudioEncoder:
     """Encodes consecutive chunks of one stream: ``encode(chunk)`` returns the bytes that are
-    ready (possibly none), ``finish()`` the rest. Concatenated, they form one valid file."""
+    ready (possibly none), ``finish()`` the rest. Concatenated, they form one valid file.
+    With ``stream=False`` everything is kept until ``finish()``, which returns the whole file
+    (a wav then carries its real sizes)."""
 
-    def __init__(self, response_format: str) -> None:
+    def __init__(self, response_format: str, *, stream: bool = True) -> None:
         if response_format not in CONTENT_TYPES:
             raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}")
         self.response_format = response_format
         self.content_type = CONTENT_TYPES[response_format]
+        self.stream = stream
         self._started = False
-        self._pending: list[np.ndarray] = []  # flac: the whole audio
+        self._held: list[bytes] = []  # stream=False: the encoded bytes so far
+        self._pending: list[np.ndarray] = []  # flac, and wav with stream=False: the whole audio
         self._container = None
         if response_format in _PYAV_FORMATS:
             codec, container, options = _PYAV_FORMATS[response_format]
@@ -96,11 +110,16 @@ class AudioEncoder:
 
     def encode(self, samples: np.ndarray) -> bytes:
         samples = np.ascontiguousarray(samples, dtype=np.float32)
-        if self.response_format == "flac":
+        if self.response_format == "flac" or (self.response_format == "wav" and not self.stream):
             self._pending.append(samples)
             return b""
-        if self._container is not None:
-            return self._encode_pyav(samples)
+        data = self._encode_pyav(samples) if self._container is not None else self._encode_pcm(samples)
+        if not self.stream:
+            self._held.append(data)
+            return b""
+        return data
+
+    def _encode_pcm(self, samples: np.ndarray) -> bytes:
         data = pcm16(samples)
         if self.response_format == "wav" and not self._started:
             data = streaming_wav_header() + data
@@ -108,6 +127,13 @@ class AudioEncoder:
         return data
 
     def finish(self) -> bytes:
+        held, self._held = b"".join(self._held), []
+        return held + self._finish()
+
+    def _finish(self) -> bytes:
+        if self.response_format == "wav" and not self.stream:
+            data = pcm16(np.concatenate(self._pending)) if self._pending else b""
+            return wav_header(len(data)) + data
         if self.response_format == "flac":
             audio = np.concatenate(self._pending) if self._pending else np.zeros(0, dtype=np.float32)
             buffer = io.BytesIO()

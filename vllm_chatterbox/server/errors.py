@@ -3,6 +3,7 @@ schema, and the exception handlers that turn anything raised into one (never a t
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Collection
 
@@ -12,6 +13,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
+
+_SHOWN_CHARS = 64
 
 _ERROR_TYPES = {401: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
 
@@ -25,6 +28,16 @@ class APIError(StarletteHTTPException):
         super().__init__(status, message, headers)
         self.message, self.param, self.code = message, param, code
         self.error_type = error_type or _ERROR_TYPES.get(status, "invalid_request_error")
+
+
+def shown(value: object, limit: int = _SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut after ``limit`` characters (a client's 5000-character
+    value is not echoed back whole)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[:limit]}...{size}"
 
 
 def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
@@ -49,6 +62,44 @@ def engine_dead_error() -> APIError:
     return APIError(503, "the engine has died; the server must be restarted (see its log)", code="engine_dead")
 
 
+# What to send instead, by route, when a body has the wrong shape or content type.
+_SPEECH_BODY = ('send a JSON object with Content-Type: application/json, e.g. {"model": "chatterbox", '
+                '"input": "Hello.", "voice": "default"}')
+_VOICE_UPLOAD = ("send multipart/form-data with a 'name' field and the reference audio as a 'file' field "
+                 "(curl -F name=narrator -F file=@reference.wav)")
+# Fields that take one of several shapes: one sentence instead of pydantic's one per shape.
+_FIELD_SHAPES = {"voice": 'must be a voice name (a string such as "default") or {"id": "<name>"}'}
+
+
+def validation_api_error(request: Request, errors: list[dict]) -> APIError:
+    """A 400 that says what to send instead, for FastAPI's validation errors of a request."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if request.url.path == "/v1/audio/voices" and request.method == "POST" and content_type not in (
+            "multipart/form-data", "application/x-www-form-urlencoded"):
+        return APIError(400, f"the voices endpoint takes a form, not {content_type or 'this body'}: {_VOICE_UPLOAD}",
+                        code="invalid_content_type")
+    if first.get("type") == "json_invalid":
+        message = f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'decode error')}); {_SPEECH_BODY}"
+        return APIError(400, message, code="invalid_json")
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    if not loc and first.get("loc", ())[:1] == ("body",):
+        shape = f"the body is not a JSON object ({content_type or 'no Content-Type'})"
+        return APIError(400, f"{shape}: {_SPEECH_BODY}", code="invalid_body")
+    field = loc[0] if loc else None
+    if field in _FIELD_SHAPES:
+        got = json.dumps(first.get("input"), default=str)
+        got = got if len(got) <= _SHOWN_CHARS else f"{got[:_SHOWN_CHARS]}..."
+        return APIError(400, f"{field} {_FIELD_SHAPES[field]}; got {got}", param=field, code="invalid_type")
+    param = ".".join(loc) or None
+    message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    if request.url.path == "/v1/audio/voices":
+        message += f"; {_VOICE_UPLOAD}"
+    return APIError(400, message, param=param, code=first.get("type"))
+
+
 def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -60,17 +111,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-        if first.get("type") == "json_invalid":
-            message = f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'decode error')})"
-            return error_response(APIError(400, message, code="invalid_json"))
-        param = ".".join(loc) or None
-        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        if len(errors) > 1:
-            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-        return error_response(APIError(400, message, param=param, code=first.get("type")))
+        return error_response(validation_api_error(request, exc.errors()))
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception):

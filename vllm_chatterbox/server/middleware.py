@@ -1,11 +1,24 @@
-"""ASGI middleware: request body limits per route, and the count of responses by route and status."""
+"""ASGI middleware: request body limits per route, the count of responses by route and status,
+and the access log."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from vllm_chatterbox.server.errors import APIError, error_response
+from vllm_chatterbox.server.logs import ACCESS_LOGGER, ACCESS_SCOPE_KEY, AccessRecord, access_message
 from vllm_chatterbox.server.metrics import ServerMetrics
+
+
+_access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+def _raw_path(scope) -> str:
+    """An unmatched request's path as sent, percent-encoded (a decoded one could carry a line
+    break into the log), cut to 200 characters."""
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8", "replace")
+    return raw.decode("ascii", "replace")[:200]
 
 
 class _BodyTooLarge(APIError):
@@ -43,7 +56,11 @@ class BodyLimitMiddleware:
 
 
 class RequestMetricsMiddleware:
-    """Counts responses by route template and status code."""
+    """Counts responses by route template and status code, and logs one access line per request
+    once its response has ended (a streamed one when its last byte has left, or its client left):
+    method, route, status, total seconds and, for speech, what the route recorded in its
+    :class:`~vllm_chatterbox.server.logs.AccessRecord` (voice, characters, audio seconds, time
+    to first audio, aborted)."""
 
     def __init__(self, app, metrics: ServerMetrics):
         self.app = app
@@ -53,6 +70,7 @@ class RequestMetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         status = {"code": 500}
+        record = scope[ACCESS_SCOPE_KEY] = AccessRecord()
 
         async def record_send(message):
             if message["type"] == "http.response.start":
@@ -65,3 +83,10 @@ class RequestMetricsMiddleware:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(route=label, status=str(status["code"])).inc()
+            client = scope.get("client")
+            fields = record.fields(client=f"{client[0]}:{client[1]}" if client else "-", method=scope["method"],
+                                   route=label if route is not None else _raw_path(scope), status=status["code"])
+            # 503 is expected while the engine loads (and says so in the body): a warning, not an error.
+            code = status["code"]
+            level = logging.INFO if code < 500 else logging.WARNING if code == 503 else logging.ERROR
+            _access_log.log(level, "%s", access_message(fields), extra={"access": fields})

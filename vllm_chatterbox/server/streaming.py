@@ -88,11 +88,12 @@ def sse(event: dict) -> bytes:
 
 
 def audio_response(first: np.ndarray | None, chunks: AsyncIterator[np.ndarray], slot: Slot, metrics: ServerMetrics,
-                   *, response_format: str, stream_format: str, input_tokens: int,
+                   *, response_format: str, stream_format: str, input_tokens: int, stream: bool = True,
                    headers: dict[str, str] | None = None) -> StreamingResponse:
     """The response that streams ``first`` and then the rest of ``chunks``, encoded as
-    ``response_format``, as audio or (``stream_format="sse"``) as SSE events, with ``headers``."""
-    encoder = AudioEncoder(response_format)
+    ``response_format``, as audio or (``stream_format="sse"``) as SSE events; with
+    ``stream=False`` the audio leaves as one whole file once complete."""
+    encoder = AudioEncoder(response_format, stream=stream)
     produced = _AudioCount()
     audio = _audio_chunks(first, chunks, slot, produced, metrics)
     if stream_format == "sse":

@@ -4,6 +4,12 @@ Names are plain (letters, digits, ``-`` and ``_``, at most 64), so a name can ne
 the directory. A voice is written to a temporary file in the same directory, flushed to disk and
 then hard-linked to its name, which fails if the name exists: a reader sees the whole voice or
 nothing, and two uploads of one name cannot overwrite each other.
+
+The directory is the only truth: every look-up reads it, so several servers (Ray Serve replicas)
+sharing it on a filesystem they all mount see each other's voices and deletes at once. A loaded
+voice is cached by its file's identity (inode, size, mtime and ctime: a re-created file may reuse
+the inode number and keep the mtime), so a voice deleted and stored again under its name by another
+server is not served stale.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from vllm_chatterbox.server.errors import shown
 from vllm_chatterbox.voice.voice import Voice
 
 VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -38,13 +45,14 @@ class VoiceInfo:
     def to_json(self) -> dict:
         # conds.pt stores exaggeration as float32: report it as it was given (0.7, not 0.69999999).
         return {"id": self.name, "object": "audio.voice", "name": self.name, "created_at": self.created_at,
-                "exaggeration": round(self.exaggeration, 6), "builtin": self.name == BUILTIN_VOICE}
+                "type": "audio_sample", "exaggeration": round(self.exaggeration, 6),
+                "builtin": self.name == BUILTIN_VOICE}
 
 
 def check_voice_name(name: str) -> str:
     if not isinstance(name, str) or not VOICE_NAME.fullmatch(name):
         raise ValueError("voice name must be 1-64 characters: letters, digits, '-' or '_', starting with a letter "
-                         f"or digit; got {name!r}")
+                         f"or digit; got {shown(name)}")
     return name
 
 
@@ -52,7 +60,7 @@ class VoiceStore:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory).expanduser()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._cache: dict[str, tuple[int, Voice]] = {}
+        self._cache: dict[str, tuple[tuple[int, int, int, int], Voice]] = {}
         self._lock = threading.Lock()
 
     def _path(self, name: str) -> Path:
@@ -68,9 +76,12 @@ class VoiceStore:
         """The stored voice, or None if there is none of that name (cached until the file changes)."""
         path = self._path(name)
         try:
-            stamp = path.stat().st_mtime_ns
+            stat = path.stat()
         except FileNotFoundError:
+            with self._lock:
+                self._cache.pop(name, None)  # deleted, here or by another server sharing the directory
             return None
+        stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         with self._lock:
             cached = self._cache.get(name)
             if cached is not None and cached[0] == stamp:

@@ -101,7 +101,9 @@ def _read_file(source, max_seconds: float, what: str) -> tuple[np.ndarray, int]:
                 raise ValueError(f"{name}: {_too_long(frames / rate, max_seconds, what)}")
             data = f.read(dtype="float32", always_2d=True)
     except soundfile.LibsndfileError as exc:
-        raise ValueError(f"{name}: not a readable audio file ({exc})") from None
+        # error_string, not str(exc): that names the handle, e.g. "<_io.BytesIO object at 0x...>".
+        raise ValueError(f"{name}: not a readable audio file ({exc.error_string}); give wav, flac, ogg or "
+                         "mp3") from None
     except RuntimeError as exc:  # older soundfile versions raise plain RuntimeError
         raise ValueError(f"{name}: not a readable audio file ({exc})") from None
     # Mono mix exactly like librosa: mean over channels in float32.

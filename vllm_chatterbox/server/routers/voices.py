@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 
 from vllm_chatterbox.params import check_number
-from vllm_chatterbox.server.dependencies import State
-from vllm_chatterbox.server.errors import APIError
+from vllm_chatterbox.server.dependencies import OPENAI_VOICES, State
+from vllm_chatterbox.server.errors import APIError, shown
 from vllm_chatterbox.server.state import ServerState
 from vllm_chatterbox.server.voices import BUILTIN_VOICE, VoiceExists, check_voice_name
 
@@ -19,7 +19,7 @@ router = APIRouter()
 
 def _builtin_voice(state: ServerState) -> dict:
     return {"id": BUILTIN_VOICE, "object": "audio.voice", "name": BUILTIN_VOICE, "created_at": state.started_at,
-            "exaggeration": None, "builtin": True}
+            "type": "builtin", "exaggeration": None, "builtin": True}
 
 
 def _stored_voice_name(name: str) -> str:
@@ -65,12 +65,23 @@ async def create_voice(
     file: Annotated[UploadFile | None, File(description="reference audio (wav, flac, mp3, ogg)")] = None,
     audio_sample: Annotated[UploadFile | None, File(description="same as file (OpenAI's field name)")] = None,
     exaggeration: Annotated[float, Form(description="emotion intensity stored with the voice, 0-2")] = 0.5,
+    voice_type: Annotated[str, Form(alias="type", description="OpenAI's field: only 'audio_sample' (the "
+                                                              "default)")] = "audio_sample",
 ):
     settings = state.settings
     name = _stored_voice_name(name)
     if name == BUILTIN_VOICE:
         raise APIError(400, f"{BUILTIN_VOICE!r} is the built-in voice; choose another name", param="name",
                        code="invalid_voice_name")
+    if name in OPENAI_VOICES:
+        # A stored voice of that name would silently replace the built-in voice for every client
+        # that hard-codes OpenAI's voice names.
+        raise APIError(400, f"{name!r} is one of OpenAI's voice names, which mean the built-in voice on this server; "
+                            "choose another name", param="name", code="reserved_voice_name")
+    if voice_type != "audio_sample":
+        raise APIError(400, "type must be 'audio_sample' (a voice cloned from reference audio), got "
+                            f"{shown(voice_type)}",
+                       param="type", code="invalid_value")
     if (file is None) == (audio_sample is None):
         raise APIError(400, "send the reference audio as one multipart file field, 'file' (or 'audio_sample')",
                        param="file")
