@@ -316,6 +316,8 @@ def _server_setup(args):
         model_name=args.served_model_name, api_key=args.api_key or os.environ.get("VLLM_CHATTERBOX_API_KEY") or None,
         max_queue=args.max_queue, max_input_chars=args.max_input_chars,
         max_voice_bytes=int(args.max_voice_mb * (1 << 20)), max_voice_seconds=args.max_voice_seconds,
+        max_convert_bytes=int(args.max_convert_mb * (1 << 20)), max_convert_seconds=args.max_convert_seconds,
+        watermark=args.watermark,
     )
     CpuThreads(t3=args.t3_threads, s3gen=args.s3gen_threads)
     options = {name: getattr(args, name) for name in ("max_num_seqs", "max_model_len") if getattr(args, name)}
@@ -324,12 +326,16 @@ def _server_setup(args):
         options["kv_cache_memory_bytes"] = int(args.kv_cache_gib * (1 << 30))
     if args.model is None:
         options.setdefault("max_model_len", 2048)  # the demo model is tiny; keep its KV cache small
+    from vllm_chatterbox.watermark import load_watermarker
+
+    # Marking and the detection endpoint need it: a missing resemble-perth fails here, at once.
+    load_watermarker()
 
     def load_backend(metrics):
         tts = ChatterboxTTS.from_files(_model_files(args.model, args), s3gen_dtype=args.s3gen_dtype, **options)
         # Random weights rarely emit the stop token; the demo keeps each chunk short.
         cap = args.max_new_tokens or (DEMO_MAX_NEW_TOKENS if args.model is None else None)
-        return SpeechBackend(tts, metrics, max_new_tokens=cap)
+        return SpeechBackend(tts, metrics, max_new_tokens=cap, watermark=settings.watermark)
 
     return settings, load_backend
 
@@ -546,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", parents=[verbose],
                            help="an OpenAI-compatible speech server (/v1/audio/speech, voices, "
-                                         "streaming, metrics, demo page at /)")
+                                         "streaming, voice conversion, watermark detection, metrics, "
+                                         "demo page at /)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default: 8000)")
@@ -563,6 +570,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-voice-mb", type=float, default=20.0, help="largest voice upload in MiB (default: 20)")
     serve.add_argument("--max-voice-seconds", type=float, default=60.0,
                        help="longest voice reference in seconds (default: 60)")
+    serve.add_argument("--max-convert-mb", type=float, default=50.0,
+                       help="largest upload to voice conversion (the source) and watermark detection (default: 50)")
+    serve.add_argument("--max-convert-seconds", type=float, default=600.0,
+                       help="longest source for voice conversion and audio for watermark detection (default: 600)")
+    serve.add_argument("--watermark", action=argparse.BooleanOptionalAction, default=True,
+                       help="mark all audio (speech, voice conversion) with Resemble AI's Perth watermark, as "
+                            "the original marks all its output (default: on; --no-watermark leaves it unmarked; "
+                            "clients cannot turn it off)")
     serve.add_argument("--max-new-tokens", type=int, default=None,
                        help="most speech tokens per text chunk a request may ask for, and the default (demo model: "
                             f"{DEMO_MAX_NEW_TOKENS})")

@@ -27,11 +27,12 @@ TURBO_MODEL_NAME = "turbo-tts"
 
 @pytest.fixture(scope="session")
 def turbo_server(turbo_model_dir, tmp_path_factory):
-    """A second server: the original's tiny Turbo checkpoint, served under another name and
-    logging JSON (what an operator with a log pipeline runs)."""
+    """A second server: the original's tiny Turbo checkpoint, served under another name, logging
+    JSON (what an operator with a log pipeline runs) and unmarked (``--no-watermark``)."""
     process = ServerProcess(turbo_model_dir, tmp_path_factory.mktemp("turbo-voices"),
                             tmp_path_factory.mktemp("turbo-server-logs"),
-                            extra_args=("--served-model-name", TURBO_MODEL_NAME, "--log-format", "json"),
+                            extra_args=("--served-model-name", TURBO_MODEL_NAME, "--log-format", "json",
+                                        "--no-watermark"),
                             model_name=TURBO_MODEL_NAME)
     process.start()
     yield process

@@ -21,6 +21,8 @@ MAX_QUEUE = 16
 MAX_NEW_TOKENS = 40  # the server's cap (and default) per text chunk: keeps every request short
 MAX_VOICE_MB = 1.0
 MAX_VOICE_SECONDS = 10.0
+MAX_CONVERT_MB = 1.0  # voice conversion sources and watermark-detection uploads
+MAX_CONVERT_SECONDS = 30.0
 STARTUP_TIMEOUT_S = 900
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -56,7 +58,8 @@ class ServerProcess:
                    "--host", "127.0.0.1", "--port", str(self.port), "--api-key", API_KEY,
                    "--voices-dir", str(self.voices_dir), "--max-queue", str(MAX_QUEUE),
                    "--max-new-tokens", str(MAX_NEW_TOKENS), "--max-voice-mb", str(MAX_VOICE_MB),
-                   "--max-voice-seconds", str(MAX_VOICE_SECONDS), "--max-num-seqs", "16", "--max-model-len", "1024",
+                   "--max-voice-seconds", str(MAX_VOICE_SECONDS), "--max-convert-mb", str(MAX_CONVERT_MB),
+                   "--max-convert-seconds", str(MAX_CONVERT_SECONDS), "--max-num-seqs", "16", "--max-model-len", "1024",
                    "--kv-cache-gib", "0.25", *self.extra_args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log:

@@ -66,7 +66,9 @@ def test_unknown_route_and_method(http):
 
 def test_api_key_guards_every_route_but_health(server):
     for method, path in [("GET", "/v1/models"), ("GET", "/v1/audio/voices"), ("GET", "/metrics"),
-                         ("POST", "/v1/audio/speech"), ("GET", "/openapi.json"), ("DELETE", "/v1/audio/voices/x")]:
+                         ("POST", "/v1/audio/speech"), ("GET", "/openapi.json"), ("DELETE", "/v1/audio/voices/x"),
+                         ("POST", "/v1/speech-to-speech/default"), ("POST", "/v1/speech-to-speech/default/stream"),
+                         ("POST", "/v1/audio/watermark/detect")]:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "test-key"}):
             response = httpx.request(method, server.url + path, headers=headers, json={"input": "Hi."})
             error = assert_openai_error(response, 401)

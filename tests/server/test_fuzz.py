@@ -23,7 +23,9 @@ def operations(server):
 def test_schema_covers_the_api(server):
     labels = {operation.label for operation in operations(server)}
     assert {"POST /v1/audio/speech", "POST /v1/audio/voices", "GET /v1/audio/voices", "GET /v1/audio/voices/{name}",
-            "DELETE /v1/audio/voices/{name}", "GET /v1/models", "GET /v1/models/{model}"} <= labels, labels
+            "DELETE /v1/audio/voices/{name}", "GET /v1/models", "GET /v1/models/{model}",
+            "POST /v1/speech-to-speech/{voice_id}", "POST /v1/speech-to-speech/{voice_id}/stream",
+            "POST /v1/audio/watermark/detect"} <= labels, labels
 
 
 def test_no_server_errors(server):

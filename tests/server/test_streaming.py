@@ -120,23 +120,30 @@ def test_disconnect_mid_stream_aborts_the_request(server):
 
 
 def test_a_turbo_server_streams_audio_and_sse_like_the_python_api(turbo_server, turbo_tts):
-    """The Turbo server (the original's tiny Turbo checkpoint): its pcm stream and its SSE events
-    equal ``ChatterboxTTS.stream`` on the same files and seed, to one 16-bit step (the session
-    Turbo engine of ``tests/conftest.py`` is the Python side)."""
+    """The Turbo server (the original's tiny Turbo checkpoint), the one server started with
+    ``--no-watermark``: its pcm stream and its SSE events equal ``ChatterboxTTS.stream(...,
+    watermark=False)`` on the same files and seed, to one 16-bit step (the session Turbo engine of
+    ``tests/conftest.py`` is the Python side), and its audio responses say
+    ``X-Chatterbox-Watermark: none``."""
     import base64
     import json
 
     text = "Oh [sigh] the cable was loose again, so I fixed it and the lights came back on."
     fields = dict(seed=7, max_new_tokens=30)
-    expected = np.frombuffer(pcm16(np.concatenate(list(turbo_tts.stream(text, **fields)))), dtype="<i2")
+    expected = np.frombuffer(pcm16(np.concatenate(list(turbo_tts.stream(text, watermark=False, **fields)))),
+                             dtype="<i2")
+    marked = np.frombuffer(pcm16(np.concatenate(list(turbo_tts.stream(text, **fields)))), dtype="<i2")
     samples, _, _ = stream_pcm(turbo_server, text, **fields)
     body = {"model": turbo_server.model_name, "input": text, "response_format": "pcm", "stream_format": "sse",
             **fields}
     with turbo_server.client() as http, http.stream("POST", "/v1/audio/speech", json=body) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-chatterbox-watermark"] == "none"
         events = [json.loads(line[len("data: "):]) for line in response.iter_lines() if line.startswith("data: ")]
     assert expected.size > 0 and samples.size == expected.size
     assert np.abs(samples.astype(np.int32) - expected.astype(np.int32)).max() <= 1
+    n = min(samples.size, marked.size)
+    assert np.abs(samples[:n].astype(np.int32) - marked[:n].astype(np.int32)).max() > 2  # the mark is not there
     deltas = [event for event in events if event["type"] == "speech.audio.delta"]
     assert len(deltas) >= 2 and events[-1]["type"] == "speech.audio.done"
     sse = pcm_samples(b"".join(base64.b64decode(event["audio"]) for event in deltas))

@@ -136,3 +136,22 @@ def test_detect_file_takes_a_path_or_the_bytes_a_server_receives(marked_clips, t
         assert detection.seconds == pytest.approx(marked_clips["voice2"].size / RATE)
     with pytest.raises(ValueError, match="audio bytes: not a readable audio file"):
         detect_file(b"certainly not audio" * 10)
+
+
+@pytest.mark.parametrize("response_format", ["wav", "mp3"])
+def test_detect_file_refuses_audio_over_max_seconds(response_format, tmp_path):
+    """wav: refused from its header, before decoding; mp3 (decoded by FFmpeg when libsndfile
+    refuses the container, else by libsndfile): refused as the decoding passes the limit."""
+    from vllm_chatterbox.server.encoding import AudioEncoder
+    from vllm_chatterbox.watermark import detect_file
+
+    noise = np.random.default_rng(1).standard_normal(3 * RATE).astype(np.float32) * 0.1
+    encoder = AudioEncoder(response_format)
+    data = encoder.encode(noise) + encoder.finish()
+    if response_format == "wav":  # the server's streamed wav has no length; write one that has
+        path = tmp_path / "noise.wav"
+        soundfile.write(path, noise, RATE, subtype="PCM_16")
+        data = path.read_bytes()
+    assert detect_file(data, max_seconds=3.5).seconds == pytest.approx(3.0, abs=0.1)
+    with pytest.raises(ValueError, match=r"audio bytes: 3\.\d s of audio or more; at most 2\.0 s are read"):
+        detect_file(data, max_seconds=2.0)

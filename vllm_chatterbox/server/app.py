@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI
 from vllm_chatterbox.server.dependencies import require_api_key
 from vllm_chatterbox.server.errors import add_error_handlers
 from vllm_chatterbox.server.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
-from vllm_chatterbox.server.routers import demo, service, speech, voices
+from vllm_chatterbox.server.routers import conversion, demo, service, speech, voices, watermark
 from vllm_chatterbox.server.settings import ServerSettings
 from vllm_chatterbox.server.state import BackendLoader, ServerState
 
@@ -37,8 +37,20 @@ def create_app(settings: ServerSettings, load_backend: BackendLoader) -> FastAPI
     state = app.state.chatterbox = ServerState(settings, load_backend)
 
     voice_limit = settings.max_voice_bytes + _MULTIPART_ENVELOPE_BYTES
-    app.add_middleware(BodyLimitMiddleware,
-                       limit_for=lambda path: voice_limit if path == "/v1/audio/voices" else MAX_JSON_BODY_BYTES)
+    detect_limit = settings.max_convert_bytes + _MULTIPART_ENVELOPE_BYTES
+    # A conversion may carry a reference clip beside its source.
+    convert_limit = detect_limit + settings.max_voice_bytes
+
+    def limit_for(path: str) -> int:
+        if path == "/v1/audio/voices":
+            return voice_limit
+        if path == watermark.DETECT_PATH:
+            return detect_limit
+        if path.startswith(conversion.CONVERSION_PREFIX):
+            return convert_limit
+        return MAX_JSON_BODY_BYTES
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
     add_error_handlers(app)
 
@@ -48,4 +60,6 @@ def create_app(settings: ServerSettings, load_backend: BackendLoader) -> FastAPI
     app.include_router(service.router, dependencies=keyed)
     app.include_router(speech.router, dependencies=keyed)
     app.include_router(voices.router, dependencies=keyed)
+    app.include_router(conversion.router, dependencies=keyed)
+    app.include_router(watermark.router, dependencies=keyed)
     return app

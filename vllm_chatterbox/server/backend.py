@@ -45,16 +45,20 @@ class SpeechJob:
 class SpeechBackend:
     """Requests to audio on a loaded ``ChatterboxTTS``."""
 
-    def __init__(self, tts, metrics: ServerMetrics, *, max_new_tokens: int | None = None):
+    def __init__(self, tts, metrics: ServerMetrics, *, max_new_tokens: int | None = None, watermark: bool = True):
         """``max_new_tokens``: the operator's cap on speech tokens per text chunk, also the
-        default of requests that do not set it (None: the library's default and range)."""
+        default of requests that do not set it (None: the library's default and range).
+        ``watermark``: mark all speech with Perth's watermark (the operator's choice, not a
+        request's)."""
         self.tts = tts
         self.metrics = metrics
         self.max_new_tokens = max_new_tokens
+        self.watermark = watermark
         self.multilingual = bool(tts.files.multilingual)
         # Building a stream's requests touches caches shared with other callers: one at a time.
         self._prepare_lock = threading.Lock()
         self._voice_lock = threading.Lock()
+        self._converter = None
         self._recent_tokens: collections.deque[tuple[float, int]] = collections.deque()
         engine = tts.t3_engine
         metrics.t3_requests_unfinished.set_function(lambda: engine.engine.get_num_unfinished_requests())
@@ -112,7 +116,7 @@ class SpeechBackend:
                 raise ValueError(f"max_new_tokens must be at most {self.max_new_tokens} on this server, "
                                  f"got {requested}")
         with self._prepare_lock:
-            chunks = self.tts.astream(text, voice, language=language, watermark=watermark, **params)
+            chunks = self.tts.astream(text, voice, language=language, watermark=watermark and self.watermark, **params)
         return SpeechJob(chunks, self.tts.t3.count_text_tokens(text, language))
 
     # --- voices -----------------------------------------------------------------------------
@@ -127,6 +131,28 @@ class SpeechBackend:
                 return self.tts.voice_from_audio(samples, sample_rate, exaggeration=exaggeration)
 
         return await asyncio.to_thread(build)
+
+    @property
+    def converter(self):
+        """Voice conversion on this model's S3Gen and voice networks (:mod:`vllm_chatterbox.conversion`;
+        built on first use)."""
+        with self._voice_lock:
+            if self._converter is None:
+                self._converter = self.tts.converter
+                self._observe_converter(self._converter)
+            return self._converter
+
+    def _observe_converter(self, converter) -> None:
+        """Count the pieces a conversion stream's worker converts (the converter has no statistics
+        hook; this wraps the call its worker makes)."""
+        convert_piece = converter._convert_piece
+
+        def observed(*args, **kwargs):
+            wav = convert_piece(*args, **kwargs)
+            self.metrics.conversion_pieces.inc()
+            return wav
+
+        converter._convert_piece = observed
 
     def close(self) -> None:
         self.tts.close()

@@ -21,6 +21,14 @@ OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "on
                  "marin", "cedar")
 
 
+# Says on every audio response whether it carries Perth's watermark ("perth") or not ("none").
+WATERMARK_HEADER = "X-Chatterbox-Watermark"
+
+
+def watermark_headers(state: ServerState) -> dict[str, str]:
+    return {WATERMARK_HEADER: "perth" if state.settings.watermark else "none"}
+
+
 async def get_state(request: Request) -> ServerState:
     return request.app.state.chatterbox
 

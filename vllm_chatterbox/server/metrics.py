@@ -40,4 +40,7 @@ class ServerMetrics:
         self.s3gen_batch_size = Histogram("chatterbox_s3gen_batch_size", "Streams per batched S3Gen call",
                                           buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         self.engine_ready = Gauge("chatterbox_engine_ready", "1 once the engine has loaded", registry=r)
+        self.conversion_pieces = Counter("chatterbox_conversion_pieces", "Source pieces converted by voice "
+                                         "conversion (a source over max_piece_seconds is cut into pieces)",
+                                         registry=r)
 

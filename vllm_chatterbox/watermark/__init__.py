@@ -60,12 +60,14 @@ class Detection:
     sample_rate: int  # the file's rate
 
 
-def detect_file(source: str | os.PathLike | bytes, *, device: str | torch.device = "cpu") -> Detection:
+def detect_file(source: str | os.PathLike | bytes, *, device: str | torch.device = "cpu",
+                max_seconds: float | None = None) -> Detection:
     """:func:`detect` on an audio file, a path or its bytes (wav, flac, ogg/opus, mp3; aac, m4a and
-    the rest of FFmpeg's formats with PyAV installed); a ValueError names an unreadable file."""
-    from vllm_chatterbox.watermark.files import read_audio_file
+    the rest of FFmpeg's formats with PyAV installed); a ValueError names an unreadable file, or
+    one longer than ``max_seconds`` (default three hours)."""
+    from vllm_chatterbox.watermark.files import MAX_FILE_S, read_audio_file
 
-    samples, rate = read_audio_file(source)
+    samples, rate = read_audio_file(source, max_seconds=MAX_FILE_S if max_seconds is None else max_seconds)
     confidence = detect(samples, rate, device=device)
     return Detection(confidence, is_marked(confidence), samples.size / rate, rate)
 

@@ -14,9 +14,10 @@ import soundfile
 MAX_FILE_S = 3 * 3600.0
 
 
-def read_audio_file(source: str | os.PathLike | bytes) -> tuple[np.ndarray, int]:
+def read_audio_file(source: str | os.PathLike | bytes, *, max_seconds: float = MAX_FILE_S) -> tuple[np.ndarray, int]:
     """(mono float32 samples, rate) of an audio file (a path, or the file's bytes: what a server
-    receives), or a ValueError naming the problem."""
+    receives), or a ValueError naming the problem; a file longer than ``max_seconds`` is refused
+    before it is decoded (libsndfile) or as soon as decoding passes it (FFmpeg)."""
     if isinstance(source, (bytes, bytearray)):
         name, opener = "audio bytes", lambda: io.BytesIO(source)
     else:
@@ -28,10 +29,10 @@ def read_audio_file(source: str | os.PathLike | bytes) -> tuple[np.ndarray, int]
         name, opener = str(path), lambda: str(path)
     try:
         with soundfile.SoundFile(opener()) as f:
-            _check_length(name, f.frames, f.samplerate)
+            _check_length(name, f.frames, f.samplerate, max_seconds)
             data, rate = f.read(dtype="float32", always_2d=True), f.samplerate
     except soundfile.LibsndfileError as exc:
-        decoded = _read_with_pyav(name, opener())
+        decoded = _read_with_pyav(name, opener(), max_seconds)
         if decoded is None:
             raise ValueError(f"{name}: not a readable audio file ({getattr(exc, 'error_string', exc)})") from None
         return decoded
@@ -44,13 +45,17 @@ class _TooLong(ValueError):
     pass
 
 
-def _check_length(name: str, frames: int, rate: int) -> None:
-    if rate > 0 and frames / rate > MAX_FILE_S:
-        raise _TooLong(f"{name}: {frames / rate / 3600:.1f} hours of audio; at most {MAX_FILE_S / 3600:g} are "
-                       "read (cut the file)")
+def _check_length(name: str, frames: int, rate: int, max_seconds: float) -> None:
+    if rate > 0 and frames / rate > max_seconds:
+        raise _TooLong(f"{name}: {_duration(frames / rate)} of audio or more; at most {_duration(max_seconds)} "
+                       "are read (cut the file)")
 
 
-def _read_with_pyav(name: str, source) -> tuple[np.ndarray, int] | None:
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} hours" if seconds >= 3600 else f"{seconds:.1f} s"
+
+
+def _read_with_pyav(name: str, source, max_seconds: float) -> tuple[np.ndarray, int] | None:
     """FFmpeg's decoding of a file libsndfile refused; None when PyAV is missing or FFmpeg fails too."""
     try:
         import av
@@ -68,7 +73,7 @@ def _read_with_pyav(name: str, source) -> tuple[np.ndarray, int] | None:
                 for converted in to_mono.resample(frame):
                     pieces.append(converted.to_ndarray().reshape(-1))
                     frames += pieces[-1].size
-                    _check_length(name, frames, rate)
+                    _check_length(name, frames, rate, max_seconds)
             for converted in to_mono.resample(None):
                 pieces.append(converted.to_ndarray().reshape(-1))
     except _TooLong:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from vllm_chatterbox.server.dependencies import State, check_model, resolve_voice
+from vllm_chatterbox.server.dependencies import State, check_model, resolve_voice, watermark_headers
 from vllm_chatterbox.server.encoding import SAMPLE_RATE
 from vllm_chatterbox.server.errors import APIError, engine_dead_error, library_error
 from vllm_chatterbox.server.logs import ACCESS_SCOPE_KEY, AccessRecord
@@ -118,7 +118,7 @@ async def create_speech(body: SpeechRequest, request: Request, state: State):
     except ValueError as exc:
         raise library_error(exc, SPEECH_PARAMS) from None
     if changed:
-        job.chunks = change_speed(job.chunks, body.speed, load_watermarker())
+        job.chunks = change_speed(job.chunks, body.speed, load_watermarker() if settings.watermark else None)
     try:
         slot = state.admission.admit()
     except APIError:
@@ -143,4 +143,4 @@ async def create_speech(body: SpeechRequest, request: Request, state: State):
     return audio_response(first, job.chunks, slot, state.metrics, response_format=body.response_format,
                           stream_format=body.stream_format or "audio", input_tokens=job.input_tokens,
                           stream=body.streams(),
-                          headers=ignored)
+                          headers={**watermark_headers(state), **(ignored or {})})
