@@ -440,6 +440,35 @@ def test_wav_is_written_atomically(tmp_path, tiny_dir, fake_tts, monkeypatch, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]
 
 
+def test_full_disk_is_one_line_for_speak_and_convert(tmp_path, tiny_dir, fake_tts, monkeypatch, capsys):
+    """A real full file system (a small tmpfs, filled): ``speak -o`` and ``convert -o`` (one-shot
+    and streamed) fail with one line naming the file and the cause, exit 2, and leave nothing."""
+    from tests.storage import fill, small_tmpfs
+    from vllm_chatterbox.conversion import VoiceConverter
+
+    class FakeConverter:
+        def convert(self, source, voice, **options):
+            return np.linspace(-0.5, 0.5, 24000, dtype=np.float32)
+
+        def convert_stream(self, source, voice, **options):
+            yield from np.array_split(self.convert(source, voice), 4)
+
+    monkeypatch.setattr(VoiceConverter, "from_files", lambda *a, **k: FakeConverter())
+    with small_tmpfs(tmp_path / "disk") as disk:
+        filler = fill(disk)
+        out = disk / "out.wav"
+        commands = [["speak", "Hi.", "-o", str(out), "--model", str(tiny_dir)],
+                    ["convert", str(SOURCE_WAV), "-o", str(out), "--model", str(tiny_dir)],
+                    ["convert", str(SOURCE_WAV), "-o", str(out), "--model", str(tiny_dir), "--stream"]]
+        for command in commands:
+            assert cli.main(command) == 2, command
+            assert error_line(capsys).endswith(f"cannot write {out}: No space left on device"), command
+            assert [p.name for p in disk.iterdir()] == [filler.name], command
+        filler.unlink()
+        assert all(cli.main(command) == 0 for command in commands)
+        assert soundfile.info(str(out)).frames == 24000
+
+
 def test_unexpected_errors_are_still_one_line(tmp_path, tiny_dir, monkeypatch, capsys):
     def broken(*args):
         raise KeyError("something unforeseen")
