@@ -52,28 +52,55 @@ def test_speak_without_model_uses_the_demo_model_and_says_so(tmp_path):
     assert is_marked(detect(wav, rate)), "the default output carries the watermark"
 
 
-def test_speak_file_with_model_and_voice(tmp_path, tiny_dir):
+def use_session_engine(monkeypatch, model_dir, tts) -> list:
+    """``speak --model <a session model>`` in this process on that model's session engine
+    (``tests/conftest.py``): the command runs as in its own process, without a 15-50 s engine
+    start of its own (the README command's test still pays one, in a real subprocess). Returns
+    the list of model loads."""
+    loads = []
+
+    def load(files, args):
+        assert files.t3.parent == model_dir, files
+        loads.append(args)
+        return tts
+
+    monkeypatch.setattr(cli, "_load_model", load)
+    return loads
+
+
+@pytest.fixture
+def session_engine(monkeypatch, tts_tiny, tiny_model_dir):
+    return use_session_engine(monkeypatch, tiny_model_dir, tts_tiny)
+
+
+def test_speak_file_with_model_and_voice(tmp_path, tiny_model_dir, session_engine, caplog):
+    caplog.set_level(logging.INFO, logger="vllm_chatterbox")
     text = tmp_path / "chapter.txt"
     text.write_text("The first sentence of the chapter. " * 3 + "And the last one.", encoding="utf-8")
     out = tmp_path / "chapter.wav"
-    result = run_cli("speak", "--file", text, "-o", out, "--model", tiny_dir, "--voice", REFERENCE_WAV,
-                     "--max-new-tokens", 8, "--seed", 3, "--exaggeration", 0.7, "--cfg-weight", 0.3,
-                     "--no-watermark", cache_dir=tmp_path / "cache")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "RANDOM-WEIGHT" not in result.stderr
+    assert cli.main(["speak", "--file", str(text), "-o", str(out), "--model", str(tiny_model_dir),
+                     "--voice", str(REFERENCE_WAV), "--max-new-tokens", "8", "--seed", "3", "--exaggeration", "0.7",
+                     "--cfg-weight", "0.3", "--no-watermark"]) == 0
+    assert len(session_engine) == 1
+    assert "RANDOM-WEIGHT" not in caplog.text
     wav, rate = soundfile.read(out)
     assert rate == 24000 and len(wav) > 0
     assert not is_marked(detect(wav, rate)), "--no-watermark output carries the watermark"
 
 
-@pytest.mark.parametrize("model", ["tiny_dir", "turbo_dir"])
-def test_speak_stream_writes_pieces_and_reports_first_audio(tmp_path, model, request):
+STREAM_ARGS = ["A streamed sentence. And a second one.", "--stream", "--max-new-tokens", "30", "--seed", "2",
+               "--n-timesteps", "2"]
+
+
+@pytest.mark.parametrize("model,engine", [("tiny_model_dir", "tts_tiny"), ("turbo_model_dir", "turbo_tts")])
+def test_speak_stream_writes_pieces_and_reports_first_audio(tmp_path, monkeypatch, request, caplog, model, engine):
+    caplog.set_level(logging.INFO, logger="vllm_chatterbox")
+    directory = request.getfixturevalue(model)
+    loads = use_session_engine(monkeypatch, directory, request.getfixturevalue(engine))
     out = tmp_path / "streamed.flac"
-    result = run_cli("speak", "A streamed sentence. And a second one.", "-o", out, "--model",
-                     request.getfixturevalue(model), "--stream", "--max-new-tokens", 30, "--seed", 2,
-                     "--n-timesteps", 2, cache_dir=tmp_path / "cache")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "time to first audio:" in result.stderr
+    assert cli.main(["speak", *STREAM_ARGS, "-o", str(out), "--model", str(directory)]) == 0
+    assert len(loads) == 1
+    assert "time to first audio:" in caplog.text
     wav, rate = soundfile.read(out)
     assert rate == 24000 and 0 < len(wav) <= 2 * 30 * 960 + 24000
     assert not list(tmp_path.glob(".streamed.flac.*")), "the temporary file was left behind"
