@@ -15,8 +15,9 @@ def model_dir(tiny_model_dir) -> Path:
     return tiny_model_dir
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(model_dir, tmp_path_factory):
+    """Stopped when the last server test has run (its 2-3.5 GB are free for the folders after)."""
     process = ServerProcess(model_dir, tmp_path_factory.mktemp("voices"), tmp_path_factory.mktemp("server-logs"))
     process.start()
     yield process
@@ -29,7 +30,7 @@ def http(server):
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def openai_client(server):
     import openai
 
