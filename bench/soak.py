@@ -368,14 +368,17 @@ class Client:
 # --- the run --------------------------------------------------------------------------------------
 
 def wait_until_idle(url: str, timeout_s: float = 120) -> dict:
-    """Metrics once no speech request is in flight and vLLM has nothing unfinished."""
+    """Metrics once no speech request is in flight and vLLM has nothing unfinished, read twice
+    in a row (a response is counted by route and status just after its slot is released)."""
     deadline = time.monotonic() + timeout_s
+    idle_before = False
     while True:
         metrics = read_metrics(url)
         idle = (metrics.get("chatterbox_speech_requests_in_flight") == 0
                 and metrics.get("chatterbox_t3_requests_unfinished") == 0)
-        if idle or time.monotonic() > deadline:
+        if (idle and idle_before) or time.monotonic() > deadline:
             return metrics
+        idle_before = idle
         time.sleep(0.5)
 
 
