@@ -1,5 +1,6 @@
 """The ``vllm-chatterbox`` command: the README's main job, voices, and one-line errors."""
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -64,28 +65,55 @@ def test_speak_without_model_uses_the_demo_model_and_says_so(tmp_path):
     assert is_marked(detect(wav, rate)), "the default output carries the watermark"
 
 
-def test_speak_file_with_model_and_voice(tmp_path, tiny_dir):
+def use_session_engine(monkeypatch, model_dir, tts) -> list:
+    """``speak --model <a session model>`` in this process on that model's session engine
+    (``tests/conftest.py``): the command runs as in its own process, without a 15-50 s engine
+    start of its own (the README command's test still pays one, in a real subprocess). Returns
+    the list of model loads."""
+    loads = []
+
+    def load(files, args):
+        assert files.t3.parent == model_dir, files
+        loads.append(args)
+        return contextlib.nullcontext(tts)  # speak closes what it loads; the session engine stays up
+
+    monkeypatch.setattr(cli, "_load_model", load)
+    return loads
+
+
+@pytest.fixture
+def session_engine(monkeypatch, tts_tiny, tiny_model_dir):
+    return use_session_engine(monkeypatch, tiny_model_dir, tts_tiny)
+
+
+def test_speak_file_with_model_and_voice(tmp_path, tiny_model_dir, session_engine, caplog):
+    caplog.set_level(logging.INFO, logger="vllm_chatterbox")
     text = tmp_path / "chapter.txt"
     text.write_text("The first sentence of the chapter. " * 3 + "And the last one.", encoding="utf-8")
     out = tmp_path / "chapter.wav"
-    result = run_cli("speak", "--file", text, "-o", out, "--model", tiny_dir, "--voice", REFERENCE_WAV,
-                     "--max-new-tokens", 8, "--seed", 3, "--exaggeration", 0.7, "--cfg-weight", 0.3,
-                     "--no-watermark", cache_dir=tmp_path / "cache")
-    assert_quiet_exit(result)
-    assert "RANDOM-WEIGHT" not in result.stderr
+    assert cli.main(["speak", "--file", str(text), "-o", str(out), "--model", str(tiny_model_dir),
+                     "--voice", str(REFERENCE_WAV), "--max-new-tokens", "8", "--seed", "3", "--exaggeration", "0.7",
+                     "--cfg-weight", "0.3", "--no-watermark"]) == 0
+    assert len(session_engine) == 1
+    assert "RANDOM-WEIGHT" not in caplog.text
     wav, rate = soundfile.read(out)
     assert rate == 24000 and len(wav) > 0
     assert not is_marked(detect(wav, rate)), "--no-watermark output carries the watermark"
 
 
-@pytest.mark.parametrize("model", ["tiny_dir", "turbo_dir"])
-def test_speak_stream_writes_pieces_and_reports_first_audio(tmp_path, model, request):
+STREAM_ARGS = ["A streamed sentence. And a second one.", "--stream", "--max-new-tokens", "30", "--seed", "2",
+               "--n-timesteps", "2"]
+
+
+@pytest.mark.parametrize("model,engine", [("tiny_model_dir", "tts_tiny"), ("turbo_model_dir", "turbo_tts")])
+def test_speak_stream_writes_pieces_and_reports_first_audio(tmp_path, monkeypatch, request, caplog, model, engine):
+    caplog.set_level(logging.INFO, logger="vllm_chatterbox")
+    directory = request.getfixturevalue(model)
+    loads = use_session_engine(monkeypatch, directory, request.getfixturevalue(engine))
     out = tmp_path / "streamed.flac"
-    result = run_cli("speak", "A streamed sentence. And a second one.", "-o", out, "--model",
-                     request.getfixturevalue(model), "--stream", "--max-new-tokens", 30, "--seed", 2,
-                     "--n-timesteps", 2, cache_dir=tmp_path / "cache")
-    assert_quiet_exit(result)
-    assert "time to first audio:" in result.stderr
+    assert cli.main(["speak", *STREAM_ARGS, "-o", str(out), "--model", str(directory)]) == 0
+    assert len(loads) == 1
+    assert "time to first audio:" in caplog.text
     wav, rate = soundfile.read(out)
     assert rate == 24000 and 0 < len(wav) <= 2 * 30 * 960 + 24000
     assert not list(tmp_path.glob(".streamed.flac.*")), "the temporary file was left behind"
@@ -457,6 +485,35 @@ def test_wav_is_written_atomically(tmp_path, tiny_dir, fake_tts, monkeypatch, ca
         assert "No space left on device" in error_line(capsys)
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]
+
+
+def test_full_disk_is_one_line_for_speak_and_convert(tmp_path, tiny_dir, fake_tts, monkeypatch, capsys):
+    """A real full file system (a small tmpfs, filled): ``speak -o`` and ``convert -o`` (one-shot
+    and streamed) fail with one line naming the file and the cause, exit 2, and leave nothing."""
+    from tests.storage import fill, small_tmpfs
+    from vllm_chatterbox.conversion import VoiceConverter
+
+    class FakeConverter:
+        def convert(self, source, voice, **options):
+            return np.linspace(-0.5, 0.5, 24000, dtype=np.float32)
+
+        def convert_stream(self, source, voice, **options):
+            yield from np.array_split(self.convert(source, voice), 4)
+
+    monkeypatch.setattr(VoiceConverter, "from_files", lambda *a, **k: FakeConverter())
+    with small_tmpfs(tmp_path / "disk") as disk:
+        filler = fill(disk)
+        out = disk / "out.wav"
+        commands = [["speak", "Hi.", "-o", str(out), "--model", str(tiny_dir)],
+                    ["convert", str(SOURCE_WAV), "-o", str(out), "--model", str(tiny_dir)],
+                    ["convert", str(SOURCE_WAV), "-o", str(out), "--model", str(tiny_dir), "--stream"]]
+        for command in commands:
+            assert cli.main(command) == 2, command
+            assert error_line(capsys).endswith(f"cannot write {out}: No space left on device"), command
+            assert [p.name for p in disk.iterdir()] == [filler.name], command
+        filler.unlink()
+        assert all(cli.main(command) == 0 for command in commands)
+        assert soundfile.info(str(out)).frames == 24000
 
 
 def test_unexpected_errors_are_still_one_line(tmp_path, tiny_dir, monkeypatch, capsys):

@@ -8,6 +8,7 @@ one that looks valid.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +19,11 @@ import numpy as np
 # Extension -> soundfile format for the waveforms we write (16-bit PCM).
 AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 VOICE_SUFFIXES = (".pt",)
+# Write failures that are the storage's, not the program's: said plainly, naming the file.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+# Below this much free space a failed write by a library that hides the errno (libsndfile, torch)
+# is taken for a full file system.
+_FULL_BYTES = 1 << 20
 
 
 def check_output_path(path: str | Path, suffixes) -> Path:
@@ -48,8 +54,14 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename,
     on any error it is removed and ``path`` is left as it was."""
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + path.suffix, dir=path.parent)
+    except OSError as exc:
+        clear = storage_error(exc, path)
+        if clear is None:
+            raise
+        raise clear from exc
     os.close(handle)
     temporary = Path(name)
     try:
@@ -59,9 +71,35 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         with open(temporary, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
+    except BaseException as exc:
+        clear = storage_error(exc, path)  # before the unlink: the failed file still takes its room
+        with contextlib.suppress(OSError):  # e.g. the file system turned read-only: report the first failure
+            temporary.unlink(missing_ok=True)
+        if clear is not None:
+            raise clear from exc
         raise
+
+
+def storage_error(exc: BaseException, path: Path) -> OSError | None:
+    """An OSError saying plainly why writing ``path`` failed when the storage is at fault (full,
+    over quota, read-only, not permitted), with that errno; None for any other failure."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code not in STORAGE_ERRNOS and isinstance(exc, RuntimeError) and _free_bytes(path.parent) < _FULL_BYTES:
+        code = errno.ENOSPC
+    if code not in STORAGE_ERRNOS:
+        return None
+    error = OSError(f"cannot write {path}: {os.strerror(code)}")
+    error.errno = code
+    return error
+
+
+def _free_bytes(directory: Path) -> int:
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return _FULL_BYTES
+    # root may also use the blocks reserved for it.
+    return (stat.f_bfree if os.geteuid() == 0 else stat.f_bavail) * stat.f_frsize
 
 
 def _umask() -> int:

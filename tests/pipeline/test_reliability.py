@@ -12,6 +12,7 @@ import numpy as np
 import psutil
 import pytest
 
+from tests.conftest import KV_CACHE_BYTES
 from vllm_chatterbox.t3.engine import T3EngineDeadError
 
 TEXTS = ["One small thing.", "Another sentence to say aloud.", "Third.", "A fourth text, a little longer than most."]
@@ -84,7 +85,8 @@ def test_engine_death_is_an_error_not_a_hang(tiny_model_dir):
     from vllm_chatterbox.tts import ChatterboxTTS
 
     before = {p.pid for p in _engine_core_processes()}
-    tts = ChatterboxTTS.from_dir(tiny_model_dir, max_num_seqs=4, max_model_len=1024)
+    tts = ChatterboxTTS.from_dir(tiny_model_dir, max_num_seqs=4, max_model_len=1024,
+                                 kv_cache_memory_bytes=KV_CACHE_BYTES)
     try:
         cores = [p for p in _engine_core_processes() if p.pid not in before]
         assert len(cores) == 1, f"expected one new engine-core process, found {cores}"

@@ -22,10 +22,16 @@ def _collect(tts, text=TEXT, **options) -> list[np.ndarray]:
     return list(tts.stream(text, **{**OPTIONS, **options}))
 
 
-def test_stream_has_the_one_shot_shape_and_sound(tts_tiny):
+@pytest.fixture(scope="module")
+def solo_pieces(tts_tiny) -> list[np.ndarray]:
+    """TEXT streamed with OPTIONS, alone (nothing else running): computed once for the tests below."""
+    return _collect(tts_tiny)
+
+
+def test_stream_has_the_one_shot_shape_and_sound(tts_tiny, solo_pieces):
     """Same text, seed and chunks: the streamed audio has generate_long's exact length and
     stays close to it (pieces see only the tokens so far, so they are not bit-equal)."""
-    pieces = _collect(tts_tiny)
+    pieces = solo_pieces
     assert len(pieces) > 2 and all(p.dtype == np.float32 and p.ndim == 1 for p in pieces)
     streamed = np.concatenate(pieces)
     one_shot = tts_tiny.generate_long(TEXT, progress=False, **OPTIONS)
@@ -34,8 +40,8 @@ def test_stream_has_the_one_shot_shape_and_sound(tts_tiny):
     assert snr > STREAM_SNR_DB, f"streamed vs one-shot SNR {snr:.1f} dB"
 
 
-def test_stream_is_deterministic_alone_or_in_company(tts_tiny):
-    alone = np.concatenate(_collect(tts_tiny))
+def test_stream_is_deterministic_alone_or_in_company(tts_tiny, solo_pieces):
+    alone = np.concatenate(solo_pieces)
     others = ["Another voice speaks at the same time.", "A third one, much longer than the others, keeps going."]
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(_collect, tts_tiny)] + [pool.submit(_collect, tts_tiny, t, seed=9) for t in others]
@@ -47,11 +53,11 @@ def test_stream_is_deterministic_alone_or_in_company(tts_tiny):
     np.testing.assert_allclose(together, alone, atol=1e-6, rtol=0)
 
 
-def test_astream_in_another_event_loop_equals_stream(tts_tiny):
+def test_astream_in_another_event_loop_equals_stream(tts_tiny, solo_pieces):
     async def collect():
         return [piece async for piece in tts_tiny.astream(TEXT, **OPTIONS)]
 
-    np.testing.assert_allclose(np.concatenate(asyncio.run(collect())), np.concatenate(_collect(tts_tiny)),
+    np.testing.assert_allclose(np.concatenate(asyncio.run(collect())), np.concatenate(solo_pieces),
                                atol=1e-6, rtol=0)
 
 

@@ -38,10 +38,16 @@ def test_generate_long_marks_the_joined_audio_once(tts_tiny):
     assert is_marked(detect(marked, 24000)) and not is_marked(detect(plain, 24000))
 
 
-def test_a_marked_stream_is_the_marked_one_shot_audio(tts_tiny):
+@pytest.fixture(scope="module")
+def marked_pieces(tts_tiny) -> list[np.ndarray]:
+    """LONG_TEXT streamed with STREAM_OPTIONS (marked): computed once for the tests below."""
+    return list(tts_tiny.stream(LONG_TEXT, **STREAM_OPTIONS))
+
+
+def test_a_marked_stream_is_the_marked_one_shot_audio(tts_tiny, marked_pieces):
     """The stream is marked piece by piece (StreamMarker) and detected as a whole; it has the
     marked generate_long's length and is close to it."""
-    pieces = list(tts_tiny.stream(LONG_TEXT, **STREAM_OPTIONS))
+    pieces = marked_pieces
     assert len(pieces) > 2
     streamed = np.concatenate(pieces)
     one_shot = tts_tiny.generate_long(LONG_TEXT, progress=False, **STREAM_OPTIONS)
@@ -52,11 +58,11 @@ def test_a_marked_stream_is_the_marked_one_shot_audio(tts_tiny):
     assert unmarked.size >= streamed.size and not is_marked(detect(unmarked, 24000))
 
 
-def test_a_marked_stream_is_deterministic(tts_tiny):
+def test_a_marked_stream_is_deterministic(tts_tiny, marked_pieces):
     """Reruns differ only as marking moves S3Gen's float rounding between runs (1.4e-7
     unmarked): the original's marking amplifies small input differences about 50-200 times
     (a whole-waveform marking of two unmarked runs: 7.4e-6). Measured 2.7e-5, SNR 91 dB."""
-    first = np.concatenate(list(tts_tiny.stream(LONG_TEXT, **STREAM_OPTIONS)))
+    first = np.concatenate(marked_pieces)
     again = np.concatenate(list(tts_tiny.stream(LONG_TEXT, **STREAM_OPTIONS)))
     assert again.shape == first.shape
     np.testing.assert_allclose(again, first, atol=2e-4, rtol=0)

@@ -1,21 +1,23 @@
 """The real server (``python -m vllm_chatterbox.cli serve``) in a subprocess on a free loopback
-port, on a freshly generated tiny random model, shared by all server tests."""
+port, on the session's tiny random model, shared by all server tests."""
 
 from pathlib import Path
 
 import pytest
 
 from tests.server.helpers import API_KEY, ServerProcess, reference_signal, wav_bytes
-from vllm_chatterbox.demo_model import make_test_model
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
-    return make_test_model(tmp_path_factory.mktemp("server-model"), "tiny", seed=0)
+def model_dir(tiny_model_dir) -> Path:
+    """The session's tiny random model (``tests/conftest.py``), so the Python side of a test can
+    use the session engine ``tts_tiny`` on the same files."""
+    return tiny_model_dir
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(model_dir, tmp_path_factory):
+    """Stopped when the last server test has run (its 2-3.5 GB are free for the folders after)."""
     process = ServerProcess(model_dir, tmp_path_factory.mktemp("voices"), tmp_path_factory.mktemp("server-logs"))
     process.start()
     yield process
@@ -45,7 +47,7 @@ def http(server):
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def openai_client(server):
     import openai
 

@@ -37,9 +37,15 @@ class ServerProcess:
     """One ``vllm-chatterbox serve`` process; ``restart`` keeps its model and voices directory."""
 
     def __init__(self, model_dir: Path, voices_dir: Path, log_dir: Path, extra_args: tuple[str, ...] = (),
-                 model_name: str = "chatterbox"):
+                 model_name: str = "chatterbox", **options):
+        """``options`` replace the ``serve`` options below, by name (``max_queue=64`` is ``--max-queue 64``);
+        ``extra_args`` are appended as they are (flags such as ``--no-watermark``)."""
         self.model_dir, self.voices_dir, self.log_dir = model_dir, voices_dir, log_dir
         self.extra_args, self.model_name = tuple(extra_args), model_name
+        self.options = {"max_queue": MAX_QUEUE, "max_new_tokens": MAX_NEW_TOKENS, "max_voice_mb": MAX_VOICE_MB,
+                        "max_voice_seconds": MAX_VOICE_SECONDS, "max_convert_mb": MAX_CONVERT_MB,
+                        "max_convert_seconds": MAX_CONVERT_SECONDS, "max_num_seqs": 16, "max_model_len": 1024,
+                        "kv_cache_gib": 0.25, **options}
         self.process: subprocess.Popen | None = None
         self.health_statuses: list[tuple[int, str]] = []  # what /health said while starting
         # For each of those polls: whether the log held the "ready" line before it was sent.
@@ -56,11 +62,10 @@ class ServerProcess:
         self.log_path = self.log_dir / f"server-{self.starts}.log"
         command = [sys.executable, "-m", "vllm_chatterbox.cli", "serve", "--model", str(self.model_dir),
                    "--host", "127.0.0.1", "--port", str(self.port), "--api-key", API_KEY,
-                   "--voices-dir", str(self.voices_dir), "--max-queue", str(MAX_QUEUE),
-                   "--max-new-tokens", str(MAX_NEW_TOKENS), "--max-voice-mb", str(MAX_VOICE_MB),
-                   "--max-voice-seconds", str(MAX_VOICE_SECONDS), "--max-convert-mb", str(MAX_CONVERT_MB),
-                   "--max-convert-seconds", str(MAX_CONVERT_SECONDS), "--max-num-seqs", "16", "--max-model-len", "1024",
-                   "--kv-cache-gib", "0.25", *self.extra_args]
+                   "--voices-dir", str(self.voices_dir)]
+        for name, value in self.options.items():
+            command += [f"--{name.replace('_', '-')}", str(value)]
+        command += self.extra_args
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -34,13 +34,9 @@ def stream_pcm(server, text: str, **fields) -> tuple[np.ndarray, list[float], fl
 
 
 @pytest.fixture(scope="module")
-def python_api(model_dir):
-    """The Python API on the same model files, in this process."""
-    from vllm_chatterbox.tts import ChatterboxTTS
-
-    tts = ChatterboxTTS.from_dir(model_dir, max_num_seqs=16, max_model_len=1024, kv_cache_memory_bytes=256 << 20)
-    yield tts
-    tts.t3_engine.shutdown()
+def python_api(tts_tiny):
+    """The Python API on the same model files, in this process (the session engine)."""
+    return tts_tiny
 
 
 def test_same_seed_same_samples_as_the_python_api(server, python_api):

@@ -86,6 +86,39 @@ def test_bad_uploads(server, http, reference_audio):
     assert server.is_running()
 
 
+def test_full_or_read_only_voice_storage_is_a_clear_error_and_the_server_keeps_serving(server, http,
+                                                                                       reference_audio):
+    """The voices directory on a small tmpfs, mounted over it for this test: full, an upload is
+    507 (insufficient_storage) and leaves no file; read-only, uploads and deletes are 500
+    saying so; speech goes on throughout. Messages never show the server's paths."""
+    from tests.storage import fill, remount_read_only, small_tmpfs
+
+    fields = {"response_format": "pcm", "max_new_tokens": 8, "n_timesteps": 2}
+    with small_tmpfs(server.voices_dir, size_kib=1024) as voices:
+        filler = fill(voices)
+        response = upload(http, "crowded", reference_audio)
+        error = assert_openai_error(response, 507)
+        assert (error["type"], error["code"]) == ("server_error", "insufficient_storage")
+        assert "voice storage is full" in error["message"] and str(voices) not in response.text
+        assert [p.name for p in voices.iterdir()] == [filler.name]
+        assert_openai_error(http.get("/v1/audio/voices/crowded"), 404)
+        still = speech(http, "Still serving.", **fields)
+        assert still.status_code == 200 and pcm_samples(still.content).size > 0
+
+        filler.unlink()
+        assert upload(http, "kept", reference_audio).status_code == 201
+        remount_read_only(voices)
+        for response in (upload(http, "frozen", reference_audio), http.delete("/v1/audio/voices/kept")):
+            error = assert_openai_error(response, 500)
+            assert error["code"] == "voice_storage_read_only" and "read-only" in error["message"], error
+            assert str(voices) not in response.text
+        assert [p.name for p in voices.iterdir()] == ["kept.pt"]
+        assert http.get("/v1/audio/voices/kept").status_code == 200
+        assert speech(http, "Still serving.", voice="kept", **fields).status_code == 200
+    assert server.is_running()
+    assert "kept" not in [v["id"] for v in http.get("/v1/audio/voices").json()["data"]]  # it lived on the tmpfs
+
+
 def test_voices_survive_a_restart_and_deleted_ones_stay_gone(server, reference_audio):
     with server.client() as http:
         assert upload(http, "keeper", reference_audio).status_code == 201

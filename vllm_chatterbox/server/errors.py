@@ -3,8 +3,10 @@ schema, and the exception handlers that turn anything raised into one (never a t
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 from collections.abc import Collection
 
 from fastapi import FastAPI, Request
@@ -56,6 +58,23 @@ def library_error(exc: ValueError, params: Collection[str]) -> APIError:
     head = message.split(" ", 1)[0].rstrip(":")
     param = head if head in params else ("language" if "language" in message else None)
     return APIError(400, message, param=param, code="invalid_value")
+
+
+def voice_storage_error(exc: OSError, action: str) -> APIError:
+    """The answer when the voices directory refuses a write. A full disk or quota is 507
+    Insufficient Storage (RFC 4918: the server cannot store what the request needs; a 5xx, so
+    clients retry later, once the operator has made room); a read-only or forbidden directory is
+    a misconfiguration the client cannot fix or wait out: 500, saying so. Other I/O errors are
+    500 too. The message names the cause, not the server's paths (they are logged)."""
+    logger.error("voices directory: cannot %s: %s", action, exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return APIError(507, f"cannot {action}: the server's voice storage is full", code="insufficient_storage",
+                        error_type="server_error")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return APIError(500, f"cannot {action}: the server's voice storage is read-only",
+                        code="voice_storage_read_only")
+    cause = f" ({os.strerror(exc.errno)})" if exc.errno else ""
+    return APIError(500, f"cannot {action}: the server's voice storage failed{cause}", code="voice_storage_error")
 
 
 def engine_dead_error() -> APIError:

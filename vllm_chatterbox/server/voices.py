@@ -14,6 +14,7 @@ server is not served stale.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
@@ -103,7 +104,11 @@ class VoiceStore:
         handle, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=SUFFIX, dir=self.directory)
         try:
             with os.fdopen(handle, "wb") as f:
-                torch.save(voice.to_conds_dict(), f)
+                # Serialised in memory, written by Python: a full disk raises OSError(ENOSPC), not
+                # torch's opaque "unexpected pos" RuntimeError.
+                data = io.BytesIO()
+                torch.save(voice.to_conds_dict(), data)
+                f.write(data.getbuffer())
                 f.flush()
                 os.fsync(f.fileno())
             try:

@@ -1,10 +1,12 @@
-"""Shared T3 engines (engine start is slow, so one per configuration per test session)."""
+"""Shared T3 engines (engine start is slow, so one per configuration for the whole folder; they
+stop when its last test has run, freeing their memory for the folders after it)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from tests.conftest import KV_CACHE_BYTES
 from tests.paths import FIXTURE_CKPT
 from reference.recorder import RECORDER
 from vllm_chatterbox.config import tiny_config
@@ -22,17 +24,17 @@ def fixture_model_dir(tmp_path_factory):
     return directory
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tts(fixture_model_dir):
     from vllm_chatterbox.tts import ChatterboxTTS
 
     model = ChatterboxTTS.from_dir(fixture_model_dir, extra_logits_processors=[RECORDER], max_num_seqs=64,
-                                   max_model_len=512)
+                                   max_model_len=512, kv_cache_memory_bytes=KV_CACHE_BYTES)
     yield model
     model.t3_engine.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tts_constrained(fixture_model_dir):
     """Tiny token budget (every prompt is prefilled in chunks) and a KV cache too small for
     the batch, so requests are preempted and recomputed."""
@@ -47,7 +49,7 @@ def tts_constrained(fixture_model_dir):
     model.t3_engine.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tts_bf16(fixture_model_dir):
     """The fast mode: T3 in bfloat16, a small engine of its own."""
     from vllm_chatterbox.tts import ChatterboxTTS

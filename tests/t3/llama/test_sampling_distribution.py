@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from reference.t3 import SAMPLING_ORDER, Perturbation, ReferenceT3, SamplingParams
+from tests.conftest import KV_CACHE_BYTES
 from tests.paths import FIXTURE_CKPT
 from tests.t3.llama.driver import mixed_voices
 from vllm_chatterbox.config import tiny_config
@@ -83,7 +84,7 @@ def tts_processed(flat_model_dir):
     from vllm_chatterbox.tts import ChatterboxTTS
 
     model = ChatterboxTTS.from_dir(flat_model_dir, logprobs_mode="processed_logprobs", max_logprobs=-1,
-                                   max_num_seqs=8, max_model_len=512)
+                                   max_num_seqs=8, max_model_len=512, kv_cache_memory_bytes=KV_CACHE_BYTES)
     yield model
     model.t3_engine.shutdown()
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from vllm_chatterbox.params import check_number
 from vllm_chatterbox.server.dependencies import OPENAI_VOICES, State
-from vllm_chatterbox.server.errors import APIError, shown
+from vllm_chatterbox.server.errors import APIError, shown, voice_storage_error
 from vllm_chatterbox.server.state import ServerState
 from vllm_chatterbox.server.voices import BUILTIN_VOICE, VoiceExists, check_voice_name
 
@@ -53,7 +53,11 @@ async def get_voice(name: str, state: State):
 async def delete_voice(name: str, state: State):
     if name == BUILTIN_VOICE:
         raise APIError(400, "the built-in voice cannot be deleted", param="name", code="builtin_voice")
-    if not state.voices.delete(_stored_voice_name(name)):
+    try:
+        deleted = state.voices.delete(_stored_voice_name(name))
+    except OSError as exc:
+        raise voice_storage_error(exc, f"delete voice {name!r}") from None
+    if not deleted:
         raise APIError(404, f"voice {name!r} not found", param="name", code="voice_not_found")
     return {"id": name, "object": "audio.voice.deleted", "deleted": True}
 
@@ -112,4 +116,6 @@ async def create_voice(
         info = await asyncio.to_thread(state.voices.save, name, voice)
     except VoiceExists:
         raise _voice_exists(name) from None
+    except OSError as exc:
+        raise voice_storage_error(exc, f"store voice {name!r}") from None
     return info.to_json()
