@@ -137,6 +137,25 @@ def test_add_list_and_delete_a_voice(visit, reference_audio):
     assert visit.errors == []
 
 
+def test_convert_a_recording_into_the_chosen_voice(visit, reference_audio):
+    """The "convert" panel (issue 21): a source recording, the voice chosen above, a wav back to
+    play and download."""
+    page = visit.page
+    page.select_option("#voice", "default")
+    page.set_input_files("#convert-file", files=[{"name": "src.wav", "mimeType": "audio/wav",
+                                                  "buffer": reference_audio}])
+    page.click("#convert")
+    page.wait_for_function("document.querySelector('#convert-status').textContent.startsWith('converted') || "
+                           "document.querySelector('#convert-status').classList.contains('error')", timeout=300_000)
+    assert page.text_content("#convert-status").startswith("converted"), page.text_content("#convert-status")
+    assert page.is_visible("#convert-download")
+    header = page.evaluate("async () => [...new Uint8Array(await (await fetch("
+                           "document.querySelector('#convert-download').href)).arrayBuffer())].slice(0, 48)")
+    assert bytes(header[:4]) == b"RIFF" and bytes(header[8:12]) == b"WAVE"
+    assert int.from_bytes(bytes(header[40:44]), "little") > 24000, "less than half a second of audio"
+    assert visit.errors == []
+
+
 def test_a_turbo_server_under_another_name(browser, turbo_server):
     """--served-model-name: the page sends the served name; Turbo's tags insert at the cursor."""
     visit = Visit(browser, turbo_server)
