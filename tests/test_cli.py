@@ -500,6 +500,9 @@ def test_full_disk_is_one_line_for_speak_and_convert(tmp_path, tiny_dir, fake_tt
         def convert_stream(self, source, voice, **options):
             yield from np.array_split(self.convert(source, voice), 4)
 
+        def close(self):
+            pass
+
     monkeypatch.setattr(VoiceConverter, "from_files", lambda *a, **k: FakeConverter())
     with small_tmpfs(tmp_path / "disk") as disk:
         filler = fill(disk)
@@ -574,7 +577,9 @@ def test_convert_stream_with_model_and_voice(tmp_path, tiny_dir, caplog):
     assert cli.main(args + ["-o", str(streamed), "--stream"]) == 0
     assert cli.main(args + ["-o", str(whole)]) == 0
     assert "time to first audio:" in caplog.text and "RANDOM-WEIGHT" not in caplog.text
-    np.testing.assert_array_equal(soundfile.read(streamed)[0], soundfile.read(whole)[0])
+    # The same audio; the watermark's windowed pass over a stream and its pass over the whole file may
+    # round a sample to the neighbouring 16-bit step when torch runs with another thread count.
+    np.testing.assert_allclose(soundfile.read(streamed)[0], soundfile.read(whole)[0], rtol=0, atol=2 ** -15 + 1e-9)
 
 
 def _write(path, samples, rate=16000):
@@ -638,14 +643,14 @@ def busy_port():
     (["serve", "--host", "no-such-host.invalid"], "--host 'no-such-host.invalid' is not an address"),
     (["serve", "--port", "BUSY"], "port BUSY on 127.0.0.1 is in use"),
     (["speak", "-o", "OUT/a.wav"], "give the text to speak as TEXT or --file FILE"),
-    (["speak", "hi", "-o", "/nonexistent/a.wav"], "directory /nonexistent does not exist"),
+    (["speak", "hi", "-o", "OUT/no-such-dir/a.wav"], "directory OUT/no-such-dir does not exist"),
     (["speak", "hi", "-o", "/proc/x.wav"], "output /proc/x.wav cannot be written"),
     (["speak", "hi", "-o", "OUT/a.wav", "--voice", "OUT/missing.wav"], "OUT/missing.wav: audio file not found"),
     (["convert", "OUT/missing.wav", "-o", "OUT/a.wav"], "source OUT/missing.wav: audio file not found"),
     (["convert", "REF", "-o", "/proc/x.wav"], "output /proc/x.wav cannot be written"),
     (["convert", "REF", "-o", "OUT/a.wav", "--voice", "OUT"], "is a directory, not a file"),
     (["voice", "OUT/missing.wav", "-o", "OUT/v.pt"], "audio OUT/missing.wav: audio file not found"),
-    (["voice", "REF", "-o", "/nonexistent/v.pt"], "directory /nonexistent does not exist"),
+    (["voice", "REF", "-o", "OUT/no-such-dir/v.pt"], "directory OUT/no-such-dir does not exist"),
 ])
 def test_bad_arguments_fail_in_one_line_before_anything_loads(tmp_path, busy_port, args, message):
     def fill(text):
@@ -657,7 +662,7 @@ def test_bad_arguments_fail_in_one_line_before_anything_loads(tmp_path, busy_por
     assert len(err) == 1 and err[0].startswith("vllm-chatterbox: error: "), err
     assert fill(message) in err[0]
     assert "serving on" not in result.stderr
-    assert not (tmp_path / "a.wav").exists() and not os.path.exists("/nonexistent")
+    assert not (tmp_path / "a.wav").exists() and not (tmp_path / "no-such-dir").exists()
 
 
 def test_verbose_is_accepted_after_the_command(busy_port):

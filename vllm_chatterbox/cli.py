@@ -586,21 +586,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--kv-cache-gib", type=float, default=None,
                        help="vLLM KV cache size on CPU (engine option; default 2)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
-                       help="text: uvicorn's format; json: one JSON object per line (log pipelines); either way "
-                            "one access line per request")
+                       help="text: uvicorn's format (default); json: one JSON object per line (log pipelines); "
+                            "either way one access line per request")
     ray = serve.add_argument_group("Ray Serve (pip install 'vllm-chatterbox[ray]')")
     ray.add_argument("--ray", action="store_true",
                      help="serve through Ray Serve: replicas of this server, one model each, behind Ray's proxy on "
                           "--host/--port (a local Ray, or the cluster at --ray-address / $RAY_ADDRESS)")
     ray.add_argument("--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else local)")
-    ray.add_argument("--replicas", type=int, default=1, help="replicas (each loads its own model)")
+    ray.add_argument("--replicas", type=int, default=1, help="replicas (each loads its own model; default: 1)")
     ray.add_argument("--min-replicas", type=int, default=None, help="autoscale from this many replicas ...")
     ray.add_argument("--max-replicas", type=int, default=None, help="... up to this many")
     ray.add_argument("--target-ongoing-requests", type=float, default=2.0,
-                     help="autoscaling: speech requests per replica to aim for")
-    ray.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica")
-    ray.add_argument("--replica-gpus", type=float, default=0.0, help="GPUs Ray reserves per replica (1 on a GPU "
-                                                                     "cluster: one replica per GPU)")
+                     help="autoscaling: speech requests per replica to aim for (default: 2)")
+    ray.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica (default: 1)")
+    ray.add_argument("--replica-gpus", type=float, default=0.0, help="GPUs Ray reserves per replica (default: 0; 1 on a "
+                                                                     "GPU cluster: one replica per GPU)")
     ray.add_argument("--max-queued", type=int, default=None,
                      help="requests Ray's proxy holds once every replica has --max-queue; beyond, 429 + "
                           "Retry-After (default: --max-queue)")
@@ -658,8 +658,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vllm_chatterbox.server.logs import StderrHandler
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", handlers=[StderrHandler()])
     try:
         check_arguments(args)
     except ValueError as exc:

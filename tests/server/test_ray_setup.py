@@ -2,6 +2,7 @@
 scaling options are one-line errors before Ray starts, and the plain server never imports Ray."""
 
 import importlib
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -38,13 +39,24 @@ def test_the_config_file_builds_the_application():
         builder({"replicas": "many"})
 
 
+@pytest.fixture
+def root_logging_restored():
+    """``serve`` configures the root logger for the server's one format; a test that runs it in this
+    process must not leave that behind for the tests after it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--min-replicas", "2"], "give both --min-replicas and --max-replicas"),
     (["--min-replicas", "3", "--max-replicas", "2"], "min_replicas <= max_replicas"),
     (["--replicas", "0"], "replicas must be at least 1"),
     (["--replica-gpus", "-1"], "must not be negative"),
 ])
-def test_bad_scaling_options_are_one_line_errors(flags, message, capsys, tmp_path):
+def test_bad_scaling_options_are_one_line_errors(flags, message, capsys, tmp_path, root_logging_restored):
     pytest.importorskip("ray", reason="Ray Serve is the 'ray' extra (installed by scripts/setup.sh)")
     assert main(["serve", "--ray", "--voices-dir", str(tmp_path), *flags]) == 2
     error = capsys.readouterr().err

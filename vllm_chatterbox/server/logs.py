@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -63,6 +64,23 @@ def _text(value) -> str:
     return str(value)
 
 
+class StderrHandler(logging.StreamHandler):
+    """A stream handler on whatever ``sys.stderr`` is when a record is written, not when the handler
+    was made: a caller that swaps stderr for a while (a test's capture, an embedding program) never
+    leaves logging writing to a closed file."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler sets it; the current sys.stderr always wins
+        pass
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time (UTC, ISO 8601), level, logger, message, and an access
     line's fields."""
@@ -86,7 +104,7 @@ def log_config(log_format: str) -> dict:
     else:
         formatter = {"()": "uvicorn.logging.DefaultFormatter", "fmt": "%(levelprefix)s %(message)s",
                      "use_colors": None}
-    handler = {"formatter": "default", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+    handler = {"formatter": "default", "class": f"{__name__}.StderrHandler"}
     return {
         "version": 1,
         "disable_existing_loggers": False,
