@@ -37,9 +37,9 @@ def assert_quiet_exit(result) -> None:
     output = result.stdout + result.stderr
     for alarm in ("Traceback", "ERROR", "Exception ignored"):
         assert alarm not in output, output[-3000:]
-    # Start-up noise a newcomer should not meet (issue 20): vLLM's INFO lines, the deprecation its
-    # Triton dispatcher triggers, torch's C++ NUMA notice.
-    for noise in (" INFO ", "FutureWarning", "NUMA binding"):
+    # Start-up noise a newcomer should not meet (issue 20): vLLM's INFO lines, its Triton notice and
+    # checkpoint loading bars, the deprecation its Triton dispatcher triggers, torch's C++ NUMA notice.
+    for noise in (" INFO ", "Triton", "Loading safetensors", "FutureWarning", "NUMA binding"):
         assert noise not in output, output[-3000:]
 
 

@@ -18,6 +18,13 @@ from vllm_chatterbox.config import S3GEN_SAMPLE_RATE, T3_DTYPES, CpuThreads
 
 logger = logging.getLogger("vllm_chatterbox")
 
+if os.environ.get("VLLM_LOGGING_LEVEL") == "ERROR":
+    # Set by main() unless -v, and inherited by vLLM's engine process, which re-imports this module
+    # before vLLM's own imports: vLLM configures its logging only once the engine's config arrives,
+    # so a warning from those imports ("Triton is installed, but doesn't include CPU backend") would
+    # reach Python's last-resort handler on stderr.
+    logging.getLogger("vllm").setLevel(logging.ERROR)
+
 DEMO_WARNING = (
     "No --model given: using a RANDOM-WEIGHT demo model generated on this machine. "
     "It produces noise, not speech. Pass --model ResembleAI/chatterbox (or a local directory) for real speech."
@@ -69,6 +76,8 @@ def _load_model(files, args):
         options["max_num_seqs"] = args.max_num_seqs
     if args.model is None:
         options["max_model_len"] = 2048  # the demo model is tiny; keep its KV cache small
+    if not args.verbose:
+        options["use_tqdm_on_load"] = False  # vLLM's checkpoint loading bars
     return ChatterboxTTS.from_files(files, s3gen_dtype=args.s3gen_dtype, **options)
 
 
@@ -324,6 +333,8 @@ def _server_setup(args):
     options.update(dtype=args.dtype, t3_threads=args.t3_threads, s3gen_threads=args.s3gen_threads)
     if args.kv_cache_gib:
         options["kv_cache_memory_bytes"] = int(args.kv_cache_gib * (1 << 30))
+    if not args.verbose:
+        options["use_tqdm_on_load"] = False
     if args.model is None:
         options.setdefault("max_model_len", 2048)  # the demo model is tiny; keep its KV cache small
     from vllm_chatterbox.watermark import load_watermarker
