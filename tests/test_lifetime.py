@@ -46,6 +46,12 @@ def test_script_that_never_closes_exits_quietly(tmp_path, tiny_model_dir):
     assert "generated" in result.stdout
     for alarm in ("Traceback", "ERROR", "Exception ignored"):
         assert alarm not in output, output[-3000:]
+    # Nor vLLM's start-up report (its INFO and WARNING lines, the Triton notice its imports print in
+    # both processes, its loading bars) or torch's NUMA notice and deprecation warnings: the
+    # script's own line is all it prints.
+    assert result.stdout.strip().splitlines() == [next(line for line in result.stdout.splitlines()
+                                                      if line.startswith("generated"))], output[-3000:]
+    assert result.stderr.strip() == "", result.stderr[-3000:]
 
 
 UNGUARDED_SCRIPT = textwrap.dedent("""

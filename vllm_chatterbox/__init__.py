@@ -1,6 +1,12 @@
 """vllm-chatterbox: Chatterbox text-to-speech with T3 served exactly on vLLM and a batched S3Gen."""
 
+from vllm_chatterbox.t3.quiet import quiet_engine_process_imports
+
 __all__ = ["ChatterboxTTS", "Voice"]
+
+# In a T3 engine process (it re-imports the main script, and so this package, first): vLLM's
+# import-time lines stay quiet. A no-op elsewhere.
+quiet_engine_process_imports()
 
 
 def __getattr__(name: str):

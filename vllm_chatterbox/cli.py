@@ -11,19 +11,11 @@ import errno
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 
 from vllm_chatterbox.config import S3GEN_SAMPLE_RATE, T3_DTYPES, CpuThreads
 
 logger = logging.getLogger("vllm_chatterbox")
-
-if os.environ.get("VLLM_LOGGING_LEVEL") == "ERROR":
-    # Set by main() unless -v, and inherited by vLLM's engine process, which re-imports this module
-    # before vLLM's own imports: vLLM configures its logging only once the engine's config arrives,
-    # so a warning from those imports ("Triton is installed, but doesn't include CPU backend") would
-    # reach Python's last-resort handler on stderr.
-    logging.getLogger("vllm").setLevel(logging.ERROR)
 
 DEMO_WARNING = (
     "No --model given: using a RANDOM-WEIGHT demo model generated on this machine. "
@@ -76,8 +68,6 @@ def _load_model(files, args):
         options["max_num_seqs"] = args.max_num_seqs
     if args.model is None:
         options["max_model_len"] = 2048  # the demo model is tiny; keep its KV cache small
-    if not args.verbose:
-        options["use_tqdm_on_load"] = False  # vLLM's checkpoint loading bars
     return ChatterboxTTS.from_files(files, s3gen_dtype=args.s3gen_dtype, **options)
 
 
@@ -333,8 +323,6 @@ def _server_setup(args):
     options.update(dtype=args.dtype, t3_threads=args.t3_threads, s3gen_threads=args.s3gen_threads)
     if args.kv_cache_gib:
         options["kv_cache_memory_bytes"] = int(args.kv_cache_gib * (1 << 30))
-    if not args.verbose:
-        options["use_tqdm_on_load"] = False
     if args.model is None:
         options.setdefault("max_model_len", 2048)  # the demo model is tiny; keep its KV cache small
     from vllm_chatterbox.watermark import load_watermarker
@@ -678,17 +666,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"vllm-chatterbox: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    if not args.verbose:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-        # C++ warnings of torch / vLLM's kernels (the engine process's NUMA binding notice).
-        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-        # A deprecation vLLM's Triton dispatcher triggers in torch, harmless; the engine process (spawned)
-        # reads the filter from PYTHONWARNINGS.
-        harmless = "ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning:vllm.triton_utils.dispatcher"
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), harmless)))
-        warnings.filterwarnings("ignore", "`torch.distributed.reduce_op` is deprecated", FutureWarning,
-                                r"vllm\.triton_utils\.dispatcher")
-        logging.getLogger("vllm").setLevel(logging.ERROR)
+    if args.verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO")  # vLLM's own lines (the library keeps them off)
     try:
         status = args.func(args)
     except (ValueError, RuntimeError, OSError, ImportError) as exc:  # ImportError: an optional language package

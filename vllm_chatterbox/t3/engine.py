@@ -30,6 +30,7 @@ import torch
 
 from vllm_chatterbox.config import cache_root, check_t3_dtype
 from vllm_chatterbox.t3.contract import T3EngineSpec, T3Request, T3Result
+from vllm_chatterbox.t3.quiet import is_quiet, quiet_engine_environment, quiet_vllm_imports, vllm_log_level
 from vllm_chatterbox.t3.threads import default_engine_threads, engine_process_environment
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,12 @@ class T3Engine:
             "max_model_len": spec.default_max_model_len(),
             "seed": 0,
         }
-        on_cpu = _is_cpu_platform()
+        options["log_level"] = vllm_log_level(engine_options)
+        quiet = is_quiet(options["log_level"])
+        options["use_tqdm_on_load"] = not quiet  # vLLM's checkpoint loading bars
+        with quiet_vllm_imports(quiet):
+            on_cpu = _is_cpu_platform()
+            import vllm.engine.arg_utils  # noqa: F401 - the import that logs vLLM's Triton notice
         if on_cpu:
             if "gpu_memory_utilization" not in engine_options:
                 options["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_BYTES
@@ -177,7 +183,8 @@ class T3Engine:
         self._closed = False
         self.threads = (threads or default_engine_threads()) if on_cpu else None
         try:
-            with engine_process_environment(self.threads) if on_cpu else contextlib.nullcontext():
+            with engine_process_environment(self.threads) if on_cpu else contextlib.nullcontext(), \
+                    quiet_engine_environment(quiet):
                 self.engine = self._run_in_loop(self._start(str(model_dir), options))
         except BaseException as exc:
             self._stop_loop()
