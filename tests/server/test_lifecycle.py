@@ -150,3 +150,76 @@ def test_sigterm_drains_requests_in_flight_then_cuts_what_outlives_the_timeout(m
     finally:
         kill_all(engine_processes(server.process.pid) if server.is_running() else [])
         server.stop()
+
+
+def wait_for_health(server: ServerProcess, status: str, seconds: float) -> list[str]:
+    """Polls /health until it says ``status``; returns every status it said on the way."""
+    seen = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            said = httpx.get(f"{server.url}/health", timeout=10).json()["status"]
+        except httpx.TransportError:
+            said = "unreachable"
+        if not seen or seen[-1] != said:
+            seen.append(said)
+        if said == status:
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"/health never said {status!r} in {seconds} s (it said {seen}):\n{server.log_tail()}")
+
+
+def test_a_dead_engine_is_restarted_and_a_killed_server_leaves_no_engine(model_dir, tmp_path):
+    server = ServerProcess(model_dir, tmp_path / "voices", tmp_path, max_engine_restarts=1,
+                           max_new_tokens=LONG_TOKENS)
+    server.start()
+    try:
+        [first] = engine_processes(server.process.pid)
+        stream = Download(server, input="Cut by the engine's death.", response_format="pcm", max_new_tokens=LONG_TOKENS)
+        stream.start()
+        assert stream.started.wait(120), stream.error
+        first.kill()
+        assert "restarting" in wait_for_health(server, "restarting", 30)
+        with server.client() as http:
+            refused = speech(http, "While it restarts.", response_format="pcm")
+        assert_openai_error(refused, 503)
+        assert refused.json()["error"]["code"] == "engine_not_ready" and int(refused.headers["retry-after"]) > 0
+        stream.join(30)
+        assert not stream.is_alive(), "a stream outlived its engine by 30 s"
+        assert isinstance(stream.error, httpx.RemoteProtocolError), stream.error  # an incomplete transfer
+
+        wait_for_health(server, "ok", 600)
+        assert not still_alive([first]), "the dead engine's process is still there"
+        [second] = engine_processes(server.process.pid)  # one engine: the old one's memory is free
+        assert second.pid != first.pid
+        with server.client() as http:
+            response = speech(http, "After the restart.", response_format="wav", max_new_tokens=10)
+        assert response.status_code == 200, response.text
+        wav, rate = soundfile.read(io.BytesIO(response.content))
+        assert rate == 24000 and len(wav) == 10 * SAMPLES_PER_TOKEN
+        assert server.metric("chatterbox_engine_restarts_total") == 1
+        assert server.metric("chatterbox_engine_ready") == 1
+
+        # kill -9 of the server (issue 25.1): its engine, started by the restart, goes with it.
+        server.process.kill()
+        server.process.wait(timeout=30)
+        left = still_alive([second])
+        kill_all(left)
+        assert not left, "the engine outlived its killed server"
+    finally:
+        server.stop()
+
+
+def test_beyond_max_engine_restarts_the_server_exits_non_zero(model_dir, tmp_path):
+    server = ServerProcess(model_dir, tmp_path / "voices", tmp_path, max_engine_restarts=0)
+    server.start()
+    try:
+        [engine] = engine_processes(server.process.pid)
+        engine.kill()
+        killed = time.monotonic()
+        code = server.process.wait(timeout=60)
+        assert code != 0 and time.monotonic() - killed < 20, (code, server.log_tail())
+        assert "--max-engine-restarts 0" in server.log_tail(), server.log_tail()
+        assert not still_alive(engine_processes(server.process.pid) if server.is_running() else [engine])
+    finally:
+        server.stop()

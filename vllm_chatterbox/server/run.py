@@ -160,6 +160,11 @@ async def _drain_on_signal(server: _DrainingServer, state: ServerState, timeout:
     server.should_exit = True
 
 
+def restart_delay(restarts: int) -> float:
+    """Seconds before the next restart, after ``restarts`` within the window: 1, 2, 4 ... at most 30."""
+    return min(MAX_RESTART_DELAY_S, 2.0 ** restarts)
+
+
 async def _supervise_engine(state: ServerState, max_restarts: int) -> str | None:
     """Restarts the engine whenever it has died (see the module's docstring); returns why it gave
     up, or None when a drain began meanwhile."""
@@ -179,7 +184,7 @@ async def _supervise_engine(state: ServerState, max_restarts: int) -> str | None
                 return (f"the engine died after {len(restarts)} restart(s) within {ENGINE_RESTART_WINDOW_S / 60:g} "
                         f"minutes (--max-engine-restarts {max_restarts}); exiting for a supervisor to restart "
                         f"the server")
-            delay = min(MAX_RESTART_DELAY_S, 2.0 ** len(restarts))
+            delay = restart_delay(len(restarts))
             state.restarting = (f"the engine died; restart {len(restarts) + 1} of at most {max_restarts} within "
                                 f"{ENGINE_RESTART_WINDOW_S / 60:g} minutes")
             logger.warning("%s, in %g s", state.restarting, delay)
