@@ -1,17 +1,21 @@
-"""The restart of a dead engine, in the server's process, on a stand-in backend (no engine): the
-backoff, a restart that fails, and the limit. ``tests/server/test_lifecycle.py`` kills a real
-engine under a real server."""
+"""``serve``'s process life on a stand-in backend (no engine, no process): the drain's second
+signal, and the restart of a dead engine (its backoff, a restart that fails, the limit).
+``tests/server/test_lifecycle.py`` signals real servers and kills their real engines."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
+import time
 
 import pytest
+import uvicorn
 
 from vllm_chatterbox.server import run
 from vllm_chatterbox.server.errors import APIError
 from vllm_chatterbox.server.settings import ServerSettings
-from vllm_chatterbox.server.state import ServerState
+from vllm_chatterbox.server.state import InFlightRequest, ServerState
 
 
 class StandInBackend:
@@ -106,3 +110,25 @@ def test_no_restart_while_draining(waits, tmp_path):
 
     asyncio.run(scenario())
     assert waits == []
+
+
+def test_a_second_signal_cuts_the_drain_short(tmp_path, caplog):
+    state = state_with(lambda metrics: StandInBackend(), tmp_path)
+    server = run._DrainingServer(uvicorn.Config(app=None))
+
+    async def scenario():
+        stream = asyncio.create_task(asyncio.sleep(60))
+        state.in_flight.add(InFlightRequest("POST", "/v1/audio/speech", "127.0.0.1:5000", time.monotonic(), stream))
+        drain = asyncio.create_task(run._drain_on_signal(server, state, timeout=60))
+        server.handle_exit(signal.SIGTERM, None)
+        await asyncio.sleep(0.5)
+        assert state.draining and not drain.done() and not server.should_exit
+        server.handle_exit(signal.SIGINT, None)
+        await asyncio.wait_for(drain, 1)
+        await asyncio.sleep(0)
+        assert server.should_exit and server.force_exit and stream.cancelled()
+
+    with caplog.at_level(logging.INFO, logger=run.__name__):
+        asyncio.run(scenario())
+    assert "at a second signal: cut 1 request(s) still in flight: POST /v1/audio/speech from 127.0.0.1:5000" in \
+        caplog.text
