@@ -126,7 +126,7 @@ def test_a_second_signal_cuts_the_drain_short(tmp_path, caplog):
         server.handle_exit(signal.SIGINT, None)
         await asyncio.wait_for(drain, 1)
         await asyncio.sleep(0)
-        assert server.should_exit and server.force_exit and stream.cancelled()
+        assert server.should_exit and server.forced and stream.cancelled()
 
     with caplog.at_level(logging.INFO, logger=run.__name__):
         asyncio.run(scenario())

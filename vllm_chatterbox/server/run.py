@@ -45,11 +45,17 @@ _AFTER_DRAIN_S = 2.0
 
 class _DrainingServer(uvicorn.Server):
     """uvicorn's server with the signal handling above: the signals are only recorded here (the
-    drain task acts on them); a second one forces the exit; none is raised again at exit."""
+    drain task acts on them); none is raised again at exit. (uvicorn's own forced exit is not
+    used: it skips the app's shutdown, which closes the engine.)"""
 
     def __init__(self, config: uvicorn.Config):
         super().__init__(config)
         self.signals: list[int] = []
+
+    @property
+    def forced(self) -> bool:
+        """A second signal came: stop now."""
+        return len(self.signals) > 1
 
     @contextlib.contextmanager
     def capture_signals(self):
@@ -65,8 +71,6 @@ class _DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig, frame) -> None:
         self.signals.append(sig)
-        if len(self.signals) > 1:
-            self.should_exit = self.force_exit = True
 
 
 class _CutRequestTracebacks(logging.Filter):
@@ -134,7 +138,7 @@ def run_server(settings: ServerSettings, load_backend: BackendLoader, *, host: s
         raise RuntimeError(f"the engine failed to load: {state.load_error}")
     if failure:
         raise RuntimeError(failure[0])
-    if server.force_exit and server.signals:
+    if server.forced:
         return 128 + server.signals[-1]
     return 0
 
@@ -149,11 +153,11 @@ async def _drain_on_signal(server: _DrainingServer, state: ServerState, timeout:
                 "up to %g s to finish (a second signal stops at once)", signal.Signals(server.signals[0]).name,
                 len(state.in_flight), timeout)
     deadline = time.monotonic() + timeout
-    while state.in_flight and time.monotonic() < deadline and not server.force_exit:
+    while state.in_flight and time.monotonic() < deadline and not server.forced:
         await asyncio.sleep(_POLL_S)
     left = state.in_flight.cut()
     if left:
-        why = "a second signal" if server.force_exit else f"the shutdown timeout ({timeout:g} s)"
+        why = "a second signal" if server.forced else f"the shutdown timeout ({timeout:g} s)"
         logger.warning("stopping at %s: cut %d request(s) still in flight: %s", why, len(left), "; ".join(left))
     else:
         logger.info("drained: no request in flight; stopping")
