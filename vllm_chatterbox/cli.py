@@ -369,7 +369,8 @@ def cmd_serve(args) -> None:
 
     logger.info("serving on http://%s:%d (the engine loads in the background; /health says when it is ready)",
                 args.host, args.port)
-    run_server(settings, load_backend, host=args.host, port=args.port, log_format=args.log_format)
+    return run_server(settings, load_backend, host=args.host, port=args.port, log_format=args.log_format,
+                      shutdown_timeout=args.shutdown_timeout, max_engine_restarts=args.max_engine_restarts)
 
 
 def ray_application(args: dict):
@@ -453,6 +454,10 @@ def check_arguments(args) -> None:
     listen on, input files that exist, an output that can be written."""
     if args.command == "serve":
         _check_listen_address(args.host, args.port)
+        if not 0 <= args.shutdown_timeout < float("inf"):
+            raise ValueError(f"--shutdown-timeout must be a number of seconds, 0 or more, got {args.shutdown_timeout}")
+        if args.max_engine_restarts < 0:
+            raise ValueError(f"--max-engine-restarts must be 0 or more, got {args.max_engine_restarts}")
     if getattr(args, "voice", None) is not None:
         _check_input_file("--voice", args.voice)
     if args.command == "voice":
@@ -584,6 +589,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="vLLM context length (engine option; default: the model's, demo model 2048)")
     serve.add_argument("--kv-cache-gib", type=float, default=None,
                        help="vLLM KV cache size on CPU (engine option; default 2)")
+    serve.add_argument("--shutdown-timeout", type=float, default=30.0,
+                       help="on SIGTERM or Ctrl-C, seconds the requests in flight get to finish while /health "
+                            "answers 503 and new ones are refused; then what is left is cut (a second signal stops "
+                            "at once; default: 30)")
+    serve.add_argument("--max-engine-restarts", type=int, default=3,
+                       help="restarts of a dead engine within 10 minutes, in this process after 1, 2, 4 ... s; "
+                            "beyond, the server exits non-zero for its supervisor to restart it (0: exit at "
+                            "once; default: 3)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="text: uvicorn's format (default); json: one JSON object per line (log pipelines); "
                             "either way one access line per request")

@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI
 
 from vllm_chatterbox.server.dependencies import require_api_key
 from vllm_chatterbox.server.errors import add_error_handlers
-from vllm_chatterbox.server.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from vllm_chatterbox.server.middleware import BodyLimitMiddleware, InFlightMiddleware, RequestMetricsMiddleware
 from vllm_chatterbox.server.routers import conversion, demo, service, speech, voices, watermark
 from vllm_chatterbox.server.settings import ServerSettings
 from vllm_chatterbox.server.state import BackendLoader, ServerState
@@ -52,6 +52,7 @@ def create_app(settings: ServerSettings, load_backend: BackendLoader) -> FastAPI
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(InFlightMiddleware, state=state)  # outermost: a request counts until its last byte
     add_error_handlers(app)
 
     keyed = [Depends(require_api_key)]

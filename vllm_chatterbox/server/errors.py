@@ -77,8 +77,20 @@ def voice_storage_error(exc: OSError, action: str) -> APIError:
     return APIError(500, f"cannot {action}: the server's voice storage failed{cause}", code="voice_storage_error")
 
 
+# Seconds a client is asked to wait before retrying a 503 (the engine loading or restarting, or
+# this server draining: a load balancer has another server by then).
+RETRY_AFTER_S = 5
+
+
 def engine_dead_error() -> APIError:
-    return APIError(503, "the engine has died; the server must be restarted (see its log)", code="engine_dead")
+    return APIError(503, "the engine has died; retry shortly (the server restarts it, see its log)",
+                    code="engine_dead", headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def shutting_down_error() -> APIError:
+    return APIError(503, "the server is shutting down and takes no new requests; retry (another server, or "
+                         "this one once restarted)", code="shutting_down",
+                    headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 # What to send instead, by route, when a body has the wrong shape or content type.

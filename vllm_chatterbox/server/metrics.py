@@ -39,7 +39,9 @@ class ServerMetrics:
                                             "T3 requests vLLM is running or waiting to run", registry=r)
         self.s3gen_batch_size = Histogram("chatterbox_s3gen_batch_size", "Streams per batched S3Gen call",
                                           buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
-        self.engine_ready = Gauge("chatterbox_engine_ready", "1 once the engine has loaded", registry=r)
+        self.engine_ready = Gauge("chatterbox_engine_ready", "1 while an engine is loaded and serving", registry=r)
+        self.engine_restarts = Counter("chatterbox_engine_restarts", "Engine restarts after its death (each "
+                                       "attempt to load a new engine)", registry=r)
         self.conversion_pieces = Counter("chatterbox_conversion_pieces", "Source pieces converted by voice "
                                          "conversion (a source over max_piece_seconds is cut into pieces)",
                                          registry=r)

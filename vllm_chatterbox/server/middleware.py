@@ -1,14 +1,17 @@
 """ASGI middleware: request body limits per route, the count of responses by route and status,
-and the access log."""
+the access log, and the register of requests in flight that a shutdown drains."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 
-from vllm_chatterbox.server.errors import APIError, error_response
+from vllm_chatterbox.server.errors import APIError, error_response, shutting_down_error
 from vllm_chatterbox.server.logs import ACCESS_LOGGER, ACCESS_SCOPE_KEY, AccessRecord, access_message
 from vllm_chatterbox.server.metrics import ServerMetrics
+from vllm_chatterbox.server.state import InFlightRequest, ServerState
 
 
 _access_log = logging.getLogger(ACCESS_LOGGER)
@@ -90,3 +93,43 @@ class RequestMetricsMiddleware:
             code = status["code"]
             level = logging.INFO if code < 500 else logging.WARNING if code == 503 else logging.ERROR
             _access_log.log(level, "%s", access_message(fields), extra={"access": fields})
+
+
+class InFlightMiddleware:
+    """Registers every request until its response has ended (what a drain waits for). Once the
+    server drains, responses say ``Connection: close``, so keep-alive clients reconnect (to
+    another server) for their next request. A request the drain cuts before its response has
+    begun gets the 503 of new requests; one cut mid-response ends without its last chunk (the
+    client sees an incomplete transfer)."""
+
+    def __init__(self, app, state: ServerState):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        client = scope.get("client")
+        request = InFlightRequest(scope["method"], _raw_path(scope), f"{client[0]}:{client[1]}" if client else "-",
+                                  time.monotonic(), asyncio.current_task())
+        key = self.state.in_flight.add(request)
+        started = False
+
+        async def closing_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if self.state.draining:
+                    headers = [(name, value) for name, value in message.get("headers", [])
+                               if name.lower() != b"connection"]
+                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, closing_send)
+        except asyncio.CancelledError:
+            if not request.cut or started:
+                raise
+            await error_response(shutting_down_error())(scope, receive, closing_send)
+        finally:
+            self.state.in_flight.remove(key)

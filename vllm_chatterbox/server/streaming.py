@@ -45,8 +45,11 @@ async def _next_or_disconnect(request: Request, chunks: AsyncIterator):
         gone.cancel()
         if not step.done():
             step.cancel()
-    if not step.done() or step.cancelled():
-        await asyncio.gather(step, return_exceptions=True)
+            # The generator must leave its step before anyone closes it, also when this task is
+            # cancelled (a drain cutting the request): aclose() of a running generator fails.
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(step, return_exceptions=True)
+    if step.cancelled():
         raise ClientDisconnected
     return step.result()
 

@@ -117,6 +117,17 @@ class T3EngineDeadError(RuntimeError):
     later one (start a new ChatterboxTTS)."""
 
 
+class T3RequestStoppedError(RuntimeError):
+    """vLLM's engine ended a request before its end by itself (finish reason ``abort``: the engine
+    is shutting down, e.g. it got a signal; ``error``: an internal failure). Its tokens are
+    incomplete: returning them as a finished request would pass cut speech off as whole."""
+
+
+# Finish reasons of a request vLLM stopped on its own (the client's own aborts cancel the request's
+# task and deliver nothing).
+_STOPPED_BY_ENGINE = ("abort", "error")
+
+
 # Events delivered to a request's sink, from the engine thread: ("tokens", new ids), then
 # ("done", T3Result) or ("error", exception).
 Event = tuple[str, object]
@@ -282,6 +293,11 @@ class T3Engine:
                     sink(("tokens", new))
                 if out.finished:
                     result.finish_reason = completion.finish_reason
+            if result.finish_reason in _STOPPED_BY_ENGINE:
+                sink(("error", T3RequestStoppedError(
+                    f"vLLM's engine stopped this request before its end (finish reason {result.finish_reason!r}: "
+                    f"the engine is shutting down or failed) after {len(result.token_ids)} tokens")))
+                return
             sink(("done", result))
         except asyncio.CancelledError:
             raise

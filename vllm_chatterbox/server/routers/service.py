@@ -16,6 +16,13 @@ router = APIRouter()
 
 @health_router.get("/health", include_in_schema=False)
 async def health(state: State):
+    """200 ``ok`` while the server takes requests; 503 with its ``status`` (``loading``, ``failed``,
+    ``restarting`` the dead engine, ``draining`` before it stops) otherwise, so a load balancer
+    sends no more."""
+    if state.draining:
+        return JSONResponse({"status": "draining", "error": "the server is shutting down"}, status_code=503)
+    if state.restarting is not None:
+        return JSONResponse({"status": "restarting", "error": state.restarting}, status_code=503)
     if state.backend is None:
         status = "failed" if state.load_error else "loading"
         return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
