@@ -20,11 +20,6 @@ from vllm_chatterbox.watermark import apply_watermark, detect, is_marked
 REFERENCE_WAV = SHARED_DIR / "fixtures" / "tiny" / "audio" / "voice2_24k.wav"
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return make_test_model(tmp_path_factory.mktemp("cli-model"), "tiny", seed=0)
-
-
 def run_cli(*args, cache_dir, timeout=600):
     env = dict(os.environ, VLLM_CHATTERBOX_CACHE=str(cache_dir))
     return subprocess.run([sys.executable, "-m", "vllm_chatterbox.cli", *map(str, args)], env=env,
@@ -120,16 +115,16 @@ def test_speak_stream_writes_pieces_and_reports_first_audio(tmp_path, monkeypatc
     assert is_marked(detect(wav, rate)), "the streamed output carries the watermark"
 
 
-def test_voice_command_writes_a_loadable_voice_without_starting_vllm(tmp_path, tiny_dir, monkeypatch, capsys):
+def test_voice_command_writes_a_loadable_voice_without_starting_vllm(tmp_path, tiny_model_dir, monkeypatch, capsys):
     def no_engine(*args, **kwargs):
         raise AssertionError("the voice command started the T3 engine")
 
     monkeypatch.setattr("vllm_chatterbox.tts.T3Engine", no_engine)
     out = tmp_path / "voice.pt"
-    assert cli.main(["voice", str(REFERENCE_WAV), "-o", str(out), "--model", str(tiny_dir),
+    assert cli.main(["voice", str(REFERENCE_WAV), "-o", str(out), "--model", str(tiny_model_dir),
                      "--exaggeration", "0.3"]) == 0
     voice = Voice.load(out)
-    builtin = Voice.load(tiny_dir / "conds.pt")
+    builtin = Voice.load(tiny_model_dir / "conds.pt")
     assert voice.exaggeration == pytest.approx(0.3)
     for name in ("speaker_emb", "embedding"):
         assert getattr(voice, name).shape == getattr(builtin, name).shape
@@ -147,10 +142,10 @@ def test_speak_errors_are_one_line_and_non_zero(args, message, capsys):
     assert message in error_line(capsys)
 
 
-def test_voice_errors_are_one_line_and_non_zero(tmp_path, tiny_dir, capsys):
+def test_voice_errors_are_one_line_and_non_zero(tmp_path, tiny_model_dir, capsys):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"this is not audio")
-    assert cli.main(["voice", str(bad), "-o", str(tmp_path / "v.pt"), "--model", str(tiny_dir)]) == 2
+    assert cli.main(["voice", str(bad), "-o", str(tmp_path / "v.pt"), "--model", str(tiny_model_dir)]) == 2
     assert "bad.wav" in error_line(capsys)
 
 
@@ -287,27 +282,27 @@ def fake_tts(monkeypatch):
     ("", "is a directory"),
     ("sub/", "is a directory"),
 ])
-def test_bad_output_path_fails_before_any_work(tmp_path, tiny_dir, no_engine, capsys, output, message):
+def test_bad_output_path_fails_before_any_work(tmp_path, tiny_model_dir, no_engine, capsys, output, message):
     (tmp_path / "sub").mkdir()
     target = str(tmp_path / output) if output else str(tmp_path)
     if output == "sub/":
         target = str(tmp_path / "sub") + "/"
-    assert cli.main(["speak", "Hello.", "-o", target, "--model", str(tiny_dir)]) == 2
+    assert cli.main(["speak", "Hello.", "-o", target, "--model", str(tiny_model_dir)]) == 2
     assert message in error_line(capsys)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any directory")
-def test_unwritable_output_directory_fails_before_any_work(tmp_path, tiny_dir, no_engine, capsys):
+def test_unwritable_output_directory_fails_before_any_work(tmp_path, tiny_model_dir, no_engine, capsys):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     try:
-        assert cli.main(["speak", "Hello.", "-o", str(locked / "x.wav"), "--model", str(tiny_dir)]) == 2
+        assert cli.main(["speak", "Hello.", "-o", str(locked / "x.wav"), "--model", str(tiny_model_dir)]) == 2
     finally:
         locked.chmod(0o700)
     assert "is not writable" in error_line(capsys)
 
 
-def test_voice_output_must_be_pt(tmp_path, tiny_dir, capsys, monkeypatch):
+def test_voice_output_must_be_pt(tmp_path, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setattr(cli, "_model_files", lambda *a: pytest.fail("model files read before the output check"))
     assert cli.main(["voice", str(REFERENCE_WAV), "-o", str(tmp_path / "voice.wav")]) == 2
     assert "unsupported extension '.wav'; use .pt" in error_line(capsys)
@@ -366,15 +361,15 @@ def test_invalid_utf8_argument_is_one_line(tmp_path):
     assert "text is not valid UTF-8/Unicode: undecodable character at position 3" in err[0]
 
 
-def test_empty_text_fails_before_the_engine(tmp_path, tiny_dir, no_engine, capsys):
-    assert cli.main(["speak", "  ", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_dir)]) == 2
+def test_empty_text_fails_before_the_engine(tmp_path, tiny_model_dir, no_engine, capsys):
+    assert cli.main(["speak", "  ", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_model_dir)]) == 2
     assert "text is empty" in error_line(capsys)
 
 
-def test_long_file_is_not_limited_but_its_language_is_checked(tmp_path, tiny_dir, no_engine, capsys):
+def test_long_file_is_not_limited_but_its_language_is_checked(tmp_path, tiny_model_dir, no_engine, capsys):
     text = tmp_path / "t.txt"
     text.write_text("Hello there. " * 400, encoding="utf-8")
-    assert cli.main(["speak", "--file", str(text), "-o", str(tmp_path / "x.wav"), "--model", str(tiny_dir),
+    assert cli.main(["speak", "--file", str(text), "-o", str(tmp_path / "x.wav"), "--model", str(tiny_model_dir),
                      "--language", "fr"]) == 2
     assert "the English model cannot speak language 'fr'" in error_line(capsys)
 
@@ -416,59 +411,61 @@ def test_mistyped_local_model_path_is_a_missing_directory(tmp_path, no_engine, c
     ("tokenizer.json", "truncate", "tokenizer.json: not a valid tokenizer file"),
     ("conds.pt", "truncate", "conds.pt: damaged or incomplete"),
 ])
-def test_damaged_model_files_are_one_line(tmp_path, tiny_dir, no_engine, capsys, name, damage, message):
+def test_damaged_model_files_are_one_line(tmp_path, tiny_model_dir, no_engine, capsys, name, damage, message):
     model = tmp_path / "model"
     model.mkdir()
-    for path in tiny_dir.iterdir():
+    for path in tiny_model_dir.iterdir():
         (model / path.name).symlink_to(path)
     (model / name).unlink()
-    data = (tiny_dir / name).read_bytes()
+    data = (tiny_model_dir / name).read_bytes()
     (model / name).write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00garbage" * 1000)
     assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(model)]) == 2
     assert message in error_line(capsys)
 
 
-def test_malicious_voice_pickle_error_never_suggests_unsafe_loading(tmp_path, tiny_dir, no_engine, capsys):
+def test_malicious_voice_pickle_error_never_suggests_unsafe_loading(tmp_path, tiny_model_dir, no_engine, capsys):
     class RunsCode:
         def __reduce__(self):
             return (os.getcwd, ())
 
     evil = tmp_path / "evil.pt"
     torch.save({"t3": RunsCode(), "gen": {}}, evil)
-    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_dir), "--voice", str(evil)]) == 2
+    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_model_dir),
+                     "--voice", str(evil)]) == 2
     line = error_line(capsys)
     assert "refused" in line and "weights_only" not in line
 
 
-def test_wav_renamed_pt_voice_is_named_as_audio(tmp_path, tiny_dir, no_engine, capsys):
+def test_wav_renamed_pt_voice_is_named_as_audio(tmp_path, tiny_model_dir, no_engine, capsys):
     renamed = tmp_path / "voice.pt"
     renamed.write_bytes(REFERENCE_WAV.read_bytes())
-    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_dir),
+    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_model_dir),
                      "--voice", str(renamed)]) == 2
     assert "voice.pt: this is an audio file, not a conds.pt voice file" in error_line(capsys)
 
 
-def test_bad_reference_audio_fails_before_the_engine(tmp_path, tiny_dir, no_engine, capsys):
+def test_bad_reference_audio_fails_before_the_engine(tmp_path, tiny_model_dir, no_engine, capsys):
     loud = tmp_path / "loud.wav"
     soundfile.write(loud, np.full(24000, 1e30, dtype=np.float32), 24000, subtype="FLOAT")
-    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_dir), "--voice", str(loud)]) == 2
+    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_model_dir),
+                     "--voice", str(loud)]) == 2
     assert "float audio must lie in [-1, 1]" in error_line(capsys)
 
 
-def test_speak_leaves_exaggeration_to_the_voice(tmp_path, tiny_dir, fake_tts):
+def test_speak_leaves_exaggeration_to_the_voice(tmp_path, tiny_model_dir, fake_tts):
     saved = tmp_path / "v.pt"
-    Voice.load(tiny_dir / "conds.pt").with_exaggeration(0.7).save(saved)
+    Voice.load(tiny_model_dir / "conds.pt").with_exaggeration(0.7).save(saved)
     out = tmp_path / "x.flac"
-    assert cli.main(["speak", "Hi.", "-o", str(out), "--model", str(tiny_dir), "--voice", str(saved)]) == 0
+    assert cli.main(["speak", "Hi.", "-o", str(out), "--model", str(tiny_model_dir), "--voice", str(saved)]) == 0
     (_, voice, params), = fake_tts.calls
     assert params.get("exaggeration") is None and voice.exaggeration == pytest.approx(0.7)
     assert soundfile.info(str(out)).format == "FLAC"
 
 
-def test_wav_is_written_atomically(tmp_path, tiny_dir, fake_tts, monkeypatch, capsys):
+def test_wav_is_written_atomically(tmp_path, tiny_model_dir, fake_tts, monkeypatch, capsys):
     """A full disk mid-write leaves neither a truncated WAV nor a temporary file."""
     out = tmp_path / "out.wav"
-    assert cli.main(["speak", "Hi.", "-o", str(out), "--model", str(tiny_dir)]) == 0
+    assert cli.main(["speak", "Hi.", "-o", str(out), "--model", str(tiny_model_dir)]) == 0
     wav, rate = soundfile.read(out, dtype="float32")
     np.testing.assert_allclose(wav, np.linspace(-0.5, 0.5, 2400), atol=1 / 32768)
     before = out.read_bytes()
@@ -481,13 +478,13 @@ def test_wav_is_written_atomically(tmp_path, tiny_dir, fake_tts, monkeypatch, ca
 
     monkeypatch.setattr(soundfile, "write", disk_full)
     for target in (out, tmp_path / "new.wav"):
-        assert cli.main(["speak", "Hi.", "-o", str(target), "--model", str(tiny_dir)]) == 2
+        assert cli.main(["speak", "Hi.", "-o", str(target), "--model", str(tiny_model_dir)]) == 2
         assert "No space left on device" in error_line(capsys)
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]
 
 
-def test_full_disk_is_one_line_for_speak_and_convert(tmp_path, tiny_dir, fake_tts, monkeypatch, capsys):
+def test_full_disk_is_one_line_for_speak_and_convert(tmp_path, tiny_model_dir, fake_tts, monkeypatch, capsys):
     """A real full file system (a small tmpfs, filled): ``speak -o`` and ``convert -o`` (one-shot
     and streamed) fail with one line naming the file and the cause, exit 2, and leave nothing."""
     from tests.storage import fill, small_tmpfs
@@ -507,9 +504,9 @@ def test_full_disk_is_one_line_for_speak_and_convert(tmp_path, tiny_dir, fake_tt
     with small_tmpfs(tmp_path / "disk") as disk:
         filler = fill(disk)
         out = disk / "out.wav"
-        commands = [["speak", "Hi.", "-o", str(out), "--model", str(tiny_dir)],
-                    ["convert", str(SOURCE_WAV), "-o", str(out), "--model", str(tiny_dir)],
-                    ["convert", str(SOURCE_WAV), "-o", str(out), "--model", str(tiny_dir), "--stream"]]
+        commands = [["speak", "Hi.", "-o", str(out), "--model", str(tiny_model_dir)],
+                    ["convert", str(SOURCE_WAV), "-o", str(out), "--model", str(tiny_model_dir)],
+                    ["convert", str(SOURCE_WAV), "-o", str(out), "--model", str(tiny_model_dir), "--stream"]]
         for command in commands:
             assert cli.main(command) == 2, command
             assert error_line(capsys).endswith(f"cannot write {out}: No space left on device"), command
@@ -519,23 +516,23 @@ def test_full_disk_is_one_line_for_speak_and_convert(tmp_path, tiny_dir, fake_tt
         assert soundfile.info(str(out)).frames == 24000
 
 
-def test_unexpected_errors_are_still_one_line(tmp_path, tiny_dir, monkeypatch, capsys):
+def test_unexpected_errors_are_still_one_line(tmp_path, tiny_model_dir, monkeypatch, capsys):
     def broken(*args):
         raise KeyError("something unforeseen")
 
     monkeypatch.setattr(cli, "_load_model", broken)
-    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_dir)]) == 2
+    assert cli.main(["speak", "Hi.", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_model_dir)]) == 2
     assert "KeyError: 'something unforeseen' (run with -v for details)" in error_line(capsys)
 
 
-def test_dtype_reaches_the_model_and_a_bad_one_is_refused(tmp_path, tiny_dir, monkeypatch, capsys):
+def test_dtype_reaches_the_model_and_a_bad_one_is_refused(tmp_path, tiny_model_dir, monkeypatch, capsys):
     from vllm_chatterbox.tts import ChatterboxTTS
 
     options = {}
     monkeypatch.setattr(ChatterboxTTS, "from_files",
                         classmethod(lambda cls, files, **kwargs: options.update(kwargs) or FakeTTS()))
     out = tmp_path / "x.wav"
-    assert cli.main(["speak", "Hi.", "-o", str(out), "--model", str(tiny_dir), "--dtype", "bfloat16"]) == 0
+    assert cli.main(["speak", "Hi.", "-o", str(out), "--model", str(tiny_model_dir), "--dtype", "bfloat16"]) == 0
     assert options["dtype"] == "bfloat16"
     for command in (["speak", "Hi.", "-o", str(out)], ["serve"]):
         with pytest.raises(SystemExit):
@@ -543,11 +540,11 @@ def test_dtype_reaches_the_model_and_a_bad_one_is_refused(tmp_path, tiny_dir, mo
         assert "argument --dtype: invalid choice: 'float16'" in capsys.readouterr().err
 
 
-def test_dtype_is_checked_before_the_model_loads(tiny_dir):
+def test_dtype_is_checked_before_the_model_loads(tiny_model_dir):
     from vllm_chatterbox.tts import ChatterboxTTS
 
     with pytest.raises(ValueError, match="dtype must be one of 'float32', 'bfloat16', got 'half'"):
-        ChatterboxTTS.from_dir(tiny_dir, dtype="half")
+        ChatterboxTTS.from_dir(tiny_model_dir, dtype="half")
 
 
 SOURCE_WAV = SHARED_DIR / "fixtures" / "tiny" / "audio" / "builtin_voice_src_24k.wav"
@@ -569,10 +566,10 @@ def test_convert_without_model_uses_the_demo_model_says_so_and_never_imports_vll
     assert np.abs(wav).max() > 0
 
 
-def test_convert_stream_with_model_and_voice(tmp_path, tiny_dir, caplog):
+def test_convert_stream_with_model_and_voice(tmp_path, tiny_model_dir, caplog):
     caplog.set_level(logging.INFO, logger="vllm_chatterbox")
     streamed, whole = tmp_path / "streamed.flac", tmp_path / "whole.flac"
-    args = ["convert", str(SOURCE_WAV), "--model", str(tiny_dir), "--voice", str(REFERENCE_WAV), "--seed", "3",
+    args = ["convert", str(SOURCE_WAV), "--model", str(tiny_model_dir), "--voice", str(REFERENCE_WAV), "--seed", "3",
             "--n-timesteps", "2"]
     assert cli.main(args + ["-o", str(streamed), "--stream"]) == 0
     assert cli.main(args + ["-o", str(whole)]) == 0
@@ -599,25 +596,26 @@ def _write(path, samples, rate=16000):
     (lambda d: SOURCE_WAV, ["--voice", "nowhere.wav"], "audio file not found"),
     (lambda d: SOURCE_WAV, ["--voice", "nowhere.pt"], "voice file not found"),
 ])
-def test_convert_errors_are_one_line_before_any_model_loads(tmp_path, tiny_dir, capsys, monkeypatch, make, extra,
+def test_convert_errors_are_one_line_before_any_model_loads(tmp_path, tiny_model_dir, capsys, monkeypatch, make, extra,
                                                             message):
     from vllm_chatterbox.conversion import VoiceConverter
 
     monkeypatch.setattr(VoiceConverter, "from_files", lambda *a, **k: pytest.fail("the model was loaded first"))
     source = make(tmp_path)
-    assert cli.main(["convert", str(source), "-o", str(tmp_path / "out.wav"), "--model", str(tiny_dir), *extra]) != 0
+    assert cli.main(["convert", str(source), "-o", str(tmp_path / "out.wav"), "--model", str(tiny_model_dir),
+                     *extra]) != 0
     assert message in error_line(capsys)
 
 
-def test_convert_refuses_a_voice_for_another_model(tmp_path, tiny_dir, capsys, monkeypatch):
+def test_convert_refuses_a_voice_for_another_model(tmp_path, tiny_model_dir, capsys, monkeypatch):
     from vllm_chatterbox.conversion import VoiceConverter
 
     monkeypatch.setattr(VoiceConverter, "from_files", lambda *a, **k: pytest.fail("the model was loaded first"))
-    voice = Voice.load(tiny_dir / "conds.pt")
+    voice = Voice.load(tiny_model_dir / "conds.pt")
     Voice(speaker_emb=voice.speaker_emb, cond_prompt_speech_tokens=voice.cond_prompt_speech_tokens, exaggeration=0.5,
           prompt_token=voice.prompt_token, prompt_feat=voice.prompt_feat[:, :, :40],
           embedding=voice.embedding).save(tmp_path / "narrow.pt")
-    assert cli.main(["convert", str(SOURCE_WAV), "-o", str(tmp_path / "o.wav"), "--model", str(tiny_dir),
+    assert cli.main(["convert", str(SOURCE_WAV), "-o", str(tmp_path / "o.wav"), "--model", str(tiny_model_dir),
                      "--voice", str(tmp_path / "narrow.pt")]) != 0
     assert "prompt_feat must be (1, frames, 80)" in error_line(capsys)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from vllm_chatterbox.demo_model import make_test_model
 
 SCRIPT = '''
 import sys
@@ -31,11 +30,6 @@ def main(model, mode):
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
 '''
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_test_model(tmp_path_factory.mktemp("lifetime-model"), "tiny", seed=0)
 
 
 def start(tmp_path, source: str, *args) -> subprocess.Popen:
@@ -93,9 +87,9 @@ def wait_for_line(process: subprocess.Popen, word: str, timeout: float = 400) ->
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_mid_stream_exits_promptly_and_quietly(tmp_path, model_dir, signum):
+def test_ctrl_c_or_sigterm_mid_stream_exits_promptly_and_quietly(tmp_path, tiny_model_dir, signum):
     """Ctrl-C reaches the whole process group (the engine process too); SIGTERM only the script."""
-    process = start(tmp_path, SCRIPT, model_dir, "busy")
+    process = start(tmp_path, SCRIPT, tiny_model_dir, "busy")
     try:
         wait_for_line(process, "streaming")
         children = descendants(process.pid)

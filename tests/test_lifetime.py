@@ -11,7 +11,6 @@ import time
 import pytest
 
 from tests.paths import REPO_ROOT
-from vllm_chatterbox.demo_model import make_test_model
 
 UNCLOSED_SCRIPT = textwrap.dedent("""
     import sys
@@ -24,11 +23,6 @@ UNCLOSED_SCRIPT = textwrap.dedent("""
         print("generated", len(wav), len(pieces))
         # no close(): the exit hook shuts the engine and the vocoder thread down
 """)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    return make_test_model(tmp_path_factory.mktemp("lifetime-model"), "tiny", seed=0)
 
 
 def run_script(tmp_path, code: str, *args, timeout=600):

@@ -27,10 +27,11 @@ def server(model_dir, tmp_path_factory):
 TURBO_MODEL_NAME = "turbo-tts"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def turbo_server(turbo_model_dir, tmp_path_factory):
     """A second server: the original's tiny Turbo checkpoint, served under another name, logging
-    JSON (what an operator with a log pipeline runs) and unmarked (``--no-watermark``)."""
+    JSON (what an operator with a log pipeline runs) and unmarked (``--no-watermark``). Stopped with
+    the folder, like ``server``."""
     process = ServerProcess(turbo_model_dir, tmp_path_factory.mktemp("turbo-voices"),
                             tmp_path_factory.mktemp("turbo-server-logs"),
                             extra_args=("--served-model-name", TURBO_MODEL_NAME, "--log-format", "json",
