@@ -65,16 +65,17 @@ def main() -> None:
     print("| model | threads | M | vllm ms | direct ms | F.linear ms | direct / vllm | F.linear / vllm |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for model, shapes in LAYERS.items():
-        linears = []  # (oneDNN module, plain weight, bias) for every linear of every layer
-        for _ in range(args.layers):
-            for _, out_features, in_features, has_bias in shapes:
-                weight = torch.randn(out_features, in_features, generator=generator) * 0.02
-                bias = torch.randn(out_features, generator=generator) if has_bias else None
-                linears.append((layer(weight, bias), weight, bias))
-        if not hasattr(linears[0][0], "onednn_handle"):
-            raise SystemExit("vLLM does not use oneDNN for fp32 linears on this platform")
         for threads in args.threads:
             torch.set_num_threads(threads)
+            # oneDNN fixes a primitive's threads when it first runs a shape: new handles per setting.
+            linears = []  # (oneDNN module, plain weight, bias) for every linear of every layer
+            for _ in range(args.layers):
+                for _, out_features, in_features, has_bias in shapes:
+                    weight = torch.randn(out_features, in_features, generator=generator) * 0.02
+                    bias = torch.randn(out_features, generator=generator) if has_bias else None
+                    linears.append((layer(weight, bias), weight, bias))
+            if not hasattr(linears[0][0], "onednn_handle"):
+                raise SystemExit("vLLM does not use oneDNN for fp32 linears on this platform")
             for rows in args.rows:
                 inputs = [torch.randn(rows, weight.shape[1], generator=generator) for _, weight, _ in linears]
                 ways = {
@@ -93,7 +94,7 @@ def main() -> None:
                 print(f"| {model} | {threads} | {rows} | {med['vllm']:.2f} | {med['direct']:.2f} | "
                       f"{med['F.linear']:.2f} | {med['direct'] / med['vllm']:.3f} | {med['F.linear'] / med['vllm']:.3f} |",
                       flush=True)
-        del linears
+            del linears
 
 
 if __name__ == "__main__":
