@@ -21,6 +21,7 @@ from vllm.model_executor.models.gpt2 import GPT2Model
 from vllm.sequence import IntermediateTensors
 
 from vllm_chatterbox.config import TurboT3Config
+from vllm_chatterbox.t3.gpt2.linear import use_direct_onednn
 
 # Tensors of t3_turbo_v1.safetensors the prompt builder uses in the client process.
 _CLIENT_PREFIXES = ("text_emb.", "text_head.", "cond_enc.")
@@ -36,6 +37,7 @@ class ChatterboxT3TurboForCausalLM(nn.Module):
         cfg = TurboT3Config(**vllm_config.model_config.hf_config.t3_turbo)
         self.cfg = cfg
         self.transformer = GPT2Model(vllm_config=vllm_config, prefix=f"{prefix}transformer")
+        use_direct_onednn(self.transformer)
         self.speech_head = nn.Linear(cfg.hidden_size, cfg.speech_vocab_size, bias=True)
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
