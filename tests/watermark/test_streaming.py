@@ -79,6 +79,15 @@ def test_the_lookahead_is_held_back_and_released_at_the_end(watermarker):
         marker.feed(SPEECH[:10])
 
 
+def test_a_short_first_piece_is_released_at_once(watermarker):
+    """Turbo's first stream piece leaves ~0.15 s: all but the first look-ahead goes out at once
+    (later releases wait for MIN_RELEASE_S, the first does not: it is the time to first audio)."""
+    marker = StreamMarker(watermarker, RATE)
+    first = marker.feed(SPEECH[:3600])
+    assert first.size == 3600 - 2400
+    assert marker.feed(SPEECH[3600:3700]).size == 0  # later: less than MIN_RELEASE_S ready
+
+
 def test_other_rates(watermarker):
     assert StreamMarker(watermarker, 48000).hop == 480
     with pytest.raises(ValueError, match="whole number of samples per STFT hop"):

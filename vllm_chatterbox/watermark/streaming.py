@@ -42,7 +42,9 @@ LOOKAHEAD_S = 0.25
 # Measured likewise for the first release (max |d| at its junction): 0.05 s 1.4-4.1e-3, 0.1 s
 # 0.8-3.8e-4, 0.15 s 0.6-8.8e-6, 0.2 s rounding.
 FIRST_LOOKAHEAD_S = 0.1
-# Smaller releases only cost window overhead (the audio waits for the next piece instead).
+# Smaller releases only cost window overhead (the audio waits for the next piece instead); the
+# first release does not wait: Turbo's first piece leaves ~0.15 s, and holding it until the next
+# piece cost its stream 3.5 s of time to first audio on a 2-core CPU (bench/stream.py).
 MIN_RELEASE_S = 0.1
 
 
@@ -88,8 +90,9 @@ class StreamMarker:
         if final:
             self._finished = True
             return self._release((total // self.hop) * self.hop)
-        lookahead = self.lookahead if self._released else self.first_lookahead
-        ready = ((total - lookahead) // self.hop) * self.hop
+        if not self._released:  # the first audio of the stream: whatever is ready, at once
+            return self._release(((total - self.first_lookahead) // self.hop) * self.hop)
+        ready = ((total - self.lookahead) // self.hop) * self.hop
         if ready - self._released < self.min_release:
             return np.zeros(0, dtype=np.float32)
         return self._release(ready)
