@@ -24,6 +24,10 @@ from tests.server.helpers import AUTH, ServerProcess, assert_openai_error, speec
 
 SAMPLES_PER_TOKEN = 960  # 24 kHz audio, 25 speech tokens per second
 LONG_TOKENS = 900  # a stream of 36 s of audio: far longer than the tests' shutdown timeout
+# The drain test's stream that must outlive the timeout whatever the machine's speed: 72 s of audio
+# (a quiet 2-core VM made 36 s of the tiny model's audio in under 15 s), read by a client that stops
+# reading after its first bytes, so the server cannot finish sending it before the timeout.
+DRAIN_LONG_TOKENS = 1800
 SHORT_TOKENS = 50
 SHUTDOWN_TIMEOUT_S = 15
 
@@ -68,11 +72,12 @@ def kill_all(processes: list[psutil.Process]) -> None:
 
 class Download(threading.Thread):
     """One speech request read to its end (or its failure) in a thread; ``started`` is set at the
-    first bytes of the body."""
+    first bytes of the body. With ``resume``, the client reads nothing more after those until
+    ``resume`` is set."""
 
-    def __init__(self, server: ServerProcess, **fields):
+    def __init__(self, server: ServerProcess, resume: threading.Event | None = None, **fields):
         super().__init__(daemon=True)
-        self.url, self.fields = server.url, fields
+        self.url, self.fields, self.resume = server.url, fields, resume
         self.started = threading.Event()
         self.status: int | None = None
         self.body = b""
@@ -86,6 +91,8 @@ class Download(threading.Thread):
                 for data in response.iter_bytes():
                     self.body += data
                     self.started.set()
+                    if self.resume is not None:
+                        self.resume.wait()
         except Exception as exc:  # noqa: BLE001 - the test inspects it
             self.error = exc
         self.started.set()
@@ -100,12 +107,14 @@ def sse_audio(body: bytes) -> tuple[np.ndarray, dict]:
 
 
 def test_sigterm_drains_requests_in_flight_then_cuts_what_outlives_the_timeout(model_dir, tmp_path):
-    server = ServerProcess(model_dir, tmp_path / "voices", tmp_path, max_new_tokens=LONG_TOKENS,
-                           shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    server = ServerProcess(model_dir, tmp_path / "voices", tmp_path, max_new_tokens=DRAIN_LONG_TOKENS,
+                           max_model_len=2048, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     server.start()
+    resume_long = threading.Event()
     try:
         engines = engine_processes(server.process.pid)
-        long = Download(server, input="A long one.", response_format="pcm", max_new_tokens=LONG_TOKENS)
+        long = Download(server, resume_long, input="A long one.", response_format="pcm",
+                        max_new_tokens=DRAIN_LONG_TOKENS)
         sse = Download(server, input="A short stream.", response_format="pcm", stream_format="sse",
                        max_new_tokens=SHORT_TOKENS)
         whole = Download(server, input="A short file.", response_format="wav", max_new_tokens=SHORT_TOKENS)
@@ -116,6 +125,8 @@ def test_sigterm_drains_requests_in_flight_then_cuts_what_outlives_the_timeout(m
         server.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
 
+        # The signal reaches the server's event loop a moment later: readiness fails within seconds.
+        assert set(wait_for_health(server, "draining", 5)) <= {"ok", "draining"}
         health = httpx.get(f"{server.url}/health", timeout=10)
         assert health.status_code == 503 and health.json()["status"] == "draining", health.text
         with server.client() as http:
@@ -137,17 +148,19 @@ def test_sigterm_drains_requests_in_flight_then_cuts_what_outlives_the_timeout(m
 
         code = server.process.wait(timeout=SHUTDOWN_TIMEOUT_S + 30)
         stopped = time.monotonic() - signalled
+        resume_long.set()  # the client reads what the server sent before it cut the stream
         long.join(10)
         log = server.log_path.read_text(errors="replace")
         assert code == 0, server.log_tail()
         # The long stream was cut at the timeout: the client saw an incomplete transfer.
         assert isinstance(long.error, httpx.RemoteProtocolError), (long.error, len(long.body))
-        assert 0 < len(long.body) < LONG_TOKENS * SAMPLES_PER_TOKEN * 2
+        assert 0 < len(long.body) < DRAIN_LONG_TOKENS * SAMPLES_PER_TOKEN * 2
         assert SHUTDOWN_TIMEOUT_S <= stopped < SHUTDOWN_TIMEOUT_S + 20, stopped
         assert "cut 1 request(s) still in flight: POST /v1/audio/speech" in log, server.log_tail()
         assert "Traceback" not in log, server.log_tail()
         assert not still_alive(engines), "an engine process outlived the drained server"
     finally:
+        resume_long.set()
         kill_all(engine_processes(server.process.pid) if server.is_running() else [])
         server.stop()
 
