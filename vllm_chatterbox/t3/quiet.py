@@ -16,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 from collections.abc import Iterator
+
+from vllm_chatterbox.t3.threads import scoped_environment
 
 # Set in the environment of engine processes started quiet.
 QUIET_ENV = "CHATTERBOX_T3_QUIET_VLLM"
 HARMLESS_WARNING = "ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning:vllm.triton_utils.dispatcher"
 DEFAULT_VLLM_LOG_LEVEL = "ERROR"
-_environment_lock = threading.Lock()
 
 
 def vllm_log_level(engine_options: dict) -> str:
@@ -57,19 +57,10 @@ def quiet_engine_environment(quiet: bool) -> Iterator[None]:
     if not quiet:
         yield
         return
-    with _environment_lock:
-        saved = {name: os.environ.get(name) for name in (QUIET_ENV, "TORCH_CPP_LOG_LEVEL", "PYTHONWARNINGS")}
-        os.environ[QUIET_ENV] = "1"
-        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (saved["PYTHONWARNINGS"], HARMLESS_WARNING)))
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    warning_filters = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), HARMLESS_WARNING)))
+    with scoped_environment({QUIET_ENV: "1", "TORCH_CPP_LOG_LEVEL": os.environ.get("TORCH_CPP_LOG_LEVEL", "ERROR"),
+                             "PYTHONWARNINGS": warning_filters}):
+        yield
 
 
 def quiet_engine_process_imports() -> None:

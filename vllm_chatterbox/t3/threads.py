@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 # Set in the environment of the engine processes: the pid of the process that started them.
 ENGINE_PARENT_ENV = "CHATTERBOX_T3_ENGINE_PARENT"
-_environment_lock = threading.Lock()
+_environment_lock = threading.RLock()
 
 
 def available_cores() -> int:
@@ -40,9 +40,9 @@ def default_engine_threads() -> int:
 
 
 @contextlib.contextmanager
-def engine_process_environment(threads: int) -> Iterator[None]:
-    """Environment of the engine processes vLLM spawns inside this block (restored after it)."""
-    values = {"OMP_NUM_THREADS": str(threads), ENGINE_PARENT_ENV: str(os.getpid())}
+def scoped_environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` inside this block (what vLLM spawns there inherits them), the
+    previous values restored after it. One block at a time across threads; nesting is fine."""
     with _environment_lock:
         saved = {name: os.environ.get(name) for name in values}
         os.environ.update(values)
@@ -54,6 +54,11 @@ def engine_process_environment(threads: int) -> Iterator[None]:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+
+
+def engine_process_environment(threads: int):
+    """Environment of the engine processes vLLM spawns inside this block (restored after it)."""
+    return scoped_environment({"OMP_NUM_THREADS": str(threads), ENGINE_PARENT_ENV: str(os.getpid())})
 
 
 def enforce_engine_threads() -> None:
