@@ -17,6 +17,11 @@ from vllm_chatterbox.server.state import InFlightRequest, ServerState
 _access_log = logging.getLogger(ACCESS_LOGGER)
 
 
+def _client_address(scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
 def _raw_path(scope) -> str:
     """An unmatched request's path as sent, percent-encoded (a decoded one could carry a line
     break into the log), cut to 200 characters."""
@@ -86,8 +91,7 @@ class RequestMetricsMiddleware:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(route=label, status=str(status["code"])).inc()
-            client = scope.get("client")
-            fields = record.fields(client=f"{client[0]}:{client[1]}" if client else "-", method=scope["method"],
+            fields = record.fields(client=_client_address(scope), method=scope["method"],
                                    route=label if route is not None else _raw_path(scope), status=status["code"])
             # 503 is expected while the engine loads (and says so in the body): a warning, not an error.
             code = status["code"]
@@ -109,9 +113,8 @@ class InFlightMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        client = scope.get("client")
-        request = InFlightRequest(scope["method"], _raw_path(scope), f"{client[0]}:{client[1]}" if client else "-",
-                                  time.monotonic(), asyncio.current_task())
+        request = InFlightRequest(scope["method"], _raw_path(scope), _client_address(scope), time.monotonic(),
+                                  asyncio.current_task())
         key = self.state.in_flight.add(request)
         started = False
 
