@@ -222,7 +222,7 @@ def our_settings(tts, s3gen_threads: int) -> str:
     return (f"ours: vLLM {vllm.__version__}, executor {config.parallel_config.distributed_executor_backend}, "
             f"{tts.t3_engine.dtype}, attention {config.attention_config.backend or 'auto'} "
             f"({current_platform.device_name}), "
-            f"t3_threads {tts.t3_engine.threads}, S3Gen threads {s3gen_threads}, "
+            f"t3_threads {tts.t3_engine.threads}, S3Gen threads {s3gen_threads}, cpu_sharing {tts.cpu_sharing}, "
             f"max_num_seqs {config.scheduler_config.max_num_seqs}")
 
 

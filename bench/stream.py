@@ -25,7 +25,13 @@ shared one), so only the voice's conditioning is shared in vLLM's prefix cache, 
 with one voice. Random weights rarely emit the stop token, so every request gets exactly
 ``--tokens`` tokens.
 
+``--cpu-sharing alternate overlap`` runs every level once per mode on the same engine (switched
+with ``ChatterboxTTS.cpu_sharing``; the same arrival times, texts of their own so the prefix
+cache cannot favour the second) and prints each mode's tables, the ratios between the first
+two, and how often and how long the engine held its steps (``t3/cpu_turns.py``).
+
     PYTHONPATH=. python bench/stream.py --variant turbo                 # 1/4/8 streams, issue 19's targets
+    PYTHONPATH=. python bench/stream.py --variant turbo --cpu-sharing alternate overlap
     PYTHONPATH=. python bench/stream.py --concurrency 1 4 --tokens 100 --n-timesteps 4
 """
 
@@ -36,6 +42,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import platform
 import sys
 import time
 from collections import defaultdict
@@ -154,13 +161,13 @@ class Timeline:
         }
 
 
-def text_for(level: int, index: int) -> str:
-    """A text of its own per stream (and per alone-measurement): vLLM's prefix cache shares only the voice."""
-    return f"Request {level}-{index}. {TEXT}"
+def text_for(level: int, index: int, run: int = 0) -> str:
+    """A text of its own per stream, per run and per alone-measurement: vLLM's prefix cache shares only the voice."""
+    return f"Request {run}-{level}-{index}. {TEXT}"
 
 
 async def run_level(tts, concurrency: int, args, schedule: StreamSchedule,
-                    rng: np.random.Generator) -> tuple[list[StreamRun], float]:
+                    rng: np.random.Generator, run_index: int) -> tuple[list[StreamRun], float]:
     gaps = rng.exponential(args.mean_gap, concurrency)
     gaps[0] = 0.0
     offsets = np.cumsum(gaps)
@@ -169,7 +176,8 @@ async def run_level(tts, concurrency: int, args, schedule: StreamSchedule,
     async def one(index: int) -> StreamRun:
         await asyncio.sleep(float(offsets[index]))
         run = StreamRun(submitted=time.perf_counter())
-        async for piece in tts.astream(text_for(concurrency, index), seed=index * SEED_STRIDE, max_new_tokens=args.tokens,
+        async for piece in tts.astream(text_for(concurrency, index, run_index), seed=index * SEED_STRIDE,
+                                       max_new_tokens=args.tokens,
                                        n_timesteps=args.n_timesteps, max_chunk_tokens=args.max_chunk_tokens,
                                        schedule=schedule):
             run.arrivals.append(time.perf_counter())
@@ -212,6 +220,8 @@ def main() -> None:
     parser.add_argument("--mean-gap", type=float, default=0.5, help="mean seconds between arrivals")
     parser.add_argument("--max-chunk-tokens", type=int, default=150)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="S3Gen threads")
+    parser.add_argument("--cpu-sharing", nargs="+", choices=("alternate", "overlap"), default=None,
+                        help="run every level in each of these modes (default: the model's own mode only)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     setup = SETUPS[args.variant]
@@ -229,46 +239,72 @@ def main() -> None:
     if args.variant == "original":
         options["max_model_len"] = 150 + 34 + 2 + max(args.tokens, args.baseline_tokens) + 8
     tts = ChatterboxTTS.from_dir(model_dir, **options)
+    modes = args.cpu_sharing or [tts.cpu_sharing]
+    default_mode = tts.cpu_sharing
     schedule = tts.variant.stream_schedule
     if args.chunk_tokens:
         schedule = dataclasses.replace(schedule, chunk_tokens=tuple(args.chunk_tokens))
     timeline = Timeline(tts._stream_vocoder)
+    hold = tts.t3_engine.cpu_hold
+    rows: dict[str | None, list] = defaultdict(list)
+    breakdowns: dict[str | None, list] = defaultdict(list)
+    held: dict[str | None, list] = defaultdict(list)
     try:
         tts.generate("Warm up.", max_new_tokens=8, n_timesteps=args.n_timesteps)
         started = time.perf_counter()
         one_shot = tts.generate(TEXT, seed=0, max_new_tokens=args.baseline_tokens, n_timesteps=args.n_timesteps)[0]
         one_shot_latency = time.perf_counter() - started
         logger.info("one-shot: %.2f s of audio in %.1f s", one_shot.size / SAMPLE_RATE, one_shot_latency)
-        rng = np.random.default_rng(0)
-        rows, breakdowns = [], []
+        run_index = 0
         for concurrency in args.concurrency:
             t3_alone, s3gen_alone = alone(tts, schedule, args.n_timesteps, concurrency)
-            timeline.reset()
-            runs, wall = asyncio.run(run_level(tts, concurrency, args, schedule, rng))
-            ttfa = np.array([r.ttfa for r in runs])
-            stalls = [r.underruns() for r in runs]
-            rtf = np.array([r.latency / r.audio_seconds for r in runs])
-            parts = [timeline.breakdown(i, r, schedule.chunk_tokens[0]) for i, r in enumerate(runs)]
-            rows.append((concurrency, np.percentile(ttfa, 50), np.percentile(ttfa, 95),
-                         np.mean([r.latency for r in runs]), np.median(rtf), rtf.max(),
-                         np.median([p["t3_tokens_per_s"] for p in parts]), sum(r.audio_seconds for r in runs) / wall,
-                         sum(c for c, _ in stalls), sum(s for _, s in stalls)))
-            breakdowns.append((concurrency, {k: float(np.median([p[k] for p in parts])) for k in parts[0]},
-                               float(np.median(ttfa)), t3_alone, s3gen_alone))
-            logger.info("concurrency %d done in %.1f s", concurrency, wall)
+            for mode in modes:
+                if mode is not None:
+                    tts.cpu_sharing = mode
+                stats_before = hold.engine_stats() if hold is not None else (0, 0.0, 0)
+                timeline.reset()
+                run_index += 1
+                rng = np.random.default_rng(concurrency)  # the same arrivals in every mode
+                runs, wall = asyncio.run(run_level(tts, concurrency, args, schedule, rng, run_index))
+                stats = hold.engine_stats() if hold is not None else (0, 0.0, 0)
+                held[mode].append((concurrency, *(after - before for after, before in zip(stats, stats_before)), wall))
+                ttfa = np.array([r.ttfa for r in runs])
+                stalls = [r.underruns() for r in runs]
+                rtf = np.array([r.latency / r.audio_seconds for r in runs])
+                parts = [timeline.breakdown(i, r, schedule.chunk_tokens[0]) for i, r in enumerate(runs)]
+                rows[mode].append((concurrency, np.percentile(ttfa, 50), np.percentile(ttfa, 95),
+                                   np.mean([r.latency for r in runs]), np.median(rtf), rtf.max(),
+                                   np.median([p["t3_tokens_per_s"] for p in parts]),
+                                   sum(r.audio_seconds for r in runs) / wall,
+                                   sum(c for c, _ in stalls), sum(s for _, s in stalls)))
+                breakdowns[mode].append((concurrency, {k: float(np.median([p[k] for p in parts])) for k in parts[0]},
+                                         float(np.median(ttfa)), t3_alone, s3gen_alone))
+                logger.info("concurrency %d, cpu_sharing %s: done in %.1f s", concurrency, mode, wall)
     finally:
         tts.t3_engine.shutdown()
 
     print(f"\n{args.variant}: full-size random model ({model_dir}), fp32, {args.tokens} tokens "
           f"({args.tokens / 25:.0f} s) per utterance, n_timesteps {args.n_timesteps}, schedule: pieces after "
           f"{'/'.join(map(str, schedule.chunk_tokens))} tokens, {schedule.overlap_frames} overlap frames, context "
-          f"{schedule.context_tokens} tokens; {args.threads} S3Gen threads, {os.cpu_count()} CPUs, mean arrival gap "
-          f"{args.mean_gap} s; load average {load_before[0]:.1f} at start, {os.getloadavg()[0]:.1f} at the end")
+          f"{schedule.context_tokens} tokens; T3 engine threads {tts.t3_engine.threads}, {args.threads} S3Gen threads, "
+          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), cpu_sharing default {default_mode}, "
+          f"measured {', '.join(map(str, modes))}; mean arrival gap {args.mean_gap} s; load average "
+          f"{load_before[0]:.1f} at start, {os.getloadavg()[0]:.1f} at the end")
     print(f"one-shot latency (baseline, {args.baseline_tokens} tokens = {args.baseline_tokens / 25:.0f} s of audio "
-          f"through generate): {one_shot_latency:.1f} s\n")
+          f"through generate): {one_shot_latency:.1f} s")
+    for mode in modes:
+        print_mode(mode, rows[mode], breakdowns[mode], held[mode], one_shot_latency, schedule, setup)
+    if len(modes) > 1:
+        print_ratios(modes[0], modes[1], rows)
+
+
+def print_mode(mode, rows, breakdowns, held, one_shot_latency: float, schedule: StreamSchedule,
+               setup: VariantSetup) -> None:
+    print(f"\n### cpu_sharing {mode}\n")
     print("| streams | TTFA p50 s | TTFA p95 s | TTFA p50 / one-shot | mean latency s | RTF per stream p50 (max) "
           "| T3 tokens/s per stream | audio s per wall s | underruns | stalled s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| one-shot (baseline) | {one_shot_latency:.1f} | | 1.000 | {one_shot_latency:.1f} | | | | | |")
     for concurrency, p50, p95, latency, rtf, rtf_max, tps, throughput, underruns, stalled in rows:
         print(f"| {concurrency} | {p50:.2f} | {p95:.2f} | {p50 / one_shot_latency:.3f} | {latency:.1f} "
               f"| {rtf:.2f} ({rtf_max:.2f}) | {tps:.1f} | {throughput:.3f} | {underruns} | {stalled:.1f} |")
@@ -283,7 +319,9 @@ def main() -> None:
               f"| {t3_alone:.2f} ({part['t3_first_piece'] / t3_alone:.1f}x) | {part['vocoder_wait']:.2f} "
               f"| {part['first_piece_call']:.2f} | {s3gen_alone:.2f} ({part['first_piece_call'] / s3gen_alone:.1f}x) "
               f"| {part['batch']:.0f} | {part['hand_over']:.3f} | {ttfa:.2f} |")
-
+    print("\nT3 engine steps held by S3Gen calls (t3/cpu_turns.py): "
+          + "; ".join(f"{c} streams: {waits} steps waited {waited:.1f} s of {wall:.1f} s, {gave_up} bound(s) hit"
+                      for c, waits, waited, gave_up, wall in held))
     first = rows[0]
     print()
     if first[0] == 1:
@@ -298,6 +336,15 @@ def main() -> None:
                   if concurrency == setup.at and first[0] == 1 else "")
         print(f"TTFA p95 at {concurrency} / TTFA p50 at {first[0]}: {p95 / first[1]:.2f}x{target}")
 
+
+def print_ratios(mode: str, baseline: str, rows: dict) -> None:
+    print(f"\n### {mode} / {baseline} (below 1: {mode} is faster; audio s per wall s: above 1 is better)\n")
+    print("| streams | TTFA p50 | TTFA p95 | mean latency | RTF per stream p50 | T3 tokens/s per stream "
+          "| audio s per wall s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for ours, base in zip(rows[mode], rows[baseline]):
+        print(f"| {ours[0]} | {ours[1] / base[1]:.2f} | {ours[2] / base[2]:.2f} | {ours[3] / base[3]:.2f} "
+              f"| {ours[4] / base[4]:.2f} | {ours[6] / base[6]:.2f} | {ours[7] / base[7]:.2f} |")
 
 if __name__ == "__main__":
     main()

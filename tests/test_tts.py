@@ -19,6 +19,7 @@ class NoEngine:
         pass
 
     shutdowns = 0
+    cpu_hold = None  # no engine process: nothing to take turns with
 
     def shutdown(self):
         self.shutdowns += 1

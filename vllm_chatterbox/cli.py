@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from vllm_chatterbox.config import S3GEN_SAMPLE_RATE, T3_DTYPES, CpuThreads
+from vllm_chatterbox.config import CPU_SHARING_MODES, S3GEN_SAMPLE_RATE, T3_DTYPES, CpuThreads
 
 logger = logging.getLogger("vllm_chatterbox")
 
@@ -63,7 +63,8 @@ def _model_files(model: str | None, args):
 def _load_model(files, args):
     from vllm_chatterbox.tts import ChatterboxTTS
 
-    options = {"dtype": args.dtype, "t3_threads": args.t3_threads, "s3gen_threads": args.s3gen_threads}
+    options = {"dtype": args.dtype, "t3_threads": args.t3_threads, "s3gen_threads": args.s3gen_threads,
+               "cpu_sharing": args.cpu_sharing}
     if args.max_num_seqs:
         options["max_num_seqs"] = args.max_num_seqs
     if args.model is None:
@@ -150,7 +151,7 @@ def cmd_speak(args) -> None:
     output = check_output_path(args.output, tuple(AUDIO_FORMATS))
     text = _speak_text(args)
     params = _speak_params(args)
-    CpuThreads(t3=args.t3_threads, s3gen=args.s3gen_threads)
+    CpuThreads(t3=args.t3_threads, s3gen=args.s3gen_threads, sharing=args.cpu_sharing)
     if args.watermark:
         from vllm_chatterbox.watermark import load_watermarker
 
@@ -318,9 +319,10 @@ def _server_setup(args):
         max_convert_bytes=int(args.max_convert_mb * (1 << 20)), max_convert_seconds=args.max_convert_seconds,
         watermark=args.watermark,
     )
-    CpuThreads(t3=args.t3_threads, s3gen=args.s3gen_threads)
+    CpuThreads(t3=args.t3_threads, s3gen=args.s3gen_threads, sharing=args.cpu_sharing)
     options = {name: getattr(args, name) for name in ("max_num_seqs", "max_model_len") if getattr(args, name)}
-    options.update(dtype=args.dtype, t3_threads=args.t3_threads, s3gen_threads=args.s3gen_threads)
+    options.update(dtype=args.dtype, t3_threads=args.t3_threads, s3gen_threads=args.s3gen_threads,
+                   cpu_sharing=args.cpu_sharing)
     if args.kv_cache_gib:
         options["kv_cache_memory_bytes"] = int(args.kv_cache_gib * (1 << 30))
     if args.model is None:
@@ -644,6 +646,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="CPU: torch threads of this process, where S3Gen runs (default: torch's, every "
                                   "core); e.g. --t3-threads 1 --s3gen-threads 1 on 2 cores when T3 and S3Gen "
                                   "overlap (many texts or streams)")
+        command.add_argument("--cpu-sharing", choices=CPU_SHARING_MODES, default=None,
+                             help="CPU: alternate: the T3 engine holds its steps while S3Gen computes (time-sharing); "
+                                  "overlap: both compute at once (default: alternate when --t3-threads plus "
+                                  "--s3gen-threads exceed the cores, as with the defaults; overlap when they split them)")
 
     detect = sub.add_parser(
         "detect", parents=[verbose], help="tell whether audio files carry the Perth watermark",

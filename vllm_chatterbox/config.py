@@ -34,6 +34,18 @@ def check_t3_dtype(dtype) -> str:
     return name
 
 
+# How T3's engine and S3Gen share a CPU (t3/cpu_turns.py): take turns, or compute at once.
+CPU_SHARING_MODES = ("alternate", "overlap")
+
+
+def check_cpu_sharing(mode) -> str | None:
+    """``mode`` if it is None or one of :data:`CPU_SHARING_MODES`; else a ValueError."""
+    if mode is not None and mode not in CPU_SHARING_MODES:
+        raise ValueError(f"cpu_sharing must be one of {', '.join(map(repr, CPU_SHARING_MODES))} (or None: "
+                         f"alternate when T3's and S3Gen's threads exceed the cores), got {mode!r}")
+    return mode
+
+
 @dataclass(frozen=True)
 class CpuThreads:
     """How T3's engine process and this process share a CPU machine's cores.
@@ -45,12 +57,17 @@ class CpuThreads:
     once, so both default to every core; where T3 keeps decoding while S3Gen vocodes (many texts,
     streams, a busy server), giving them disjoint shares (e.g. 1 + 1 on 2 cores) keeps two
     OpenMP teams from competing for the same cores.
+    ``sharing``: "alternate" (T3's engine holds its steps while S3Gen computes: time-sharing),
+    "overlap" (both compute at once), or None: alternate when ``t3`` + ``s3gen`` threads exceed
+    the cores (the default, every core each), overlap when they split them. Only on a CPU.
     """
 
     t3: int | None = None
     s3gen: int | None = None
+    sharing: str | None = None
 
     def __post_init__(self) -> None:
+        check_cpu_sharing(self.sharing)
         cores = len(os.sched_getaffinity(0))
         for name, value in (("t3_threads", self.t3), ("s3gen_threads", self.s3gen)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cores):

@@ -78,13 +78,16 @@ class ChatterboxTTS:
     def from_dir(cls, path: str | Path, *, multilingual: bool | None = None, version: str | None = None,
                  variant: str | None = None, device: str | torch.device | None = None, dtype: str = "float32",
                  s3gen_dtype: str = "float32", t3_threads: int | None = None, s3gen_threads: int | None = None,
-                 **engine_options) -> "ChatterboxTTS":
+                 cpu_sharing: str | None = None, **engine_options) -> "ChatterboxTTS":
         """Load a model directory in the official layout. ``device`` runs S3Gen and the voice
         networks (default: CUDA when available); T3 runs wherever vLLM runs. ``dtype`` is T3's
         compute dtype and ``s3gen_dtype`` S3Gen's: "float32" (default, the original's arithmetic)
         or "bfloat16" (fast mode where the hardware has bf16 units; see the README).
         ``t3_threads`` / ``s3gen_threads`` split a CPU's cores between T3's engine process and
-        this one (:class:`~vllm_chatterbox.config.CpuThreads`; default: every core for each).
+        this one (:class:`~vllm_chatterbox.config.CpuThreads`; default: every core for each);
+        ``cpu_sharing`` "alternate" makes T3's engine hold its steps while S3Gen computes,
+        "overlap" lets both compute at once (default: alternate when the threads exceed the
+        cores, overlap when they split them; see :mod:`vllm_chatterbox.t3.cpu_turns`).
 
         English or multilingual is recognised by the files (``multilingual`` forces one);
         ``version`` picks the multilingual T3, "v2" (default) or "v3". Turbo / Nano directories
@@ -92,24 +95,27 @@ class ChatterboxTTS:
         """
         files = ModelFiles.from_dir(path, multilingual=multilingual, version=version, variant=variant)
         return cls.from_files(files, device=device, dtype=dtype, s3gen_dtype=s3gen_dtype, t3_threads=t3_threads,
-                              s3gen_threads=s3gen_threads, **engine_options)
+                              s3gen_threads=s3gen_threads, cpu_sharing=cpu_sharing, **engine_options)
 
     @classmethod
     def from_files(cls, files: ModelFiles, *, device: str | torch.device | None = None, dtype: str = "float32",
                    s3gen_dtype: str = "float32", t3_threads: int | None = None, s3gen_threads: int | None = None,
-                   **engine_options) -> "ChatterboxTTS":
+                   cpu_sharing: str | None = None, **engine_options) -> "ChatterboxTTS":
         """Load already located model files (see :class:`ModelFiles`); the options as in :meth:`from_dir`."""
         engine_options["dtype"] = check_t3_dtype(dtype)
         _checked_s3gen_dtype(s3gen_dtype)
-        threads = CpuThreads(t3=t3_threads, s3gen=s3gen_threads)
+        threads = CpuThreads(t3=t3_threads, s3gen=s3gen_threads, sharing=cpu_sharing)
+        device = device or default_device()
         engine_options["threads"] = threads.t3
+        # S3Gen on a GPU leaves the CPU to T3: nothing to take turns on.
+        engine_options["cpu_sharing"] = threads.sharing if torch.device(device).type == "cpu" else "overlap"
         if not isinstance(files, ModelFiles):
             raise ValueError(f"files must be a ModelFiles (see ModelFiles.from_dir), got {type(files).__name__}; "
                              "use ChatterboxTTS.from_dir for a directory")
         files.check_readable()
         if threads.s3gen is not None:
             torch.set_num_threads(threads.s3gen)
-        return cls(files, model_config(files), engine_options, device or default_device(), s3gen_dtype)
+        return cls(files, model_config(files), engine_options, device, s3gen_dtype)
 
     @classmethod
     def from_pretrained(cls, repo_id: str | None = None, *, revision: str | None = None, multilingual: bool = False,
@@ -122,7 +128,7 @@ class ChatterboxTTS:
             repo_id = TURBO_REPOS.get(variant, DEFAULT_REPO)
         check_t3_dtype(options.get("dtype", "float32"))  # before a download
         _checked_s3gen_dtype(options.get("s3gen_dtype", "float32"))
-        CpuThreads(t3=options.get("t3_threads"), s3gen=options.get("s3gen_threads"))
+        CpuThreads(t3=options.get("t3_threads"), s3gen=options.get("s3gen_threads"), sharing=options.get("cpu_sharing"))
         path = download(repo_id, revision, multilingual=multilingual, version=version, variant=variant)
         return cls.from_dir(path, multilingual=multilingual, version=version, variant=variant, **options)
 
@@ -130,7 +136,20 @@ class ChatterboxTTS:
     def s3gen(self):
         from vllm_chatterbox.s3gen.model import S3Gen
 
-        return S3Gen.from_file(self.files.s3gen, self.config, device=self.device, dtype=self.s3gen_dtype)
+        s3gen = S3Gen.from_file(self.files.s3gen, self.config, device=self.device, dtype=self.s3gen_dtype)
+        if self.t3_engine.cpu_hold is not None:
+            s3gen.compute_hold = self.t3_engine.cpu_hold.hold
+        return s3gen
+
+    @property
+    def cpu_sharing(self) -> str | None:
+        """On a CPU, "alternate" (T3's engine holds its steps while S3Gen computes) or "overlap";
+        None where T3 does not run on the CPU. Settable at any time."""
+        return self.t3_engine.cpu_sharing
+
+    @cpu_sharing.setter
+    def cpu_sharing(self, mode: str) -> None:
+        self.t3_engine.cpu_sharing = mode
 
     @functools.cached_property
     def voice_builder(self):

@@ -22,6 +22,7 @@ on an AVX2-only CPU PyTorch's bf16 matmuls and convolutions are several times sl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ class S3Gen(nn.Module):
         self.flow = CausalMaskedDiffWithXvec(config.flow, config.estimator)
         self.mel2wav = HiFTGenerator(config.hift)
         self.register_buffer("trim_fade", trim_fade(), persistent=False)
+        # A context manager factory entered around each compute call (a length group of
+        # inference, a streaming vocoder call). ChatterboxTTS sets it to hold T3's engine while
+        # S3Gen computes on a CPU it shares with the engine (t3/cpu_turns.py).
+        self.compute_hold = contextlib.nullcontext
         self.eval()
 
     @property
@@ -203,10 +208,12 @@ class S3Gen(nn.Module):
         logger.debug("s3gen: %d items in %d length groups of sizes %s", len(items), len(groups), [len(g) for g in groups])
         wavs: list[np.ndarray | None] = [None] * len(items)
         for group in groups:
-            mels = self._flow_batch([items[i] for i in group], n_timesteps)
             group_generators = None if generators is None else [generators[i] for i in group]
             group_seeds = None if seeds is None else [items[i].seed for i in group]
-            for i, wav in zip(group, self.vocode(mels, generators=group_generators, seeds=group_seeds)):
+            with self.compute_hold():
+                mels = self._flow_batch([items[i] for i in group], n_timesteps)
+                group_wavs = self.vocode(mels, generators=group_generators, seeds=group_seeds)
+            for i, wav in zip(group, group_wavs):
                 wavs[i] = wav.float().cpu().numpy()
         return wavs
 

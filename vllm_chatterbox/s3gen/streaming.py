@@ -200,10 +200,13 @@ def vocode_stream_chunks(s3gen: S3Gen, items: Sequence[tuple[StreamState, Sequen
         pieces.append(_plan(s3gen, index, state, final))
 
     pieces = [p for p in pieces if p is not None]
-    _run_flow(s3gen, pieces, max_batch_frames)
-    pieces = [p for p in pieces if _join_mel(s3gen, p)]
-    for p, wav in zip(pieces, _run_vocoder(s3gen, pieces, max_batch_frames)):
-        out[p.index] = _emit(s3gen, p, wav)
+    if not pieces:
+        return out
+    with s3gen.compute_hold():
+        _run_flow(s3gen, pieces, max_batch_frames)
+        pieces = [p for p in pieces if _join_mel(s3gen, p)]
+        for p, wav in zip(pieces, _run_vocoder(s3gen, pieces, max_batch_frames)):
+            out[p.index] = _emit(s3gen, p, wav)
     return out
 
 

@@ -28,10 +28,12 @@ from pathlib import Path
 
 import torch
 
-from vllm_chatterbox.config import cache_root, check_t3_dtype
+from vllm_chatterbox.config import cache_root, check_cpu_sharing, check_t3_dtype
 from vllm_chatterbox.t3.contract import T3EngineSpec, T3Request, T3Result
+from vllm_chatterbox.t3.cpu_turns import EngineHold, default_cpu_sharing
 from vllm_chatterbox.t3.quiet import is_quiet, quiet_engine_environment, quiet_vllm_imports, vllm_log_level
-from vllm_chatterbox.t3.threads import default_engine_threads, engine_process_environment
+from vllm_chatterbox.t3.threads import (available_cores, default_engine_threads, engine_process_environment,
+                                        scoped_environment)
 
 logger = logging.getLogger(__name__)
 
@@ -139,14 +141,19 @@ class T3Engine:
 
     ``extra_logits_processors`` (tests) run before the architecture's own processors and see the
     model's raw logits; ``after_sampler_processors`` run after them and see the processed logits.
+    On a CPU, ``threads`` are the engine process's compute threads and ``cpu_sharing`` whether
+    the engine holds its steps while this process's S3Gen computes (``t3/cpu_turns.py``; None:
+    alternate when the engine's threads plus this process's torch threads exceed the cores);
+    :attr:`cpu_hold` is the caller's side of it (None off the CPU).
     """
 
     def __init__(self, spec: T3EngineSpec, t3_weights: Path, *, dtype: str = "float32",
                  extra_logits_processors: Iterable[str] = (), after_sampler_processors: Iterable[str] = (),
-                 threads: int | None = None,
+                 threads: int | None = None, cpu_sharing: str | None = None,
                  **engine_options):
         if _in_spawned_reimport_of_main():
             raise RuntimeError(MAIN_GUARD_MESSAGE)
+        check_cpu_sharing(cpu_sharing)
         self.spec = spec
         self.cfg = spec.cfg
         self.dtype = check_t3_dtype(dtype)
@@ -193,15 +200,24 @@ class T3Engine:
         self.requests_submitted = 0
         self._closed = False
         self.threads = (threads or default_engine_threads()) if on_cpu else None
+        self.cpu_hold: EngineHold | None = None
+        if on_cpu:
+            mode = cpu_sharing or default_cpu_sharing(self.threads, torch.get_num_threads(), available_cores())
+            self.cpu_hold = EngineHold(alternate=mode == "alternate")
         try:
             with engine_process_environment(self.threads) if on_cpu else contextlib.nullcontext(), \
+                    scoped_environment(self.cpu_hold.environment()) if on_cpu else contextlib.nullcontext(), \
                     quiet_engine_environment(quiet):
                 self.engine = self._run_in_loop(self._start(str(model_dir), options))
         except BaseException as exc:
             self._stop_loop()
+            if self.cpu_hold is not None:
+                self.cpu_hold.close()
             if isinstance(exc, Exception) and _started_outside_main_guard():
                 raise RuntimeError(MAIN_GUARD_MESSAGE) from exc
             raise
+        if self.cpu_hold is not None:
+            self.cpu_hold.unlink()  # the engine has mapped it
         self.vllm_config = self.engine.vllm_config
         self.max_model_len: int = self.engine.model_config.max_model_len
         self._seeds_crash_vllm = on_cpu and bool(self.vllm_config.scheduler_config.enable_chunked_prefill)
@@ -357,6 +373,20 @@ class T3Engine:
             if not self._closed:
                 self._run_in_loop(_aclose(iterator))
 
+    @property
+    def cpu_sharing(self) -> str | None:
+        """"alternate" or "overlap" on a CPU (see ``t3/cpu_turns.py``), None elsewhere."""
+        if self.cpu_hold is None:
+            return None
+        return "alternate" if self.cpu_hold.alternate else "overlap"
+
+    @cpu_sharing.setter
+    def cpu_sharing(self, mode: str) -> None:
+        if check_cpu_sharing(mode) is None:
+            raise ValueError("cpu_sharing: give 'alternate' or 'overlap' to change it")
+        if self.cpu_hold is not None:
+            self.cpu_hold.alternate = mode == "alternate"
+
     def has_unfinished(self) -> bool:
         return self.engine.get_num_unfinished_requests() > 0
 
@@ -371,6 +401,8 @@ class T3Engine:
             self._run_in_loop(self._shutdown())
         finally:
             self._stop_loop()
+            if self.cpu_hold is not None:
+                self.cpu_hold.close()
 
     async def _shutdown(self) -> None:
         self.engine.shutdown()

@@ -21,6 +21,7 @@ from vllm.model_executor.models.gpt2 import GPT2Model
 from vllm.sequence import IntermediateTensors
 
 from vllm_chatterbox.config import TurboT3Config
+from vllm_chatterbox.t3.cpu_turns import EngineTurn
 from vllm_chatterbox.t3.gpt2.linear import use_direct_onednn
 
 # Tensors of t3_turbo_v1.safetensors the prompt builder uses in the client process.
@@ -39,6 +40,8 @@ class ChatterboxT3TurboForCausalLM(nn.Module):
         self.transformer = GPT2Model(vllm_config=vllm_config, prefix=f"{prefix}transformer")
         use_direct_onednn(self.transformer)
         self.speech_head = nn.Linear(cfg.hidden_size, cfg.speech_vocab_size, bias=True)
+        # On a CPU with cpu_sharing="alternate": wait while S3Gen computes (t3/cpu_turns.py).
+        self.cpu_turn = EngineTurn.from_environment()
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.transformer.embed_input_ids(input_ids)
@@ -51,6 +54,8 @@ class ChatterboxT3TurboForCausalLM(nn.Module):
         inputs_embeds: torch.Tensor | None = None,
         **kwargs: object,
     ) -> torch.Tensor:
+        if self.cpu_turn is not None:
+            self.cpu_turn.wait()
         return self.transformer(input_ids, positions, intermediate_tensors, inputs_embeds)
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from vllm.model_executor.models.interfaces import SupportsMRoPE
 from vllm.sequence import IntermediateTensors
 
 from vllm_chatterbox.config import T3Config
+from vllm_chatterbox.t3.cpu_turns import EngineTurn
 from vllm_chatterbox.t3.llama import positions
 from vllm_chatterbox.t3.llama.layout import branch_rows, packed_rows
 from vllm_chatterbox.t3.llama.rope import apply_rope, rope_cos_sin
@@ -120,6 +121,8 @@ class ChatterboxT3ForCausalLM(nn.Module, SupportsMRoPE):
         cos, sin = rope_cos_sin(cfg, positions.rope_table_size(cfg))
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        # On a CPU with cpu_sharing="alternate": wait while S3Gen computes (t3/cpu_turns.py).
+        self.cpu_turn = EngineTurn.from_environment()
 
     # --- vLLM interface -------------------------------------------------------------------
 
@@ -142,6 +145,8 @@ class ChatterboxT3ForCausalLM(nn.Module, SupportsMRoPE):
         inputs_embeds: torch.Tensor | None = None,
         **kwargs: object,
     ) -> torch.Tensor:
+        if self.cpu_turn is not None:
+            self.cpu_turn.wait()
         if inputs_embeds is None:
             inputs_embeds = self.embed_input_ids(input_ids)
         rope_positions = positions[0] if positions.dim() == 2 else positions
