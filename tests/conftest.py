@@ -94,8 +94,7 @@ def pytest_xdist_auto_num_workers(config):
 def _shared_fixture_keys(item) -> set[str]:
     """What ``item`` shares with other tests that a worker would have to start again: session
     engines, package fixtures (engines and servers stopped when their folder is done) and, per
-    module, its module fixtures. A session engine used beside a package fixture does not count:
-    the package's worker starts it too (15 s) rather than pull a whole other folder along."""
+    module, its module fixtures."""
     # A parametrised test may ask for a session engine by name (request.getfixturevalue).
     params = getattr(getattr(item, "callspec", None), "params", {})
     by_name = {value for value in params.values() if isinstance(value, str)}
@@ -110,13 +109,13 @@ def _shared_fixture_keys(item) -> set[str]:
             keys.add(f"package:{definitions[-1].baseid}:{name}")
         elif scope in ("module", "class"):
             keys.add(f"module:{item.nodeid.split('::')[0]}")
-    if any(key.startswith("package:") for key in keys):
-        keys = {key for key in keys if not key.startswith("session:")}
     return keys
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
+    """On an xdist worker: one group per set of tests linked by what they share (a test using two
+    shared things joins their groups), and the order xdist hands out work units in."""
     if not getattr(config.option, "loadgroup", False):
         return  # not an xdist worker of a `--dist loadgroup` run (the controller does not collect)
     parent: dict[str, str] = {}
@@ -128,13 +127,21 @@ def pytest_collection_modifyitems(config, items):
 
     item_keys = []
     for item in items:
-        if item.get_closest_marker("xdist_group"):
-            item_keys.append([])
-            continue
-        keys = sorted(_shared_fixture_keys(item))
+        keys = [] if item.get_closest_marker("xdist_group") else sorted(_shared_fixture_keys(item))
         item_keys.append(keys)
         for key in keys[1:]:
             parent[root(key)] = root(keys[0])
+    declared, groups, free = [], {}, []
     for item, keys in zip(items, item_keys):
-        if keys:
-            item.add_marker(pytest.mark.xdist_group(root(keys[0]).replace("@", "_")))
+        if item.get_closest_marker("xdist_group"):
+            declared.append(item)
+        elif keys:
+            item.add_marker(pytest.mark.xdist_group(root(keys[0])))
+            groups.setdefault(root(keys[0]), []).append(item)
+        else:
+            free.append(item)
+    # xdist hands out units in collection order (pyproject: --no-loadscope-reorder): the groups a
+    # module declares first (the Ray cluster's: few tests, the longest), then the others, most tests
+    # first, so the longest units start at once on different workers; the free tests fill in.
+    by_size = sorted(groups.values(), key=len, reverse=True)
+    items[:] = declared + [item for group in by_size for item in group] + free
