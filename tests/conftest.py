@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import os
+
+import psutil
 import pytest
 
 from tests.paths import TURBO_CKPT
@@ -65,3 +68,80 @@ def turbo_tts(turbo_model_dir):
                                  kv_cache_memory_bytes=KV_CACHE_BYTES)
     yield tts
     tts.t3_engine.shutdown()
+
+
+# Parallel runs (pytest-xdist; pyproject's addopts: ``-n auto --dist loadgroup``). Every worker is
+# a pytest process of its own with its own session and package fixtures, so a shared engine is
+# started once per worker that runs a test using it. ``pytest_collection_modifyitems`` below puts
+# all the tests sharing an engine in one xdist group (a group runs on one worker, in collection
+# order), and leaves the rest (pure functions, tests that start their own processes) free to
+# spread over the workers.
+SESSION_ENGINES = ("tts_tiny", "turbo_tts")
+# A worker's engines alive at once (a session engine or two, a server's, a folder's package
+# engines) peak at about this much memory; more workers than cores gains nothing.
+WORKER_MEMORY_BYTES = 8 << 30
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per usable core, as many as the available memory holds engines
+    for, at most MAX_WORKERS (2 on the 2-core, 24 GiB machine)."""
+    cores = len(os.sched_getaffinity(0))
+    by_memory = psutil.virtual_memory().available // WORKER_MEMORY_BYTES
+    return max(1, min(cores, by_memory, MAX_WORKERS))
+
+
+def _shared_fixture_keys(item) -> set[str]:
+    """What ``item`` shares with other tests that a worker would have to start again: session
+    engines, package fixtures (engines and servers stopped when their folder is done) and, per
+    module, its module fixtures."""
+    # A parametrised test may ask for a session engine by name (request.getfixturevalue).
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    by_name = {value for value in params.values() if isinstance(value, str)}
+    keys = {f"session:{name}" for name in SESSION_ENGINES if name in by_name}
+    for name, definitions in item._fixtureinfo.name2fixturedefs.items():
+        if name not in item.fixturenames:
+            continue
+        scope = definitions[-1].scope
+        if scope == "session" and name in SESSION_ENGINES:
+            keys.add(f"session:{name}")
+        elif scope == "package":
+            keys.add(f"package:{definitions[-1].baseid}:{name}")
+        elif scope in ("module", "class"):
+            keys.add(f"module:{item.nodeid.split('::')[0]}")
+    return keys
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """On an xdist worker: one group per set of tests linked by what they share (a test using two
+    shared things joins their groups), and the order xdist hands out work units in."""
+    if not getattr(config.option, "loadgroup", False):
+        return  # not an xdist worker of a `--dist loadgroup` run (the controller does not collect)
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    item_keys = []
+    for item in items:
+        keys = [] if item.get_closest_marker("xdist_group") else sorted(_shared_fixture_keys(item))
+        item_keys.append(keys)
+        for key in keys[1:]:
+            parent[root(key)] = root(keys[0])
+    declared, groups, free = [], {}, []
+    for item, keys in zip(items, item_keys):
+        if item.get_closest_marker("xdist_group"):
+            declared.append(item)
+        elif keys:
+            item.add_marker(pytest.mark.xdist_group(root(keys[0])))
+            groups.setdefault(root(keys[0]), []).append(item)
+        else:
+            free.append(item)
+    # xdist hands out units in collection order (pyproject: --no-loadscope-reorder): the groups a
+    # module declares first (the Ray cluster's: few tests, the longest), then the others, most tests
+    # first, so the longest units start at once on different workers; the free tests fill in.
+    by_size = sorted(groups.values(), key=len, reverse=True)
+    items[:] = declared + [item for group in by_size for item in group] + free

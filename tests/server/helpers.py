@@ -24,6 +24,7 @@ MAX_VOICE_SECONDS = 10.0
 MAX_CONVERT_MB = 1.0  # voice conversion sources and watermark-detection uploads
 MAX_CONVERT_SECONDS = 30.0
 STARTUP_TIMEOUT_S = 900
+PORT_TRIES = 3
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
@@ -57,7 +58,16 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.port = free_port()
+        # The port is free when picked, but another process (another test worker's server in a
+        # parallel run) may bind it before this server does: then it starts again on another port.
+        for _ in range(PORT_TRIES):
+            if self._start_on(free_port()):
+                return
+        raise RuntimeError(f"the server found no free port in {PORT_TRIES} tries:\n{self.log_tail()}")
+
+    def _start_on(self, port: int) -> bool:
+        """Ready on ``port`` (True), or stopped because that port was taken (False)."""
+        self.port = port
         self.starts += 1
         self.log_path = self.log_dir / f"server-{self.starts}.log"
         command = [sys.executable, "-m", "vllm_chatterbox.cli", "serve", "--model", str(self.model_dir),
@@ -72,6 +82,9 @@ class ServerProcess:
         self.health_statuses, self.ready_logged_before_poll = [], []
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
+            if self._port_taken():
+                self.stop()
+                return False
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
             ready_logged = bool(self.ready_lines())
@@ -83,10 +96,15 @@ class ServerProcess:
             self.health_statuses.append((response.status_code, response.json().get("status")))
             self.ready_logged_before_poll.append(ready_logged)
             if response.status_code == 200:
-                return
+                return True
             time.sleep(1)
         self.stop()
         raise RuntimeError(f"the server was not ready after {STARTUP_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def _port_taken(self) -> bool:
+        """The CLI's check before it starts (exit 2), or uvicorn's bind after it (the race)."""
+        log = self.log_path.read_text(errors="replace")
+        return f"port {self.port} on 127.0.0.1 is in use" in log or "address already in use" in log
 
     def stop(self) -> None:
         if self.process is None:

@@ -30,6 +30,10 @@ from ray import serve  # noqa: E402
 from vllm_chatterbox.cli import ray_application  # noqa: E402
 from vllm_chatterbox.server.ray_serve import APP_NAME, DEPLOYMENT_NAME, REPLICA_HEADER  # noqa: E402
 
+# In a parallel run the Ray cluster's tests (the longest module) run together on one worker, apart
+# from the session server's folder: their one test against that server starts it once more there.
+pytestmark = pytest.mark.xdist_group("ray")
+
 READY_TIMEOUT_S = 600  # two engines loading at once on a loaded 2-core machine
 REPLACE_TIMEOUT_S = 600
 LONG_TEXT = " ".join(["The bridge opens at dawn and closes at dusk, every day of the year."] * 6)
