@@ -152,7 +152,7 @@ class EngineTurn:
         finally:
             os.close(fd)
         self._given_up_epoch = 0
-        self._warned = False
+        self._logged = False
 
     @classmethod
     def from_environment(cls) -> EngineTurn | None:
@@ -182,9 +182,11 @@ class EngineTurn:
             if time.monotonic() >= deadline:
                 self._given_up_epoch = words[EPOCH]
                 words[GAVE_UP] += 1
-                if not self._warned:
-                    self._warned = True
-                    logger.warning("T3 engine: an S3Gen call held the CPU for more than %.1f s; T3 goes on beside "
+                if not self._logged:
+                    self._logged = True
+                    # A long batched S3Gen call meets the bound too (8 Turbo streams on 2 cores):
+                    # not a fault to shout about in a user's terminal.
+                    logger.info("T3 engine: an S3Gen call held the CPU for more than %.1f s; T3 goes on beside "
                                    "it (cpu_sharing: logged once)", words[MAX_WAIT_US] / 1e6)
                 break
             time.sleep(POLL_S)
