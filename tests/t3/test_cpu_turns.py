@@ -3,7 +3,8 @@
 The flag's two sides in one process (they share memory the same way across processes), then
 the session Turbo engine: held, a request makes no progress and finishes with the same tokens
 once let go; a hold that never ends costs the engine one safety bound; overlap never holds; a
-stream's vocoder calls really hold the engine.
+stream's vocoder calls really hold the engine; a later piece holds it only while T3 decodes a
+batch.
 """
 
 from __future__ import annotations
@@ -74,6 +75,22 @@ def test_the_safety_bound_frees_the_engine_once_per_hold(hold):
         turn.wait()
         assert time.monotonic() - start > 0.15
     assert hold.engine_stats()[0] == 2 and hold.engine_stats()[2] == 2  # the skipped wait is no wait
+
+
+def test_alternate_holds_for_first_audio_or_a_t3_batch_only():
+    batch = [1]
+    hold = EngineHold(alternate=True, t3_batch=lambda: batch[0])
+    try:
+        with hold.hold():  # a later piece while T3 decodes one request: they overlap
+            assert hold.holders == 0
+        with hold.hold(first_audio=True):  # a stream's first audio: always held
+            assert hold.holders == 1
+        batch[0] = 2
+        with hold.hold():  # T3 decodes a batch: held
+            assert hold.holders == 1
+        assert hold.holders == 0
+    finally:
+        hold.close()
 
 
 def test_overlap_never_holds_and_a_closed_hold_is_inert():
@@ -159,7 +176,7 @@ def test_a_held_engine_makes_no_progress_and_then_the_same_tokens(turbo_tts, alt
     text = "Held while S3Gen vocodes."
     expected = turbo_tts.t3_engine.generate(_greedy_request(turbo_tts, text))[0].token_ids
     arrived: list[int] = []
-    with alternating.hold():
+    with alternating.hold(first_audio=True):
         future = turbo_tts.t3_engine.submit(_greedy_request(turbo_tts, text)[0],
                                             lambda event: event[0] == "tokens" and arrived.extend(event[1]))
         time.sleep(1.0)
@@ -175,7 +192,7 @@ def test_a_held_engine_makes_no_progress_and_then_the_same_tokens(turbo_tts, alt
 def test_a_hold_that_never_ends_costs_the_engine_one_bound(turbo_tts, alternating):
     alternating.max_wait_s = 0.5
     gave_up = alternating.engine_stats()[2]
-    with alternating.hold():
+    with alternating.hold(first_audio=True):
         start = time.monotonic()
         with T3Batch(turbo_tts.t3_engine, _greedy_request(turbo_tts, "Nobody lets go.")) as batch:
             results = batch.next_finished(timeout=60)
@@ -188,7 +205,7 @@ def test_a_hold_that_never_ends_costs_the_engine_one_bound(turbo_tts, alternatin
 def test_overlap_mode_never_holds_the_engine(turbo_tts, alternating):
     turbo_tts.cpu_sharing = "overlap"
     waits = alternating.engine_stats()[0]
-    with alternating.hold():
+    with alternating.hold(first_audio=True):
         assert alternating.holders == 0
         with T3Batch(turbo_tts.t3_engine, _greedy_request(turbo_tts, "Both at once.")) as batch:
             results = batch.next_finished(timeout=60)
@@ -205,3 +222,25 @@ def test_a_stream_holds_the_engine_while_it_vocodes_and_sounds_the_same(turbo_tt
     turbo_tts.cpu_sharing = "overlap"
     overlap = np.concatenate(list(turbo_tts.stream("The vocoder and T3 take turns here.", **options)))
     np.testing.assert_array_equal(alternate, overlap)
+
+
+def test_a_later_piece_holds_the_engine_only_while_it_decodes_a_batch(turbo_tts, alternating):
+    engine = turbo_tts.t3_engine
+
+    def in_flight(count: int) -> None:
+        deadline = time.monotonic() + 30
+        while engine.unfinished_requests() != count:
+            assert time.monotonic() < deadline, f"{engine.unfinished_requests()} requests in flight, not {count}"
+            time.sleep(0.005)
+
+    requests = turbo_tts.prepare_t3_requests(["One of two.", "Two of two."], max_new_tokens=1000)
+    with T3Batch(engine, requests[:1]):
+        in_flight(1)
+        with alternating.hold():
+            assert alternating.holders == 0, "a lone T3 request was held for a later piece"
+    in_flight(0)
+    with T3Batch(engine, requests):
+        in_flight(2)
+        with alternating.hold():
+            assert alternating.holders == 1, "T3 decoding a batch was not held"
+    in_flight(0)

@@ -51,6 +51,10 @@ DEFAULT_MAX_BATCH_FRAMES = 8192  # batch size x longest item, in 50 Hz frames (C
 CPU_MAX_BATCH_FRAMES = 1
 
 
+def _no_hold(first_audio: bool = False) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
 class S3Gen(nn.Module):
     def __init__(self, config: ChatterboxConfig):
         super().__init__()
@@ -59,9 +63,10 @@ class S3Gen(nn.Module):
         self.mel2wav = HiFTGenerator(config.hift)
         self.register_buffer("trim_fade", trim_fade(), persistent=False)
         # A context manager factory entered around each compute call (a length group of
-        # inference, a streaming vocoder call). ChatterboxTTS sets it to hold T3's engine while
-        # S3Gen computes on a CPU it shares with the engine (t3/cpu_turns.py).
-        self.compute_hold = contextlib.nullcontext
+        # inference, a streaming vocoder call; ``first_audio``: the call makes a stream's first
+        # audio). ChatterboxTTS sets it to hold T3's engine while S3Gen computes on a CPU it
+        # shares with the engine (t3/cpu_turns.py).
+        self.compute_hold = _no_hold
         self.eval()
 
     @property

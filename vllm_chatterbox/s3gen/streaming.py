@@ -202,7 +202,8 @@ def vocode_stream_chunks(s3gen: S3Gen, items: Sequence[tuple[StreamState, Sequen
     pieces = [p for p in pieces if p is not None]
     if not pieces:
         return out
-    with s3gen.compute_hold():
+    # A piece before which its stream has no audio yet is what a listener is waiting for.
+    with s3gen.compute_hold(first_audio=any(p.state.committed_frames == 0 for p in pieces)):
         _run_flow(s3gen, pieces, max_batch_frames)
         pieces = [p for p in pieces if _join_mel(s3gen, p)]
         for p, wav in zip(pieces, _run_vocoder(s3gen, pieces, max_batch_frames)):

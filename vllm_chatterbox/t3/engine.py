@@ -203,7 +203,7 @@ class T3Engine:
         self.cpu_hold: EngineHold | None = None
         if on_cpu:
             mode = cpu_sharing or default_cpu_sharing(self.threads, torch.get_num_threads(), available_cores())
-            self.cpu_hold = EngineHold(alternate=mode == "alternate")
+            self.cpu_hold = EngineHold(alternate=mode == "alternate", t3_batch=self.unfinished_requests)
         try:
             with engine_process_environment(self.threads) if on_cpu else contextlib.nullcontext(), \
                     scoped_environment(self.cpu_hold.environment()) if on_cpu else contextlib.nullcontext(), \
@@ -388,7 +388,12 @@ class T3Engine:
             self.cpu_hold.alternate = mode == "alternate"
 
     def has_unfinished(self) -> bool:
-        return self.engine.get_num_unfinished_requests() > 0
+        return self.unfinished_requests() > 0
+
+    def unfinished_requests(self) -> int:
+        """Requests vLLM has not finished (0 before the engine has started)."""
+        engine = getattr(self, "engine", None)
+        return 0 if engine is None else engine.get_num_unfinished_requests()
 
     # --- lifetime ---------------------------------------------------------------------------
 
