@@ -11,7 +11,8 @@ built once under ``--model-dir`` (original) and ``--turbo-model-dir`` (Turbo).
   top-p -> repetition penalty -> ``multinomial``); then S3Gen on the one clip (10 CFM steps;
   Turbo: the 2-step meanflow), as ``generate`` does, without the watermark.
 * ours: ``ChatterboxTTS.from_dir(..., t3_threads=T)``: T3 on vLLM in its engine process, S3Gen
-  in this one.
+  in this one; ``generate(..., watermark=False)``, since the baseline does not mark either (the
+  mark costs about 0.6-1.2 s on a 4 s clip here).
 
 Both sides use the public default sampling parameters, the built-in voice and seeded draws.
 Random weights rarely stop, so every request gets ``--tokens`` speech tokens (the tables print
@@ -223,7 +224,7 @@ def our_settings(tts, s3gen_threads: int) -> str:
             f"{tts.t3_engine.dtype}, attention {config.attention_config.backend or 'auto'} "
             f"({current_platform.device_name}), "
             f"t3_threads {tts.t3_engine.threads}, S3Gen threads {s3gen_threads}, cpu_sharing {tts.cpu_sharing}, "
-            f"max_num_seqs {config.scheduler_config.max_num_seqs}")
+            f"max_num_seqs {config.scheduler_config.max_num_seqs}, generate without the watermark (as the baseline)")
 
 
 def our_t3(tts, texts: list[str], max_new_tokens: int, seed: int) -> int:
@@ -258,7 +259,7 @@ def measure(family: Family, args, t3_threads: int, s3gen_threads: int, with_base
         timer = TimedS3Gen(tts.s3gen)
         sampling = t3_sampling(tts)
         # Warm-up: both T3s, S3Gen, the engine's first batch.
-        tts.generate("Warm up.", max_new_tokens=8, seed=0, **sampling)
+        tts.generate("Warm up.", max_new_tokens=8, seed=0, watermark=False, **sampling)
         if reference:
             reference.generate("Warm up.", 8, seed=0)
         for rep in range(args.reps):
@@ -274,7 +275,7 @@ def measure(family: Family, args, t3_threads: int, s3gen_threads: int, with_base
                 baseline.generate_s.add(timed(lambda: reference.generate(ONE_TEXT, args.tokens, seed))[0])
             timer.calls.clear()
             ours.generate_s.add(timed(lambda: tts.generate(ONE_TEXT, max_new_tokens=args.tokens, seed=seed,
-                                                           **sampling))[0])
+                                                           watermark=False, **sampling))[0])
             inside = sum(call[0] for call in timer.calls)
             ours.s3gen_inside_s.add(inside)
             ours.s3gen_alone_s.add(sum(timer.alone(call[1], call[2]) for call in timer.calls))
@@ -288,7 +289,8 @@ def measure(family: Family, args, t3_threads: int, s3gen_threads: int, with_base
             seconds, count = timed(lambda: our_t3(tts, texts, args.tokens, 0))
             ours.many_t3_tok_s, ours.many_tokens = count / seconds, count
             ours.many_generate_s = timed(lambda: tts.generate(texts, max_new_tokens=args.tokens,
-                                                              seed=list(range(len(texts))), **sampling))[0]
+                                                              seed=list(range(len(texts))), watermark=False,
+                                                              **sampling))[0]
             if reference:
                 seconds, counts = timed(lambda: [len(reference.speech_tokens(t, args.tokens, i))
                                                  for i, t in enumerate(texts)])

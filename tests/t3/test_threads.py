@@ -15,6 +15,7 @@ import pytest
 
 from tests.paths import FIXTURE_CKPT, REPO_ROOT
 from vllm_chatterbox.config import CpuThreads, tiny_config
+from vllm_chatterbox.t3.threads import engine_tunables
 
 USER_SCRIPT = textwrap.dedent('''
     import sys
@@ -30,6 +31,12 @@ USER_SCRIPT = textwrap.dedent('''
         return torch.get_num_threads()
 
 
+    def glibc_tunables(model):
+        import os
+
+        return os.environ.get("GLIBC_TUNABLES")
+
+
     if __name__ == "__main__":
         tts = ChatterboxTTS.from_dir(sys.argv[1], t3_threads=1, max_num_seqs=2, max_model_len=512,
                                      kv_cache_memory_bytes=64 << 20)
@@ -37,7 +44,9 @@ USER_SCRIPT = textwrap.dedent('''
             tokens = tts.generate_speech_tokens("Hello there.", max_new_tokens=4, temperature=0)[0]
             engine = tts.t3_engine
             threads = engine._run_in_loop(engine.engine.collective_rpc("apply_model", args=(torch_threads,)))
+            tunables = engine._run_in_loop(engine.engine.collective_rpc("apply_model", args=(glibc_tunables,)))
             print("RESULT", threads[0], len(tokens), torch.get_num_threads())
+            print("TUNABLES", tunables[0])
         finally:
             tts.t3_engine.shutdown()
 ''')
@@ -66,6 +75,7 @@ def test_module_level_set_num_threads_cannot_change_the_engines_threads(tmp_path
     # The probe runs a function inside the engine process (pickled), which vLLM allows only when told.
     env = {**os.environ, "VLLM_ALLOW_INSECURE_SERIALIZATION": "1", "PYTHONPATH": str(REPO_ROOT)}
     env.pop("OMP_NUM_THREADS", None)
+    env["GLIBC_TUNABLES"] = "glibc.malloc.arena_max=4"  # the user's own tunables reach the engine too
     run = subprocess.run([sys.executable, str(script), str(model_dir)], capture_output=True, text=True, env=env,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -75,6 +85,19 @@ def test_module_level_set_num_threads_cannot_change_the_engines_threads(tmp_path
     assert tokens == 4
     assert main_threads == 2  # the caller's own torch setting is the caller's business
     assert "found torch set to 2 thread(s)" in run.stderr
+    tunables = [line.split()[1] for line in run.stdout.splitlines() if line.startswith("TUNABLES")]
+    assert tunables == ["glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1"]  # huge pages for the weights
+
+
+@pytest.mark.parametrize("user, engine", [
+    (None, "glibc.malloc.hugetlb=1"),
+    ("", "glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.arena_max=2", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+    ("glibc.malloc.hugetlb=0", "glibc.malloc.hugetlb=0"),  # the user's choice wins
+    ("glibc.malloc.hugetlb=2:glibc.malloc.arena_max=2", "glibc.malloc.hugetlb=2:glibc.malloc.arena_max=2"),
+])
+def test_engine_tunables_ask_for_huge_pages_unless_the_user_chose(user, engine):
+    assert engine_tunables(user) == engine
 
 
 def test_enforcement_acts_only_in_engine_processes():

@@ -22,6 +22,7 @@ from vllm.sequence import IntermediateTensors
 
 from vllm_chatterbox.config import TurboT3Config
 from vllm_chatterbox.t3.cpu_turns import EngineTurn
+from vllm_chatterbox.t3.gpt2.forward import gpt2_forward, lean_forward_supported
 from vllm_chatterbox.t3.gpt2.linear import use_direct_onednn
 
 # Tensors of t3_turbo_v1.safetensors the prompt builder uses in the client process.
@@ -39,6 +40,9 @@ class ChatterboxT3TurboForCausalLM(nn.Module):
         self.cfg = cfg
         self.transformer = GPT2Model(vllm_config=vllm_config, prefix=f"{prefix}transformer")
         use_direct_onednn(self.transformer)
+        # On a CPU: vLLM's GPT-2 forward, its kernels called without the Python layers around them.
+        self.lean_forward = lean_forward_supported(self.transformer, vllm_config.model_config.dtype,
+                                                   vllm_config.model_config.enforce_eager)
         self.speech_head = nn.Linear(cfg.hidden_size, cfg.speech_vocab_size, bias=True)
         # On a CPU with cpu_sharing="alternate": wait while S3Gen computes (t3/cpu_turns.py).
         self.cpu_turn = EngineTurn.from_environment()
@@ -56,6 +60,8 @@ class ChatterboxT3TurboForCausalLM(nn.Module):
     ) -> torch.Tensor:
         if self.cpu_turn is not None:
             self.cpu_turn.wait()
+        if self.lean_forward:
+            return gpt2_forward(self.transformer, input_ids, positions, inputs_embeds)
         return self.transformer(input_ids, positions, intermediate_tensors, inputs_embeds)
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
