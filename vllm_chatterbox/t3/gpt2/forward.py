@@ -17,6 +17,8 @@ calls vLLM's forward as it is.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from vllm.distributed import get_tensor_model_parallel_world_size
@@ -30,8 +32,12 @@ from vllm.platforms import CpuArchEnum, current_platform
 from vllm.v1.attention.backend import AttentionType
 from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl
 
-_reshape_and_cache = torch.ops._C.cpu_attn_reshape_and_cache.default
-_attention_with_kv_cache = torch.ops._C.cpu_attention_with_kv_cache.default
+
+@functools.cache
+def _cpu_attention_kernels():
+    """(KV cache update, attention): the CPU build's kernels, looked up on first use (a CUDA build
+    of vLLM has no such ops, and its models never call them)."""
+    return torch.ops._C.cpu_attn_reshape_and_cache.default, torch.ops._C.cpu_attention_with_kv_cache.default
 
 
 def _attention_supported(attn: Attention) -> bool:
@@ -105,13 +111,14 @@ def _attention(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: t
     # [num_blocks, num_kv_heads, block_size, 2 * head_size] -> keys and values, as the backend splits it.
     num_blocks, num_kv_heads, block_size, _ = attn.kv_cache.size()
     key_cache, value_cache = attn.kv_cache.view((num_blocks, num_kv_heads, block_size * 2, -1)).chunk(2, dim=2)
+    reshape_and_cache, attention_with_kv_cache = _cpu_attention_kernels()
     if slot_mapping is not None:
-        _reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, attn.isa, attn._k_scale_float,
+        reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, attn.isa, attn._k_scale_float,
                            attn._v_scale_float, impl.kv_cache_dtype)
     if metadata is None:
         return output
     tokens = metadata.num_actual_tokens
-    _attention_with_kv_cache(query[:tokens], key_cache, value_cache, heads_output[:tokens], metadata.query_start_loc,
+    attention_with_kv_cache(query[:tokens], key_cache, value_cache, heads_output[:tokens], metadata.query_start_loc,
                              metadata.seq_lens, impl.scale, metadata.causal, impl.alibi_slopes, impl.sliding_window,
                              metadata.block_table, impl.logits_soft_cap, metadata.scheduler_metadata, None,
                              metadata.dynamic_causal, attn._k_scale_float, attn._v_scale_float, impl.kv_cache_dtype)
