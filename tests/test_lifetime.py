@@ -12,12 +12,14 @@ import pytest
 
 from tests.paths import REPO_ROOT
 
+# The scripts' engines reserve 64 MiB of KV cache, not the CPU default's 2 GiB: allocating and
+# zeroing that took a core 1-2 s in each script, and these tiny-model runs need under 1 MiB.
 UNCLOSED_SCRIPT = textwrap.dedent("""
     import sys
     from vllm_chatterbox import ChatterboxTTS
 
     if __name__ == "__main__":
-        tts = ChatterboxTTS.from_dir(sys.argv[1], max_model_len=512)
+        tts = ChatterboxTTS.from_dir(sys.argv[1], max_model_len=512, kv_cache_memory_bytes=64 << 20)
         wav = tts.generate("Hello there.", max_new_tokens=4, seed=1, n_timesteps=2)[0]
         pieces = list(tts.stream("A short stream.", max_new_tokens=4, seed=1, n_timesteps=2))
         print("generated", len(wav), len(pieces))
@@ -70,7 +72,7 @@ WAITING_SCRIPT = textwrap.dedent("""
     from vllm_chatterbox import ChatterboxTTS
 
     if __name__ == "__main__":
-        tts = ChatterboxTTS.from_dir(sys.argv[1], max_model_len=512)
+        tts = ChatterboxTTS.from_dir(sys.argv[1], max_model_len=512, kv_cache_memory_bytes=64 << 20)
         print("ready", flush=True)
         time.sleep(600)
 """)
