@@ -112,12 +112,10 @@ def _shared_fixture_keys(item) -> set[str]:
     return keys
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
-def pytest_collection_modifyitems(config, items):
-    """On an xdist worker: one group per set of tests linked by what they share (a test using two
-    shared things joins their groups), and the order xdist hands out work units in."""
-    if not getattr(config.option, "loadgroup", False):
-        return  # not an xdist worker of a `--dist loadgroup` run (the controller does not collect)
+def xdist_groups(item_keys: list[list[str]]) -> list[str | None]:
+    """Each item's xdist group, from what each item shares (``item_keys[i]``, sorted keys; None:
+    the item shares nothing): items linked by a shared key, directly or through other items,
+    get one group, named after one of their keys."""
     parent: dict[str, str] = {}
 
     def root(key: str) -> str:
@@ -125,19 +123,27 @@ def pytest_collection_modifyitems(config, items):
             key = parent[key]
         return key
 
-    item_keys = []
-    for item in items:
-        keys = [] if item.get_closest_marker("xdist_group") else sorted(_shared_fixture_keys(item))
-        item_keys.append(keys)
+    for keys in item_keys:
         for key in keys[1:]:
             parent[root(key)] = root(keys[0])
+    return [root(keys[0]) if keys else None for keys in item_keys]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """On an xdist worker: one group per set of tests linked by what they share (a test using two
+    shared things joins their groups), and the order xdist hands out work units in."""
+    if not getattr(config.option, "loadgroup", False):
+        return  # not an xdist worker of a `--dist loadgroup` run (the controller does not collect)
+    item_keys = [[] if item.get_closest_marker("xdist_group") else sorted(_shared_fixture_keys(item))
+                 for item in items]
     declared, groups, free = [], {}, []
-    for item, keys in zip(items, item_keys):
+    for item, group in zip(items, xdist_groups(item_keys)):
         if item.get_closest_marker("xdist_group"):
             declared.append(item)
-        elif keys:
-            item.add_marker(pytest.mark.xdist_group(root(keys[0])))
-            groups.setdefault(root(keys[0]), []).append(item)
+        elif group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+            groups.setdefault(group, []).append(item)
         else:
             free.append(item)
     # xdist hands out units in collection order (pyproject: --no-loadscope-reorder): the groups a

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 
+# 64 MiB of KV cache, not the CPU default's 2 GiB (tests/test_lifetime.py says why).
 SCRIPT = '''
 import sys
 from vllm_chatterbox.tts import ChatterboxTTS
 
 def main(model, mode):
-    tts = ChatterboxTTS.from_dir(model, max_model_len=1024)
+    tts = ChatterboxTTS.from_dir(model, max_model_len=1024, kv_cache_memory_bytes=64 << 20)
     wav = tts.generate("Hello there.", max_new_tokens=8, seed=1, watermark=False)[0]
     print("generated", len(wav), flush=True)
     if mode == "busy":

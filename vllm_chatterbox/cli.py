@@ -22,6 +22,10 @@ DEMO_WARNING = (
     "It produces noise, not speech. Pass --model ResembleAI/chatterbox (or a local directory) for real speech."
 )
 DEMO_MAX_NEW_TOKENS = 150  # 6 s of audio
+# The demo model's KV cache: it needs about 1 KiB a token (256k tokens here); vLLM's CPU default
+# (2 GiB, allocated and zeroed at start) cost the demo a second or two of a core and 2 GiB of memory.
+DEMO_MAX_MODEL_LEN = 2048
+DEMO_KV_CACHE_BYTES = 256 << 20
 
 
 def _demo_model_dir(multilingual: bool = False, variant: str | None = None) -> Path:
@@ -67,8 +71,8 @@ def _load_model(files, args):
                "cpu_sharing": args.cpu_sharing}
     if args.max_num_seqs:
         options["max_num_seqs"] = args.max_num_seqs
-    if args.model is None:
-        options["max_model_len"] = 2048  # the demo model is tiny; keep its KV cache small
+    if args.model is None:  # the demo model is tiny; keep its KV cache small
+        options.update(max_model_len=DEMO_MAX_MODEL_LEN, kv_cache_memory_bytes=DEMO_KV_CACHE_BYTES)
     return ChatterboxTTS.from_files(files, s3gen_dtype=args.s3gen_dtype, **options)
 
 
@@ -325,8 +329,9 @@ def _server_setup(args):
                    cpu_sharing=args.cpu_sharing)
     if args.kv_cache_gib:
         options["kv_cache_memory_bytes"] = int(args.kv_cache_gib * (1 << 30))
-    if args.model is None:
-        options.setdefault("max_model_len", 2048)  # the demo model is tiny; keep its KV cache small
+    if args.model is None:  # the demo model is tiny; keep its KV cache small
+        options.setdefault("max_model_len", DEMO_MAX_MODEL_LEN)
+        options.setdefault("kv_cache_memory_bytes", DEMO_KV_CACHE_BYTES)
     from vllm_chatterbox.watermark import load_watermarker
 
     # Marking and the detection endpoint need it: a missing resemble-perth fails here, at once.
@@ -590,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-model-len", type=int, default=None, 
                        help="vLLM context length (engine option; default: the model's, demo model 2048)")
     serve.add_argument("--kv-cache-gib", type=float, default=None,
-                       help="vLLM KV cache size on CPU (engine option; default 2)")
+                       help="vLLM KV cache size on CPU (engine option; default 2, demo model 0.25)")
     serve.add_argument("--shutdown-timeout", type=float, default=30.0,
                        help="on SIGTERM or Ctrl-C, seconds the requests in flight get to finish while /health "
                             "answers 503 and new ones are refused; then what is left is cut (a second signal stops "

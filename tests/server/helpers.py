@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import soundfile
 
 API_KEY = "test-key"
@@ -118,6 +119,12 @@ class ServerProcess:
                 self.process.wait(timeout=30)
         self.process = None
 
+    def kill(self) -> None:
+        """``kill -9``: the server gets no chance to stop anything."""
+        self.process.kill()
+        self.process.wait(timeout=30)
+        self.process = None
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -144,6 +151,42 @@ class ServerProcess:
             if line.startswith(name + " "):
                 return float(line.split()[1])
         raise KeyError(name)
+
+
+def engine_processes(pid: int) -> list[psutil.Process]:
+    """vLLM's engine processes under the server ``pid``."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "EngineCore" in child.name() or "EngineCore" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def still_alive(processes: list[psutil.Process], seconds: float = 10) -> list[psutil.Process]:
+    """Those of ``processes`` still running (not a zombie) after up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        living = []
+        for process in processes:
+            try:
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    living.append(process)
+            except psutil.NoSuchProcess:
+                continue
+        if not living or time.monotonic() > deadline:
+            return living
+        time.sleep(0.2)
+
+
+def kill_all(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def reference_signal(seconds: float, rate: int) -> np.ndarray:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.server.helpers import (MAX_VOICE_MB, MAX_VOICE_SECONDS, assert_openai_error, pcm_samples,
-                                  reference_signal, speech, wav_bytes)
+from tests.server.helpers import (MAX_VOICE_MB, MAX_VOICE_SECONDS, assert_openai_error, engine_processes, kill_all,
+                                  pcm_samples, reference_signal, speech, still_alive, wav_bytes)
 from vllm_chatterbox.voice.voice import Voice
 
 
@@ -119,14 +119,22 @@ def test_full_or_read_only_voice_storage_is_a_clear_error_and_the_server_keeps_s
     assert "kept" not in [v["id"] for v in http.get("/v1/audio/voices").json()["data"]]  # it lived on the tmpfs
 
 
-def test_voices_survive_a_restart_and_deleted_ones_stay_gone(server, reference_audio):
+def test_voices_survive_a_killed_server_and_deleted_ones_stay_gone(server, reference_audio):
+    """The session server killed with ``kill -9`` (what it acknowledged must be on disk already; its
+    engine must not outlive it, issue 25.1) and started again on the same voices directory."""
     with server.client() as http:
         assert upload(http, "keeper", reference_audio).status_code == 201
         assert upload(http, "dropped", reference_audio).status_code == 201
         before = speech(http, "Same voice after a restart.", voice="keeper", response_format="pcm", seed=9,
                         max_new_tokens=10, n_timesteps=2)
         assert http.delete("/v1/audio/voices/dropped").status_code == 200
-    server.restart()
+    engines = engine_processes(server.process.pid)
+    assert engines, "no engine process found under the server"
+    server.kill()
+    left = still_alive(engines)
+    kill_all(left)
+    assert not left, "the engine outlived its killed server"
+    server.start()
     with server.client() as http:
         assert [v["id"] for v in http.get("/v1/audio/voices").json()["data"]] == ["default", "keeper"]
         assert_openai_error(http.get("/v1/audio/voices/dropped"), 404)

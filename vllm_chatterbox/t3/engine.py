@@ -174,6 +174,10 @@ class T3Engine:
         with quiet_vllm_imports(quiet):
             on_cpu = _is_cpu_platform()
             import vllm.engine.arg_utils  # noqa: F401 - the import that logs vLLM's Triton notice
+        if on_cpu and _started_outside_main_guard():
+            # vLLM's CPU platform always spawns its engine process, which would re-run the script
+            # and fail there: say so now, without starting it.
+            raise RuntimeError(MAIN_GUARD_MESSAGE)
         if on_cpu:
             if "gpu_memory_utilization" not in engine_options:
                 options["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_BYTES
