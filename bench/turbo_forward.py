@@ -44,15 +44,19 @@ def set_lean_forward(engine, enabled: bool) -> bool:
     return engine._run_in_loop(call())[0]
 
 
-def tokens_per_second(tts, texts: list[str], tokens: int) -> float:
+def timed_generate(engine, tts, texts: list[str], tokens: int) -> tuple[float, list[list[int]]]:
+    """(T3 tokens/s, the tokens) of seeded requests for ``texts`` run at once on ``engine``."""
     requests = tts.prepare_t3_requests(texts, max_new_tokens=tokens, seed=[100 + i for i in range(len(texts))])
     start = time.perf_counter()
-    count = sum(len(r.token_ids) for r in tts.t3_engine.generate(requests))
-    return count / (time.perf_counter() - start)
+    results = engine.generate(requests)
+    seconds = time.perf_counter() - start
+    return sum(len(r.token_ids) for r in results) / seconds, [list(r.token_ids) for r in results]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def turbo_bench_arguments(description: str, min_free_gib: float) -> tuple[argparse.Namespace, Path]:
+    """The Turbo engine benchmarks' options, checked memory and the full-size model's directory
+    (made on first use)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model-dir", type=Path, default=cache_root() / "bench-full-turbo")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
@@ -60,11 +64,16 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     free_gib = psutil.virtual_memory().available / 2**30
-    if free_gib < MIN_FREE_GIB:
-        parser.error(f"only {free_gib:.1f} GiB of memory available")
+    if free_gib < min_free_gib:
+        parser.error(f"only {free_gib:.1f} GiB of memory available (the engines need about {min_free_gib})")
     model_dir = args.model_dir.expanduser()
     if not (model_dir / "t3_turbo_v1.safetensors").is_file():
         make_test_model(model_dir, size="full", seed=0, variant="turbo")
+    return args, model_dir
+
+
+def main() -> None:
+    args, model_dir = turbo_bench_arguments(__doc__.splitlines()[0], MIN_FREE_GIB)
     from vllm_chatterbox.tts import ChatterboxTTS
 
     tts = ChatterboxTTS.from_dir(model_dir, t3_threads=args.threads, max_num_seqs=max(8, *args.concurrency))
@@ -77,12 +86,12 @@ def main() -> None:
         print("|---:|---:|---:|---:|")
         for concurrency in args.concurrency:
             texts = [ONE_TEXT] if concurrency == 1 else [TEXTS[i % len(TEXTS)] for i in range(concurrency)]
-            tokens_per_second(tts, texts, 4)  # the texts' prefix KV in the cache, for both sides alike
+            timed_generate(tts.t3_engine, tts, texts, 4)  # the texts' prefix KV in the cache, for both sides alike
             rates: dict[str, list[float]] = {"vllm": [], "lean": []}
             for _ in range(args.reps):
                 for side in rates:
                     set_lean_forward(tts.t3_engine, side == "lean")
-                    rates[side].append(tokens_per_second(tts, texts, args.tokens))
+                    rates[side].append(timed_generate(tts.t3_engine, tts, texts, args.tokens)[0])
             base, lean = (statistics.median(rates[s]) for s in ("vllm", "lean"))
             spread = {s: f"{statistics.median(v):.2f} [{min(v):.2f}..{max(v):.2f}]" for s, v in rates.items()}
             print(f"| {concurrency} | {spread['vllm']} | {spread['lean']} | {lean / base:.3f} |", flush=True)

@@ -15,11 +15,9 @@ of each engine process's memory is in huge pages.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil  # noqa: E402
 
 from bench.latency import ONE_TEXT, TEXTS  # noqa: E402
-from vllm_chatterbox.demo_model import make_test_model  # noqa: E402
-from vllm_chatterbox.t3.engine import T3Engine, cache_root  # noqa: E402
+from bench.turbo_forward import timed_generate, turbo_bench_arguments  # noqa: E402
+from vllm_chatterbox.t3.engine import T3Engine  # noqa: E402
 from vllm_chatterbox.t3.threads import scoped_environment  # noqa: E402
 
 MIN_FREE_GIB = 12  # two full-size engines
@@ -48,28 +46,8 @@ def huge_pages_gib(pids: set[int]) -> str:
     return ", ".join(f"{huge:.2f} of {rss:.2f} GiB" for huge, rss in sizes)
 
 
-def run(engine: T3Engine, tts, texts: list[str], tokens: int) -> tuple[float, list[list[int]]]:
-    requests = tts.prepare_t3_requests(texts, max_new_tokens=tokens, seed=[100 + i for i in range(len(texts))])
-    start = time.perf_counter()
-    results = engine.generate(requests)
-    seconds = time.perf_counter() - start
-    return sum(len(r.token_ids) for r in results) / seconds, [list(r.token_ids) for r in results]
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=cache_root() / "bench-full-turbo")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--tokens", type=int, default=100)
-    parser.add_argument("--reps", type=int, default=3)
-    args = parser.parse_args()
-    free_gib = psutil.virtual_memory().available / 2**30
-    if free_gib < MIN_FREE_GIB:
-        parser.error(f"only {free_gib:.1f} GiB of memory available (two engines need about {MIN_FREE_GIB})")
-    model_dir = args.model_dir.expanduser()
-    if not (model_dir / "t3_turbo_v1.safetensors").is_file():
-        make_test_model(model_dir, size="full", seed=0, variant="turbo")
+    args, model_dir = turbo_bench_arguments(__doc__.splitlines()[0], MIN_FREE_GIB)
     from vllm_chatterbox.tts import ChatterboxTTS
 
     seqs = max(8, *args.concurrency)
@@ -89,12 +67,12 @@ def main() -> None:
         for concurrency in args.concurrency:
             texts = [ONE_TEXT] if concurrency == 1 else [TEXTS[i % len(TEXTS)] for i in range(concurrency)]
             for engine in engines.values():
-                run(engine, tts, texts, 4)  # the texts' prefix KV in both caches
+                timed_generate(engine, tts, texts, 4)  # the texts' prefix KV in both caches
             rates: dict[str, list[float]] = {"4k": [], "thp": []}
             for _ in range(args.reps):
                 tokens = {}
                 for side in rates:
-                    rate, tokens[side] = run(engines[side], tts, texts, args.tokens)
+                    rate, tokens[side] = timed_generate(engines[side], tts, texts, args.tokens)
                     rates[side].append(rate)
                 if tokens["4k"] != tokens["thp"]:
                     raise SystemExit("the two engines gave different tokens")

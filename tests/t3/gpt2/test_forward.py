@@ -10,10 +10,10 @@ the other's prefix KV.
 
 from __future__ import annotations
 
-import cloudpickle
 import numpy as np
 import pytest
 
+from bench.turbo_forward import set_lean_forward
 from tests.t3.gpt2.recorder import read
 from tests.t3.gpt2.test_t3 import DEFAULTS, prompt, run
 from vllm_chatterbox.t3.contract import T3Request
@@ -21,20 +21,6 @@ from vllm_chatterbox.t3.gpt2.params import TurboParams
 
 CASES = ["t3_short_builtin", "t3_long_voice2", "t3_mid_voice2", "t3_tags_builtin"]
 STEPS = 24
-
-
-def set_lean_forward(engine, enabled: bool) -> bool:
-    """Switch the Turbo model's lean forward inside the engine process; the previous setting."""
-
-    def switch(worker, enabled: bool) -> bool:  # runs in the engine process (pickled by value)
-        model = getattr(worker, "worker", worker).model_runner.model
-        previous, model.lean_forward = model.lean_forward, enabled
-        return previous
-
-    async def call():
-        return await engine.engine.collective_rpc(cloudpickle.dumps(switch), args=(enabled,))
-
-    return engine._run_in_loop(call())[0]
 
 
 def run_alone(engine, builder, side: str, record_dir) -> dict:
