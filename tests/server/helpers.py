@@ -206,6 +206,16 @@ def pcm_samples(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<i2")
 
 
+def assert_same_audio_up_to_rounding(ours: np.ndarray, expected: np.ndarray) -> None:
+    """The same 16-bit audio made by another server process: S3Gen's float rounding may differ
+    between a fresh process and a long-running one (seen once in CI: a few samples off by one step
+    after a restart), which at most flips a rare sample by one step. Another voice, seed or text
+    changes most samples by far more."""
+    assert ours.shape == expected.shape
+    off = np.abs(ours.astype(np.int32) - expected.astype(np.int32))
+    assert off.max() <= 1 and np.count_nonzero(off) <= 0.01 * off.size, (off.max(), np.count_nonzero(off), off.size)
+
+
 def speech(http: httpx.Client, text: str, **fields) -> httpx.Response:
     return http.post("/v1/audio/speech", json={"model": "chatterbox", "input": text, **fields})
 
