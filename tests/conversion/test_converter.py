@@ -102,6 +102,17 @@ def long_source(clips):
     return wav
 
 
+# The options of the long source's conversions that streams are checked against.
+LONG_OPTIONS = dict(sample_rate=16000, seed=4, n_timesteps=2, max_piece_seconds=10)
+
+
+@pytest.fixture(scope="module")
+def long_unmarked(converter, long_source) -> np.ndarray:
+    """``long_source`` converted once, unmarked, with LONG_OPTIONS: what its streams must equal (the
+    three tests comparing with it each converted it again)."""
+    return converter.convert(long_source, progress=False, watermark=False, **LONG_OPTIONS)
+
+
 def test_a_long_source_is_converted_in_pieces_on_its_timeline(converter, long_source, capsys):
     voice = converter.builtin_voice
     pieces = plan_pieces(long_source, 12)
@@ -123,23 +134,20 @@ def test_a_long_source_is_converted_in_pieces_on_its_timeline(converter, long_so
         np.testing.assert_array_equal(wav[start:start + alone.size][inner], alone[inner])
 
 
-def test_stream_equals_convert_and_yields_before_the_end(converter, long_source, monkeypatch):
-    options = dict(sample_rate=16000, seed=4, n_timesteps=2, max_piece_seconds=10, watermark=False)
-    expected = converter.convert(long_source, progress=False, **options)
+def test_stream_equals_convert_and_yields_before_the_end(converter, long_source, long_unmarked, monkeypatch):
     converted = []
     piece = converter._convert_piece
     monkeypatch.setattr(converter, "_convert_piece", lambda job, i, steps: converted.append(i) or piece(job, i, steps))
-    stream = converter.convert_stream(long_source, **options)
+    stream = converter.convert_stream(long_source, watermark=False, **LONG_OPTIONS)
     first = next(stream)
     total = len(plan_pieces(long_source, 10))
     assert first.size > 0 and len(converted) <= 2 < total
-    np.testing.assert_array_equal(np.concatenate([first, *stream]), expected)
+    np.testing.assert_array_equal(np.concatenate([first, *stream]), long_unmarked)
 
 
-def test_output_carries_the_watermark_as_the_originals_unless_asked_not_to(converter, long_source):
+def test_output_carries_the_watermark_as_the_originals_unless_asked_not_to(converter, long_source, long_unmarked):
     """The original's ChatterboxVC marks every output; so do convert and the streams, by default."""
-    options = dict(sample_rate=16000, seed=4, n_timesteps=2, max_piece_seconds=10)
-    unmarked = converter.convert(long_source, progress=False, watermark=False, **options)
+    options, unmarked = LONG_OPTIONS, long_unmarked
     marked = converter.convert(long_source, progress=False, **options)
     assert not is_marked(detect(unmarked, 24000)) and is_marked(detect(marked, 24000))
     streamed = np.concatenate(list(converter.convert_stream(long_source, **options)))
@@ -167,9 +175,8 @@ def test_closing_a_stream_stops_its_work(converter, long_source, monkeypatch):
     assert len(converted) <= 2 < len(plan_pieces(long_source, 5))
 
 
-def test_async_stream_equals_convert_and_stops_when_closed(converter, long_source, monkeypatch):
-    options = dict(sample_rate=16000, seed=9, n_timesteps=2, max_piece_seconds=10, watermark=False)
-    expected = converter.convert(long_source, progress=False, **options)
+def test_async_stream_equals_convert_and_stops_when_closed(converter, long_source, long_unmarked, monkeypatch):
+    options = dict(LONG_OPTIONS, watermark=False)
 
     async def collect(limit=None):
         pieces = []
@@ -181,7 +188,7 @@ def test_async_stream_equals_convert_and_stops_when_closed(converter, long_sourc
                 break
         return pieces
 
-    np.testing.assert_array_equal(np.concatenate(asyncio.run(collect())), expected)
+    np.testing.assert_array_equal(np.concatenate(asyncio.run(collect())), long_unmarked)
     converted = []
     piece = converter._convert_piece
     monkeypatch.setattr(converter, "_convert_piece", lambda job, i, steps: converted.append(i) or piece(job, i, steps))

@@ -12,11 +12,13 @@ file names (deploy/ray-serve.yaml), with the session server's options.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -65,9 +67,12 @@ def ray_options(model_dir, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def ray_server(ray_options):
     """Two replicas behind Ray Serve's proxy on a free loopback port; yields the base URL."""
-    # A loaded machine can start Ray's per-node agent slower than the raylet's default wait (15 s).
-    saved = {name: os.environ.get(name) for name in ("RAY_agent_register_timeout_ms",)}
-    os.environ["RAY_agent_register_timeout_ms"] = "300000"
+    # A loaded machine can start Ray's per-node agent slower than the raylet's default wait (15 s);
+    # the handles (the proxy's) report the requests ongoing to the autoscaler every second, not
+    # every 10 s (Ray's processes inherit both).
+    settings = {"RAY_agent_register_timeout_ms": "300000", "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1"}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     ray.init(num_cpus=2, _node_ip_address="127.0.0.1", _temp_dir=temp_dir, include_dashboard=False,
              log_to_driver=False)
@@ -221,11 +226,39 @@ def wait_for_replicas(count: int, timeout: float) -> None:
         time.sleep(1)
 
 
+class HeldSpeechRequest(threading.Thread):
+    """A speech request whose client sends the start of its JSON body at once and the rest only
+    once ``release`` is set: until then it is an ongoing request on its replica (what Ray's
+    autoscaler counts) that costs no CPU, so the replica Ray adds for it starts on an idle machine."""
+
+    def __init__(self, url: str, release: threading.Event, text: str):
+        super().__init__(daemon=True)
+        self.url, self.release = url, release
+        self.body = json.dumps({"model": "chatterbox", "input": text, "response_format": "pcm"}).encode()
+        self.response: httpx.Response | None = None
+        self.error: Exception | None = None
+
+    def _content(self) -> Iterator[bytes]:
+        yield self.body[:10]
+        self.release.wait()
+        yield self.body[10:]
+
+    def run(self) -> None:
+        try:
+            with httpx.Client(base_url=self.url, headers=AUTH, timeout=300) as client:
+                self.response = client.post("/v1/audio/speech", content=self._content(),
+                                            headers={"Content-Type": "application/json"})
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            self.error = exc
+
+
 def test_autoscaling_from_one_replica_to_two_under_load_and_back(ray_server, ray_options):
     """The application again, autoscaled between 1 and 2 replicas on the requests ongoing per replica
     (target 1, and quicker decisions than the defaults, so the test is short). It updates the
     module's application in place (same code version): of its two running replicas, Ray stops one
-    (``initial_replicas``) and keeps the other."""
+    (``initial_replicas``) and keeps the other. The load that makes Ray add a replica is three
+    requests held open by their clients; once it runs, they are let go and three clients send
+    requests back to back until both replicas have answered."""
     app = ray_application({**ray_options, "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1})
     deployment = app._bound_deployment.options(autoscaling_config={
         "min_replicas": 1, "max_replicas": 2, "initial_replicas": 1, "target_ongoing_requests": 1,
@@ -233,31 +266,42 @@ def test_autoscaling_from_one_replica_to_two_under_load_and_back(ray_server, ray
     serve.run(with_code_version(deployment), name=APP_NAME, route_prefix="/")
     wait_for_replicas(1, 120)
 
+    release = threading.Event()
+    held = [HeldSpeechRequest(ray_server, release, f"Held request {i}.") for i in range(3)]
     stop = threading.Event()
     answered: set[str] = set()
     failures: list[str] = []
 
-    def load() -> None:  # back-to-back streams: 3 ongoing requests against a target of 1 per replica
+    def load() -> None:  # back-to-back requests beside the three let go: more ongoing than the target
         with httpx.Client(base_url=ray_server, headers=AUTH, timeout=300) as client:
             while not stop.is_set():
-                response = speech(client, LONG_TEXT, response_format="pcm")
+                response = speech(client, "Under load.", response_format="pcm")
                 if response.status_code == 200:
                     answered.add(response.headers[REPLICA_HEADER])
                 else:
                     failures.append(f"{response.status_code} {response.text}")
 
     clients = [threading.Thread(target=load, daemon=True) for _ in range(3)]
-    for client in clients:
-        client.start()
+    for request in held:
+        request.start()
     try:
         wait_for_replicas(2, REPLACE_TIMEOUT_S)
+        release.set()
+        for client in clients:
+            client.start()
         deadline = time.monotonic() + 120
         while len(answered) < 2 and time.monotonic() < deadline:
-            time.sleep(1)
+            time.sleep(0.5)
     finally:
+        release.set()
         stop.set()
-        for client in clients:
-            client.join(timeout=300)
+        for thread in (*held, *clients):
+            if thread.ident is not None:  # started
+                thread.join(timeout=300)
+    for request in held:
+        assert request.error is None and request.response is not None, request.error
+        assert request.response.status_code == 200, request.response.text
+        answered.add(request.response.headers[REPLICA_HEADER])
     assert not failures, failures[:3]
     assert len(answered) == 2, f"only {answered} answered under load"
     wait_for_replicas(1, 120)  # idle again: back to one replica
