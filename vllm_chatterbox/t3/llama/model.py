@@ -73,15 +73,18 @@ class T3Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 context: ForwardContext | None) -> torch.Tensor:
-        """``context``: the forward context, to call the CPU attention kernels directly; None: vLLM's
-        ``Attention`` layer."""
-        # x: (2N, D) with rows [tok0 cond, tok0 uncond, tok1 cond, ...].
+        """x: (2N, D) with rows [tok0 cond, tok0 uncond, tok1 cond, ...]; cos / sin: one row per row
+        of x. ``context``: the forward context, to call the CPU attention kernels directly; None:
+        vLLM's ``Attention`` layer."""
         n = x.shape[0] // 2
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        qkv = self.qkv_proj(x)
+        qk_size = self.q_size + self.kv_size
+        # q and k heads of a row turn by the same angles: one rotation for both.
+        qk = apply_rope(qkv[:, :qk_size].reshape(2 * n, -1, self.head_dim), cos, sin)
         # Pack each token's two branches side by side: cond heads, then uncond heads.
-        q = apply_rope(q.reshape(n, 2 * self.num_heads, self.head_dim), cos, sin).reshape(n, -1)
-        k = apply_rope(k.reshape(n, 2 * self.num_kv_heads, self.head_dim), cos, sin).reshape(n, -1)
-        v = v.reshape(n, -1)
+        q = qk[:, : self.num_heads].reshape(n, -1)
+        k = qk[:, self.num_heads:].reshape(n, -1)
+        v = qkv[:, qk_size:].reshape(n, -1)
         out = self.attn(q, k, v) if context is None else cpu_attention(self.attn, q, k, v, context)
         return self.o_proj(out.reshape(2 * n, self.q_size))
 
@@ -95,7 +98,7 @@ class T3MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
-        return self.down_proj(nn.functional.silu(gate) * up)
+        return self.down_proj(nn.functional.silu(gate).mul_(up))
 
 
 class T3DecoderLayer(nn.Module):
@@ -173,8 +176,9 @@ class ChatterboxT3ForCausalLM(nn.Module, SupportsMRoPE):
         speech_pos = self.speech_pos_emb(speech_index.clamp(min=0, max=self.speech_pos_emb.num_embeddings - 1))
         x = x + (speech_pos * is_speech[:, None].to(speech_pos.dtype))[:, None, :]
         x = branch_rows(x.reshape(n, 2 * self.hidden_size), self.hidden_size)
-        cos = self.rope_cos[rope_positions]
-        sin = self.rope_sin[rope_positions]
+        row_positions = rope_positions.repeat_interleave(2)  # both branch rows of a token
+        cos = self.rope_cos[row_positions]
+        sin = self.rope_sin[row_positions]
         context = get_forward_context() if self.lean_forward else None
         for layer in self.layers:
             x = layer(x, cos, sin, context)
