@@ -31,7 +31,7 @@ from vllm_chatterbox.t3.engine import cache_root  # noqa: E402
 
 
 def set_lean_forward(engine, enabled: bool) -> bool:
-    """Switch the Turbo model's lean forward inside the engine process; the previous setting."""
+    """Switch the T3 model's lean forward (either family) inside the engine process; the previous setting."""
 
     def switch(worker, enabled: bool) -> bool:  # runs in the engine process (pickled by value)
         model = getattr(worker, "worker", worker).model_runner.model
@@ -53,11 +53,13 @@ def timed_generate(engine, tts, texts: list[str], tokens: int) -> tuple[float, l
     return sum(len(r.token_ids) for r in results) / seconds, [list(r.token_ids) for r in results]
 
 
-def turbo_bench_arguments(description: str, min_free_gib: float) -> tuple[argparse.Namespace, Path]:
-    """The Turbo engine benchmarks' options, checked memory and the full-size model's directory
-    (made on first use)."""
+def turbo_bench_arguments(description: str, min_free_gib: float,
+                          variant: str = "turbo") -> tuple[argparse.Namespace, Path]:
+    """The engine benchmarks' options, checked memory and the full-size model's directory (made on
+    first use); ``variant``: "turbo" or "original"."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--model-dir", type=Path, default=cache_root() / "bench-full-turbo")
+    parser.add_argument("--model-dir", type=Path,
+                        default=cache_root() / ("bench-full-turbo" if variant == "turbo" else "bench-full"))
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--tokens", type=int, default=100)
@@ -67,20 +69,21 @@ def turbo_bench_arguments(description: str, min_free_gib: float) -> tuple[argpar
     if free_gib < min_free_gib:
         parser.error(f"only {free_gib:.1f} GiB of memory available (the engines need about {min_free_gib})")
     model_dir = args.model_dir.expanduser()
-    if not (model_dir / "t3_turbo_v1.safetensors").is_file():
-        make_test_model(model_dir, size="full", seed=0, variant="turbo")
+    weights = "t3_turbo_v1.safetensors" if variant == "turbo" else "t3_cfg.safetensors"
+    if not (model_dir / weights).is_file():
+        make_test_model(model_dir, size="full", seed=0, variant=variant)
     return args, model_dir
 
 
-def main() -> None:
-    args, model_dir = turbo_bench_arguments(__doc__.splitlines()[0], MIN_FREE_GIB)
+def compare_lean_forward(title: str, args: argparse.Namespace, model_dir: Path) -> None:
+    """The table of both sides, for the model in ``model_dir`` (``set_lean_forward`` switches them)."""
     from vllm_chatterbox.tts import ChatterboxTTS
 
     tts = ChatterboxTTS.from_dir(model_dir, t3_threads=args.threads, max_num_seqs=max(8, *args.concurrency))
     try:
         if not set_lean_forward(tts.t3_engine, True):
             raise SystemExit("the lean forward is not in use here (not a CPU, or an unsupported configuration)")
-        print(f"Turbo T3, full-size random weights, fp32, CPU, engine threads {args.threads}, {args.tokens} tokens "
+        print(f"{title}, full-size random weights, fp32, CPU, engine threads {args.threads}, {args.tokens} tokens "
               f"per request, {args.reps} alternating reps; load average at start {os.getloadavg()}")
         print("| requests at once | vllm forward tok/s | lean forward tok/s | lean / vllm |")
         print("|---:|---:|---:|---:|")
@@ -99,6 +102,11 @@ def main() -> None:
     finally:
         set_lean_forward(tts.t3_engine, True)
         tts.close()
+
+
+def main() -> None:
+    args, model_dir = turbo_bench_arguments(__doc__.splitlines()[0], MIN_FREE_GIB)
+    compare_lean_forward("Turbo T3", args, model_dir)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ CPU, the attention as two ``torch.ops.vllm`` custom ops that go back through the
 Python and look the layer up in the forward context again (vLLM registers CPU attention as an
 opaque op for torch.compile, which this engine does not use). :func:`gpt2_forward` walks the same
 modules and calls what they would call: ``F.layer_norm`` with their parameters, their linear
-method's ``apply``, ``NewGELU.forward_native``, and the CPU attention backend's two kernels with
-the arguments its ``forward`` passes. The results are bit for bit vLLM's
+method's ``apply``, ``NewGELU.forward_native``, and the CPU attention backend's two kernels
+(``t3/cpu_attention.py``). The results are bit for bit vLLM's
 (``tests/t3/gpt2/test_forward.py``). :func:`lean_forward_supported` says when that holds; elsewhere
 (GPUs, tensor parallelism, other attention backends, KV transfer, quantized KV caches) the model
 calls vLLM's forward as it is.
@@ -17,39 +17,15 @@ calls vLLM's forward as it is.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
-from vllm.distributed import get_tensor_model_parallel_world_size
-from vllm.distributed.kv_transfer import has_kv_transfer_group
 from vllm.forward_context import get_forward_context
 from vllm.model_executor.layers.activation import NewGELU
-from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.layernorm import LayerNorm
 from vllm.model_executor.models.gpt2 import GPT2Block, GPT2Model
 from vllm.platforms import CpuArchEnum, current_platform
-from vllm.v1.attention.backend import AttentionType
-from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl
 
-
-@functools.cache
-def _cpu_attention_kernels():
-    """(KV cache update, attention): the CPU build's kernels, looked up on first use (a CUDA build
-    of vLLM has no such ops, and its models never call them)."""
-    return torch.ops._C.cpu_attn_reshape_and_cache.default, torch.ops._C.cpu_attention_with_kv_cache.default
-
-
-def _attention_supported(attn: Attention) -> bool:
-    impl = attn.impl
-    return (type(impl) is CPUAttentionBackendImpl
-            and impl.attn_type == AttentionType.DECODER
-            and not impl.use_zentorch_sdpa
-            and impl.sinks is None
-            and not impl.is_fp8_kv_cache
-            and attn.query_quant is None
-            and attn.kv_sharing_target_layer_name is None
-            and not attn.attn_backend.forward_includes_kv_cache_update)
+from vllm_chatterbox.t3.cpu_attention import cpu_attention, direct_attention_supported, eager_single_cpu_rank
 
 
 def _layer_norm_plain(norm: LayerNorm, dtype: torch.dtype) -> bool:
@@ -63,18 +39,15 @@ def lean_forward_supported(model: GPT2Model, dtype: torch.dtype, enforce_eager: 
     custom ops) on an x86 / Arm CPU, one tensor-parallel rank, vLLM's own GPT-2 layers, the CPU
     attention backend with a plain KV cache."""
     blocks = list(model.h)
-    return (enforce_eager
-            and current_platform.is_cpu()
+    return (eager_single_cpu_rank(enforce_eager)
             and current_platform.get_cpu_architecture() != CpuArchEnum.POWERPC  # NewGELU's own kernel there
-            and get_tensor_model_parallel_world_size() == 1
-            and not has_kv_transfer_group()
             and model.start_layer == 0 and model.end_layer == len(blocks)
             and _layer_norm_plain(model.ln_f, dtype)
             and all(type(block) is GPT2Block
                     and _layer_norm_plain(block.ln_1, dtype) and _layer_norm_plain(block.ln_2, dtype)
                     and type(block.mlp.act) is NewGELU
                     and not any(linear.skip_bias_add for linear in _linears(block))
-                    and _attention_supported(block.attn.attn)
+                    and direct_attention_supported(block.attn.attn)
                     for block in blocks))
 
 
@@ -91,40 +64,6 @@ def _linear(layer, x: torch.Tensor) -> torch.Tensor:
     return layer.quant_method.apply(layer, x, layer.bias)
 
 
-def _attention(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-               context) -> torch.Tensor:
-    """``Attention.forward`` on the CPU backend: the KV cache update, then the attention kernel,
-    called as ``CPUAttentionBackendImpl`` calls them."""
-    impl: CPUAttentionBackendImpl = attn.impl
-    name = attn.layer_name
-    output = torch.empty((query.shape[0], attn.num_heads * attn.head_size_v), dtype=query.dtype, device=query.device)
-    query = query.view(-1, attn.num_heads, attn.head_size)
-    key = key.view(-1, attn.num_kv_heads, attn.head_size)
-    value = value.view(-1, attn.num_kv_heads, attn.head_size_v)
-    heads_output = output.view(-1, attn.num_heads, attn.head_size_v)
-    metadata = context.attn_metadata
-    if isinstance(metadata, dict):
-        metadata = metadata[name]
-    slot_mapping = context.slot_mapping.get(name)
-    if slot_mapping is None and metadata is None:  # vLLM's warm-up and profiling runs
-        return output
-    # [num_blocks, num_kv_heads, block_size, 2 * head_size] -> keys and values, as the backend splits it.
-    num_blocks, num_kv_heads, block_size, _ = attn.kv_cache.size()
-    key_cache, value_cache = attn.kv_cache.view((num_blocks, num_kv_heads, block_size * 2, -1)).chunk(2, dim=2)
-    reshape_and_cache, attention_with_kv_cache = _cpu_attention_kernels()
-    if slot_mapping is not None:
-        reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, attn.isa, attn._k_scale_float,
-                           attn._v_scale_float, impl.kv_cache_dtype)
-    if metadata is None:
-        return output
-    tokens = metadata.num_actual_tokens
-    attention_with_kv_cache(query[:tokens], key_cache, value_cache, heads_output[:tokens], metadata.query_start_loc,
-                             metadata.seq_lens, impl.scale, metadata.causal, impl.alibi_slopes, impl.sliding_window,
-                             metadata.block_table, impl.logits_soft_cap, metadata.scheduler_metadata, None,
-                             metadata.dynamic_causal, attn._k_scale_float, attn._v_scale_float, impl.kv_cache_dtype)
-    return output
-
-
 def gpt2_forward(model: GPT2Model, input_ids: torch.Tensor | None, positions: torch.Tensor,
                  inputs_embeds: torch.Tensor | None) -> torch.Tensor:
     """``GPT2Model.forward`` on one pipeline rank, for a model :func:`lean_forward_supported` accepts."""
@@ -136,7 +75,7 @@ def gpt2_forward(model: GPT2Model, input_ids: torch.Tensor | None, positions: to
         attn = block.attn
         qkv = _linear(attn.c_attn, _layer_norm(block.ln_1, hidden))
         query, key, value = qkv.chunk(chunks=3, dim=-1)
-        hidden = _linear(attn.c_proj, _attention(attn.attn, query, key, value, context)) + hidden
+        hidden = _linear(attn.c_proj, cpu_attention(attn.attn, query, key, value, context)) + hidden
         mlp = block.mlp
         hidden = hidden + _linear(mlp.c_proj, mlp.act.forward_native(_linear(mlp.c_fc, _layer_norm(block.ln_2, hidden))))
     return _layer_norm(model.ln_f, hidden)

@@ -6,6 +6,10 @@ hidden rows ``[cond | uncond]``, attention with 2H query and 2KV kv heads, logit
 
 Prompt rows arrive as precomputed embeddings (``t3/llama/prefix.py``); fed-back speech tokens are
 embedded here, both halves alike, plus their exact learned speech position (``t3/llama/positions.py``).
+
+On a CPU in eager mode the attention layers call vLLM's CPU attention kernels directly
+(``t3/cpu_attention.py``, bit for bit vLLM's ``Attention`` layer: ``tests/t3/llama/test_forward.py``);
+``lean_forward`` says whether they do.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 from vllm.config import VllmConfig
+from vllm.forward_context import ForwardContext, get_forward_context
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.models.interfaces import SupportsMRoPE
 from vllm.sequence import IntermediateTensors
 
 from vllm_chatterbox.config import T3Config
+from vllm_chatterbox.t3.cpu_attention import cpu_attention, direct_attention_supported, eager_single_cpu_rank
 from vllm_chatterbox.t3.cpu_turns import EngineTurn
 from vllm_chatterbox.t3.llama import positions
 from vllm_chatterbox.t3.llama.layout import branch_rows, packed_rows
@@ -65,14 +71,21 @@ class T3Attention(nn.Module):
             prefix=f"{prefix}.attn",
         )
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        # x: (2N, D) with rows [tok0 cond, tok0 uncond, tok1 cond, ...].
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                context: ForwardContext | None) -> torch.Tensor:
+        """x: (2N, D) with rows [tok0 cond, tok0 uncond, tok1 cond, ...]; cos / sin: one row per row
+        of x. ``context``: the forward context, to call the CPU attention kernels directly; None:
+        vLLM's ``Attention`` layer."""
         n = x.shape[0] // 2
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        qkv = self.qkv_proj(x)
+        qk_size = self.q_size + self.kv_size
+        # q and k heads of a row turn by the same angles: one rotation for both.
+        qk = apply_rope(qkv[:, :qk_size].reshape(2 * n, -1, self.head_dim), cos, sin)
         # Pack each token's two branches side by side: cond heads, then uncond heads.
-        q = apply_rope(q.reshape(n, 2 * self.num_heads, self.head_dim), cos, sin)
-        k = apply_rope(k.reshape(n, 2 * self.num_kv_heads, self.head_dim), cos, sin)
-        out = self.attn(q.reshape(n, -1), k.reshape(n, -1), v.reshape(n, -1))
+        q = qk[:, : self.num_heads].reshape(n, -1)
+        k = qk[:, self.num_heads:].reshape(n, -1)
+        v = qkv[:, qk_size:].reshape(n, -1)
+        out = self.attn(q, k, v) if context is None else cpu_attention(self.attn, q, k, v, context)
         return self.o_proj(out.reshape(2 * n, self.q_size))
 
 
@@ -85,7 +98,7 @@ class T3MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
-        return self.down_proj(nn.functional.silu(gate) * up)
+        return self.down_proj(nn.functional.silu(gate).mul_(up))
 
 
 class T3DecoderLayer(nn.Module):
@@ -96,8 +109,9 @@ class T3DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = T3MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                context: ForwardContext | None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, context)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -118,6 +132,9 @@ class ChatterboxT3ForCausalLM(nn.Module, SupportsMRoPE):
         self.speech_emb = nn.Embedding(cfg.speech_vocab_size, cfg.hidden_size)
         self.speech_pos_emb = nn.Embedding(cfg.speech_pos_table_size, cfg.hidden_size)
         self.speech_head = nn.Linear(cfg.hidden_size, cfg.speech_vocab_size, bias=False)
+        # On a CPU: vLLM's CPU attention kernels called directly (module docstring).
+        self.lean_forward = eager_single_cpu_rank(vllm_config.model_config.enforce_eager) and all(
+            direct_attention_supported(layer.self_attn.attn) for layer in self.layers)
         cos, sin = rope_cos_sin(cfg, positions.rope_table_size(cfg))
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -159,10 +176,12 @@ class ChatterboxT3ForCausalLM(nn.Module, SupportsMRoPE):
         speech_pos = self.speech_pos_emb(speech_index.clamp(min=0, max=self.speech_pos_emb.num_embeddings - 1))
         x = x + (speech_pos * is_speech[:, None].to(speech_pos.dtype))[:, None, :]
         x = branch_rows(x.reshape(n, 2 * self.hidden_size), self.hidden_size)
-        cos = self.rope_cos[rope_positions]
-        sin = self.rope_sin[rope_positions]
+        row_positions = rope_positions.repeat_interleave(2)  # both branch rows of a token
+        cos = self.rope_cos[row_positions]
+        sin = self.rope_sin[row_positions]
+        context = get_forward_context() if self.lean_forward else None
         for layer in self.layers:
-            x = layer(x, cos, sin)
+            x = layer(x, cos, sin, context)
         return packed_rows(self.norm(x))
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
