@@ -22,26 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import cloudpickle  # noqa: E402
 import psutil  # noqa: E402
 
+from bench.common import set_lean_forward  # noqa: E402
 from bench.latency import MIN_FREE_GIB, ONE_TEXT, TEXTS  # noqa: E402
 from vllm_chatterbox.demo_model import make_test_model  # noqa: E402
 from vllm_chatterbox.t3.engine import cache_root  # noqa: E402
-
-
-def set_lean_forward(engine, enabled: bool) -> bool:
-    """Switch the T3 model's lean forward (either family) inside the engine process; the previous setting."""
-
-    def switch(worker, enabled: bool) -> bool:  # runs in the engine process (pickled by value)
-        model = getattr(worker, "worker", worker).model_runner.model
-        previous, model.lean_forward = model.lean_forward, enabled
-        return previous
-
-    async def call():
-        return await engine.engine.collective_rpc(cloudpickle.dumps(switch), args=(enabled,))
-
-    return engine._run_in_loop(call())[0]
 
 
 def timed_generate(engine, tts, texts: list[str], tokens: int) -> tuple[float, list[list[int]]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.turbo_forward import set_lean_forward
+from bench.common import set_lean_forward
 from tests.t3.gpt2.recorder import read
 from tests.t3.gpt2.test_t3 import DEFAULTS, prompt, run
 from vllm_chatterbox.t3.contract import T3Request

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bench.turbo_forward import set_lean_forward
+from bench.common import set_lean_forward
 from tests.t3.llama.driver import TEXTS, fixture_voices, recorded_logits, run_recorded
 
 STEPS = 16
