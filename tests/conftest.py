@@ -6,18 +6,26 @@
   server subprocess serves the same files) and the CLI tests' ``--model``;
 - ``turbo_model_dir`` / ``turbo_tts``: the original's tiny Turbo checkpoint and one Turbo engine
   (``tests/turbo``: the Turbo model through the public API; ``tests/t3/gpt2``: its GPT-2 T3
-  against the original's recordings; the Turbo server test).
+  against the original's recordings; the Turbo server test);
+- ``waiting_user_script``: a library user's script in a fresh process, with its own engine, that
+  sets torch's threads at module level, reports what its engine process runs with and waits:
+  ``tests/t3/test_threads.py`` checks the report, ``tests/test_lifetime.py`` kills it with -9.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.paths import TURBO_CKPT
-from vllm_chatterbox.config import tiny_turbo_config
+from tests.paths import FIXTURE_CKPT, REPO_ROOT, TURBO_CKPT
+from vllm_chatterbox.config import tiny_config, tiny_turbo_config
 from vllm_chatterbox.demo_model import make_test_model
 
 RAW_RECORDER = "tests.t3.gpt2.recorder:RawRecorder"
@@ -70,13 +78,104 @@ def turbo_tts(turbo_model_dir):
     tts.t3_engine.shutdown()
 
 
+# vLLM spawns the engine process, which re-imports the main script: the module-level
+# torch.set_num_threads runs inside the engine too (tests/t3/test_threads.py says what must follow).
+# The probes run a function inside the engine process (pickled), which vLLM allows only when told.
+# 64 MiB of KV cache, not the CPU default's 2 GiB (tests/test_lifetime.py says why).
+WAITING_SCRIPT = textwrap.dedent('''
+    import sys
+    import time
+
+    import torch
+
+    from vllm_chatterbox.tts import ChatterboxTTS
+
+    torch.set_num_threads(2)  # module level: vLLM's engine process re-imports this script and runs it
+
+
+    def torch_threads(model):
+        return torch.get_num_threads()
+
+
+    def glibc_tunables(model):
+        import os
+
+        return os.environ.get("GLIBC_TUNABLES")
+
+
+    if __name__ == "__main__":
+        tts = ChatterboxTTS.from_dir(sys.argv[1], t3_threads=1, max_num_seqs=2, max_model_len=512,
+                                     kv_cache_memory_bytes=64 << 20)
+        tokens = tts.generate_speech_tokens("Hello there.", max_new_tokens=4, temperature=0)[0]
+        engine = tts.t3_engine
+        threads = engine._run_in_loop(engine.engine.collective_rpc("apply_model", args=(torch_threads,)))
+        tunables = engine._run_in_loop(engine.engine.collective_rpc("apply_model", args=(glibc_tunables,)))
+        print("RESULT", threads[0], len(tokens), torch.get_num_threads())
+        print("TUNABLES", tunables[0])
+        print("ready", flush=True)
+        time.sleep(600)
+''')
+
+
+@dataclass
+class WaitingScript:
+    process: subprocess.Popen
+    stdout: list[str]  # its lines up to "ready"
+    stderr: Path  # its and its engine process's stderr (a file: nobody reads a pipe while it waits)
+
+
+@pytest.fixture(scope="session")
+def waiting_user_script(tmp_path_factory):
+    """A user's script, started in a fresh process on the original's tiny checkpoint, once it has
+    printed "ready" (its engine is up and probed). Its checks are two tests' (threads, and what a
+    kill -9 leaves); starting it once saves a process and an engine start (about 30 s of CPU)."""
+    directory = tmp_path_factory.mktemp("waiting-script")
+    model_dir = directory / "model"
+    model_dir.mkdir()
+    for name in ("t3_cfg.safetensors", "s3gen.safetensors", "ve.safetensors", "tokenizer.json", "conds.pt"):
+        (model_dir / name).symlink_to(FIXTURE_CKPT / name)
+    tiny_config().save(model_dir)
+    script = directory / "user_script.py"
+    script.write_text(WAITING_SCRIPT, encoding="utf-8")
+    env = {**os.environ, "VLLM_ALLOW_INSECURE_SERIALIZATION": "1", "PYTHONPATH": str(REPO_ROOT),
+           "VLLM_CHATTERBOX_CACHE": str(directory / "cache"),
+           "GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}  # the user's own tunables reach the engine too
+    env.pop("OMP_NUM_THREADS", None)
+    stderr = directory / "stderr.txt"
+    with open(stderr, "w") as stderr_file:
+        process = subprocess.Popen([sys.executable, str(script), str(model_dir)], env=env, cwd=directory,
+                                   stdout=subprocess.PIPE, stderr=stderr_file, text=True)
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if lines[-1] == "ready":
+                break
+        else:
+            raise AssertionError(f"the script ended before its engine was ready: {stderr.read_text()[-3000:]}")
+        yield WaitingScript(process, lines, stderr)
+    finally:
+        try:
+            engines = psutil.Process(process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:  # killed by tests/test_lifetime.py, which saw to its engine
+            engines = []
+        process.kill()
+        process.wait(timeout=30)
+        process.stdout.close()
+        for engine in engines:
+            try:
+                engine.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
 # Parallel runs (pytest-xdist; pyproject's addopts: ``-n auto --dist loadgroup``). Every worker is
 # a pytest process of its own with its own session and package fixtures, so a shared engine is
 # started once per worker that runs a test using it. ``pytest_collection_modifyitems`` below puts
 # all the tests sharing an engine in one xdist group (a group runs on one worker, in collection
 # order), and leaves the rest (pure functions, tests that start their own processes) free to
 # spread over the workers.
-SESSION_ENGINES = ("tts_tiny", "turbo_tts")
+SESSION_ENGINES = ("tts_tiny", "turbo_tts", "waiting_user_script")
 # A worker's engines alive at once (a session engine or two, a server's, a folder's package
 # engines) peak at about this much memory; more workers than cores gains nothing.
 WORKER_MEMORY_BYTES = 8 << 30

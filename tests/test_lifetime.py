@@ -73,17 +73,6 @@ def test_script_without_main_guard_is_told_to_add_it(tmp_path, tiny_model_dir):
         assert output.count("Traceback") == 1 and "EngineCore" not in output, output[-3000:]
 
 
-WAITING_SCRIPT = textwrap.dedent("""
-    import sys, time
-    from vllm_chatterbox import ChatterboxTTS
-
-    if __name__ == "__main__":
-        tts = ChatterboxTTS.from_dir(sys.argv[1], max_model_len=512, kv_cache_memory_bytes=64 << 20)
-        print("ready", flush=True)
-        time.sleep(600)
-""")
-
-
 def child_pids(pid: int) -> set[int]:
     children = set()
     for entry in os.listdir("/proc"):
@@ -106,19 +95,11 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_engine_process_dies_with_a_killed_script(tmp_path, tiny_model_dir):
-    """kill -9 of the user's script must not leave vLLM's engine process behind."""
-    script = tmp_path / "waiting.py"
-    script.write_text(WAITING_SCRIPT, encoding="utf-8")
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), VLLM_CHATTERBOX_CACHE=str(tmp_path / "cache"))
-    process = subprocess.Popen([sys.executable, str(script), str(tiny_model_dir)], env=env, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def test_engine_process_dies_with_a_killed_script(waiting_user_script):
+    """kill -9 of the user's script (tests/conftest.py: a script waiting with its engine up) must
+    not leave vLLM's engine process behind."""
+    process = waiting_user_script.process
     try:
-        for line in process.stdout:  # vLLM logs on stdout before it
-            if line.strip() == "ready":
-                break
-        else:
-            raise AssertionError("the script ended before its engine was ready")
         engines = child_pids(process.pid)
         assert engines, "no engine process found"
         process.kill()

@@ -1,10 +1,12 @@
 """``serve --ray``: the server as a Ray Serve application on a real local Ray cluster.
 
-COST: this file starts its own Ray (head on loopback, ``num_cpus=2``) and two replicas, each with
-its own engine on the tiny model (plus the session's single-process server for the byte
-comparison), waits for Ray to replace a killed replica (a third engine), then switches the running
-application to autoscaling in place and loads a fourth engine under load (never more than two
-replicas at once). Ray's processes are stopped at the end of the module.
+COST: this file starts its own Ray (head on loopback, ``num_cpus=2``) and the application
+autoscaled from one replica, with its own engine on the tiny model (plus the session's
+single-process server for the byte comparison); under load Ray adds a second replica (a second
+engine), which then stay as a fixed two for the tests that need two, waits for Ray to replace a
+killed replica (a third engine), and finally autoscales again, back to one replica when idle.
+Ray's processes are stopped at the end of the module. Each engine start is 30-40 s of CPU: the
+upscale is what gives the tests their two replicas, rather than two more started for them.
 
 The app is built through ``vllm_chatterbox.cli.ray_application``, the builder a Ray Serve config
 file names (deploy/ray-serve.yaml), with the session server's options.
@@ -19,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -41,15 +44,28 @@ REPLACE_TIMEOUT_S = 600
 LONG_TEXT = " ".join(["The bridge opens at dawn and closes at dusk, every day of the year."] * 6)
 # Ray Serve gives an application deployed from Python a new random code version on every
 # ``serve.run``, which replaces every replica (a fresh engine each). With a fixed version a change of
-# scaling options alone updates the running replicas in place, so the autoscaling test reuses the
-# module's replicas instead of stopping them and loading another engine. ``version`` is an internal
-# option of ``Deployment.options`` (Ray pinned to 2.60 by the 'ray' extra).
+# scaling options alone updates the running replicas in place: the upscaled replicas are kept as a
+# fixed two, and autoscaled again at the end. ``version`` is an internal option of
+# ``Deployment.options`` (Ray pinned to 2.60 by the 'ray' extra).
 CODE_VERSION = "chatterbox-test"
+# Autoscaling on the requests ongoing per replica (target 1), with quicker decisions than the
+# defaults, so the tests are short.
+AUTOSCALING = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
+               "upscale_delay_s": 1, "downscale_delay_s": 5, "look_back_period_s": 2}
 
 
 def with_code_version(deployment):
     versioned = deployment.options(version=CODE_VERSION, _internal=True)
     return versioned.bind(*versioned.init_args)
+
+
+def autoscaled(ray_options: dict, **initial):
+    """The application autoscaled between 1 and 2 replicas; ``initial_replicas=N`` sets the count
+    it starts at (in place too: Ray then stops or starts replicas), without it a running
+    application keeps its count until the autoscaler decides."""
+    app = ray_application({**ray_options, "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1})
+    config = {**AUTOSCALING, **initial}
+    return with_code_version(app._bound_deployment.options(autoscaling_config=config))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +82,8 @@ def ray_options(model_dir, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def ray_server(ray_options):
-    """Two replicas behind Ray Serve's proxy on a free loopback port; yields the base URL."""
+    """The application autoscaled from one replica behind Ray Serve's proxy on a free loopback
+    port; yields the base URL."""
     # A loaded machine can start Ray's per-node agent slower than the raylet's default wait (15 s);
     # the handles (the proxy's) report the requests ongoing to the autoscaler every second, not
     # every 10 s (Ray's processes inherit both).
@@ -79,9 +96,8 @@ def ray_server(ray_options):
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = ray_application({**ray_options, "replicas": 2})
         started = time.monotonic()
-        serve.run(with_code_version(app._bound_deployment), name=APP_NAME, route_prefix="/")
+        serve.run(autoscaled(ray_options, initial_replicas=1), name=APP_NAME, route_prefix="/")
         assert time.monotonic() - started < READY_TIMEOUT_S
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -97,8 +113,101 @@ def ray_server(ray_options):
                     os.environ[name] = value
 
 
+def running_replicas() -> int:
+    states = serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME].replica_states
+    return states.get("RUNNING", 0)
+
+
+def wait_for_replicas(count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while running_replicas() != count:
+        assert time.monotonic() < deadline, f"not {count} running replicas after {timeout} s: {serve.status()}"
+        time.sleep(1)
+
+
+class HeldSpeechRequest(threading.Thread):
+    """A speech request whose client sends the start of its JSON body at once and the rest only
+    once ``release`` is set: until then it is an ongoing request on its replica (what Ray's
+    autoscaler counts) that costs no CPU, so the replica Ray adds for it starts on an idle machine."""
+
+    def __init__(self, url: str, release: threading.Event, text: str):
+        super().__init__(daemon=True)
+        self.url, self.release = url, release
+        self.body = json.dumps({"model": "chatterbox", "input": text, "response_format": "pcm"}).encode()
+        self.response: httpx.Response | None = None
+        self.error: Exception | None = None
+
+    def _content(self) -> Iterator[bytes]:
+        yield self.body[:10]
+        self.release.wait()
+        yield self.body[10:]
+
+    def run(self) -> None:
+        try:
+            with httpx.Client(base_url=self.url, headers=AUTH, timeout=300) as client:
+                self.response = client.post("/v1/audio/speech", content=self._content(),
+                                            headers={"Content-Type": "application/json"})
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            self.error = exc
+
+
+@dataclass
+class Upscale:
+    """What the load that made Ray add the second replica saw."""
+
+    held: list[HeldSpeechRequest]
+    answered: set[str]  # the replicas that answered the load
+    failures: list[str]
+
+
+@pytest.fixture(scope="module")
+def upscaled(ray_server, ray_options) -> Upscale:
+    """Ray adds a second replica under load (``test_autoscaling_...`` checks what the load saw):
+    three requests held open by their clients; once the second replica runs they are let go and
+    three clients send requests back to back until both replicas have answered. The two replicas
+    then stay, a fixed count set in place, for the tests that need two."""
+    wait_for_replicas(1, 120)
+    release = threading.Event()
+    held = [HeldSpeechRequest(ray_server, release, f"Held request {i}.") for i in range(3)]
+    stop = threading.Event()
+    answered: set[str] = set()
+    failures: list[str] = []
+
+    def load() -> None:  # back-to-back requests beside the three let go: more ongoing than the target
+        with httpx.Client(base_url=ray_server, headers=AUTH, timeout=300) as client:
+            while not stop.is_set():
+                response = speech(client, "Under load.", response_format="pcm")
+                if response.status_code == 200:
+                    answered.add(response.headers[REPLICA_HEADER])
+                else:
+                    failures.append(f"{response.status_code} {response.text}")
+
+    clients = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+    for request in held:
+        request.start()
+    try:
+        wait_for_replicas(2, REPLACE_TIMEOUT_S)
+        release.set()
+        for client in clients:
+            client.start()
+        deadline = time.monotonic() + 120
+        while len(answered) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        # Still under load, before the autoscaler could scale down: both replicas stay.
+        app = ray_application({**ray_options, "replicas": 2})
+        serve.run(with_code_version(app._bound_deployment), name=APP_NAME, route_prefix="/")
+    finally:
+        release.set()
+        stop.set()
+        for thread in (*held, *clients):
+            if thread.ident is not None:  # started
+                thread.join(timeout=300)
+    assert running_replicas() == 2
+    return Upscale(held, answered, failures)
+
+
 @pytest.fixture
-def http(ray_server):
+def http(upscaled, ray_server):
     with httpx.Client(base_url=ray_server, headers=AUTH, timeout=300) as client:
         yield client
 
@@ -214,94 +323,19 @@ def test_a_killed_replica_fails_its_client_cleanly_and_is_replaced(http, ray_ser
     assert victim not in replicas_seen(http)
 
 
-def running_replicas() -> int:
-    states = serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME].replica_states
-    return states.get("RUNNING", 0)
-
-
-def wait_for_replicas(count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while running_replicas() != count:
-        assert time.monotonic() < deadline, f"not {count} running replicas after {timeout} s: {serve.status()}"
-        time.sleep(1)
-
-
-class HeldSpeechRequest(threading.Thread):
-    """A speech request whose client sends the start of its JSON body at once and the rest only
-    once ``release`` is set: until then it is an ongoing request on its replica (what Ray's
-    autoscaler counts) that costs no CPU, so the replica Ray adds for it starts on an idle machine."""
-
-    def __init__(self, url: str, release: threading.Event, text: str):
-        super().__init__(daemon=True)
-        self.url, self.release = url, release
-        self.body = json.dumps({"model": "chatterbox", "input": text, "response_format": "pcm"}).encode()
-        self.response: httpx.Response | None = None
-        self.error: Exception | None = None
-
-    def _content(self) -> Iterator[bytes]:
-        yield self.body[:10]
-        self.release.wait()
-        yield self.body[10:]
-
-    def run(self) -> None:
-        try:
-            with httpx.Client(base_url=self.url, headers=AUTH, timeout=300) as client:
-                self.response = client.post("/v1/audio/speech", content=self._content(),
-                                            headers={"Content-Type": "application/json"})
-        except Exception as exc:  # noqa: BLE001 - the test reports it
-            self.error = exc
-
-
-def test_autoscaling_from_one_replica_to_two_under_load_and_back(ray_server, ray_options):
-    """The application again, autoscaled between 1 and 2 replicas on the requests ongoing per replica
-    (target 1, and quicker decisions than the defaults, so the test is short). It updates the
-    module's application in place (same code version): of its two running replicas, Ray stops one
-    (``initial_replicas``) and keeps the other. The load that makes Ray add a replica is three
-    requests held open by their clients; once it runs, they are let go and three clients send
-    requests back to back until both replicas have answered."""
-    app = ray_application({**ray_options, "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1})
-    deployment = app._bound_deployment.options(autoscaling_config={
-        "min_replicas": 1, "max_replicas": 2, "initial_replicas": 1, "target_ongoing_requests": 1,
-        "upscale_delay_s": 1, "downscale_delay_s": 5, "look_back_period_s": 2})
-    serve.run(with_code_version(deployment), name=APP_NAME, route_prefix="/")
-    wait_for_replicas(1, 120)
-
-    release = threading.Event()
-    held = [HeldSpeechRequest(ray_server, release, f"Held request {i}.") for i in range(3)]
-    stop = threading.Event()
-    answered: set[str] = set()
-    failures: list[str] = []
-
-    def load() -> None:  # back-to-back requests beside the three let go: more ongoing than the target
-        with httpx.Client(base_url=ray_server, headers=AUTH, timeout=300) as client:
-            while not stop.is_set():
-                response = speech(client, "Under load.", response_format="pcm")
-                if response.status_code == 200:
-                    answered.add(response.headers[REPLICA_HEADER])
-                else:
-                    failures.append(f"{response.status_code} {response.text}")
-
-    clients = [threading.Thread(target=load, daemon=True) for _ in range(3)]
-    for request in held:
-        request.start()
-    try:
-        wait_for_replicas(2, REPLACE_TIMEOUT_S)
-        release.set()
-        for client in clients:
-            client.start()
-        deadline = time.monotonic() + 120
-        while len(answered) < 2 and time.monotonic() < deadline:
-            time.sleep(0.5)
-    finally:
-        release.set()
-        stop.set()
-        for thread in (*held, *clients):
-            if thread.ident is not None:  # started
-                thread.join(timeout=300)
-    for request in held:
+def test_autoscaling_from_one_replica_to_two_under_load_and_back(upscaled, ray_options):
+    """Autoscaled between 1 and 2 replicas on the requests ongoing per replica: the module's
+    application started at one replica and Ray added the second under load (``upscaled``: every
+    request of that load was served, by both replicas). Autoscaled again in place (keeping its
+    two replicas: no ``initial_replicas``), it goes back to one when idle. Last in the module: the
+    tests before it need two replicas."""
+    for request in upscaled.held:
         assert request.error is None and request.response is not None, request.error
         assert request.response.status_code == 200, request.response.text
-        answered.add(request.response.headers[REPLICA_HEADER])
-    assert not failures, failures[:3]
-    assert len(answered) == 2, f"only {answered} answered under load"
-    wait_for_replicas(1, 120)  # idle again: back to one replica
+        upscaled.answered.add(request.response.headers[REPLICA_HEADER])
+    assert not upscaled.failures, upscaled.failures[:3]
+    assert len(upscaled.answered) == 2, f"only {upscaled.answered} answered under load"
+
+    serve.run(autoscaled(ray_options), name=APP_NAME, route_prefix="/")
+    assert running_replicas() == 2  # the switch itself stopped none
+    wait_for_replicas(1, 120)  # idle: back to one replica

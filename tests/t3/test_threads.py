@@ -13,53 +13,9 @@ import textwrap
 
 import pytest
 
-from tests.paths import FIXTURE_CKPT, REPO_ROOT
-from vllm_chatterbox.config import CpuThreads, tiny_config
+from tests.paths import REPO_ROOT
+from vllm_chatterbox.config import CpuThreads
 from vllm_chatterbox.t3.threads import engine_tunables
-
-USER_SCRIPT = textwrap.dedent('''
-    import sys
-
-    import torch
-
-    from vllm_chatterbox.tts import ChatterboxTTS
-
-    torch.set_num_threads(2)  # module level: vLLM's engine process re-imports this script and runs it
-
-
-    def torch_threads(model):
-        return torch.get_num_threads()
-
-
-    def glibc_tunables(model):
-        import os
-
-        return os.environ.get("GLIBC_TUNABLES")
-
-
-    if __name__ == "__main__":
-        tts = ChatterboxTTS.from_dir(sys.argv[1], t3_threads=1, max_num_seqs=2, max_model_len=512,
-                                     kv_cache_memory_bytes=64 << 20)
-        try:
-            tokens = tts.generate_speech_tokens("Hello there.", max_new_tokens=4, temperature=0)[0]
-            engine = tts.t3_engine
-            threads = engine._run_in_loop(engine.engine.collective_rpc("apply_model", args=(torch_threads,)))
-            tunables = engine._run_in_loop(engine.engine.collective_rpc("apply_model", args=(glibc_tunables,)))
-            print("RESULT", threads[0], len(tokens), torch.get_num_threads())
-            print("TUNABLES", tunables[0])
-        finally:
-            tts.t3_engine.shutdown()
-''')
-
-
-@pytest.fixture
-def model_dir(tmp_path):
-    directory = tmp_path / "model"
-    directory.mkdir()
-    for name in ("t3_cfg.safetensors", "s3gen.safetensors", "ve.safetensors", "tokenizer.json", "conds.pt"):
-        (directory / name).symlink_to(FIXTURE_CKPT / name)
-    tiny_config().save(directory)
-    return directory
 
 
 def _cpu_platform() -> bool:
@@ -69,23 +25,17 @@ def _cpu_platform() -> bool:
 
 
 @pytest.mark.skipif(not _cpu_platform(), reason="t3_threads sets the engine's CPU threads on vLLM's CPU backend")
-def test_module_level_set_num_threads_cannot_change_the_engines_threads(tmp_path, model_dir):
-    script = tmp_path / "user_script.py"
-    script.write_text(USER_SCRIPT)
-    # The probe runs a function inside the engine process (pickled), which vLLM allows only when told.
-    env = {**os.environ, "VLLM_ALLOW_INSECURE_SERIALIZATION": "1", "PYTHONPATH": str(REPO_ROOT)}
-    env.pop("OMP_NUM_THREADS", None)
-    env["GLIBC_TUNABLES"] = "glibc.malloc.arena_max=4"  # the user's own tunables reach the engine too
-    run = subprocess.run([sys.executable, str(script), str(model_dir)], capture_output=True, text=True, env=env,
-                         timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = [line.split() for line in run.stdout.splitlines() if line.startswith("RESULT")]
+def test_module_level_set_num_threads_cannot_change_the_engines_threads(waiting_user_script):
+    """The script (tests/conftest.py: WAITING_SCRIPT) sets torch to 2 threads at module level and
+    asks for ``t3_threads=1``; its engine process reports its torch threads and glibc tunables."""
+    stdout = waiting_user_script.stdout
+    result = [line.split() for line in stdout if line.startswith("RESULT")]
     engine_threads, tokens, main_threads = map(int, result[0][1:])
     assert engine_threads == 1  # t3_threads, not the script's 2
     assert tokens == 4
     assert main_threads == 2  # the caller's own torch setting is the caller's business
-    assert "found torch set to 2 thread(s)" in run.stderr
-    tunables = [line.split()[1] for line in run.stdout.splitlines() if line.startswith("TUNABLES")]
+    assert "found torch set to 2 thread(s)" in waiting_user_script.stderr.read_text()
+    tunables = [line.split()[1] for line in stdout if line.startswith("TUNABLES")]
     assert tunables == ["glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1"]  # huge pages for the weights
 
 
