@@ -63,9 +63,9 @@ else
 fi
 # Test-only packages belong in pyproject's `test` extra, not here.
 if [ "$WITH_TESTS" = 1 ]; then EXTRA=test; else EXTRA=server; fi
-# Bytecode is compiled at install (all of site-packages), as pip does: with PYTHONDONTWRITEBYTECODE
-# set, imports never write it, and every engine start would compile vLLM and torch again. The
-# venv's pip is brought up to date too.
+# Bytecode is compiled at install, as pip does: with PYTHONDONTWRITEBYTECODE set, imports never
+# write it, and every engine start would compile vLLM and torch again. The venv's pip is brought
+# up to date too.
 "$UV" pip install --quiet --python .venv/bin/python --index-strategy unsafe-best-match "${SOURCES[@]}" --compile-bytecode \
     --upgrade-package pip pip "${VLLM[@]}" -e ".[$EXTRA]"
 if [ "$TARGET" != gpu ]; then
