@@ -8,7 +8,8 @@
 #   BUDGET_S=900 bash scripts/gpu_check.sh    # more time for the benchmark
 #
 # Set-up is `VLLM_CHATTERBOX_TARGET=gpu bash scripts/setup.sh --test` (it needs a package index or
-# PIP_FIND_LINKS with the wheels). It is skipped when .venv already has vLLM and torch sees a GPU.
+# PIP_FIND_LINKS with the wheels, uv's included). It is skipped when .venv already has vLLM and
+# torch sees a GPU.
 # The full-size random models are built once under ~/.cache/vllm_chatterbox (bench-full,
 # bench-full-turbo). Every stage has its own time limit, so a slow stage cannot take the others'
 # time; whatever finished is in the table.
