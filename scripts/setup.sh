@@ -32,7 +32,8 @@ fi
 # the venv holds just what pip would install.
 BOOTSTRAP=$(mktemp -d)
 trap 'rm -rf "$BOOTSTRAP"' EXIT
-.venv/bin/python -m pip install --quiet --target "$BOOTSTRAP" uv==0.13.8
+# -qq: errors only; pip otherwise warns about every configured index that lacks uv (local mirrors).
+.venv/bin/python -m pip install -qq --target "$BOOTSTRAP" uv==0.13.8
 UV="$BOOTSTRAP/bin/uv"
 # uv reads none of pip's settings (pip.conf, PIP_* variables): pass on pip's package sources, so it
 # finds the same wheels (e.g. the CPU torch under PIP_FIND_LINKS or PIP_EXTRA_INDEX_URL). pip weighs
