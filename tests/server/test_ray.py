@@ -63,7 +63,9 @@ def autoscaled(ray_options: dict, **initial):
     """The application autoscaled between 1 and 2 replicas; ``initial_replicas=N`` sets the count
     it starts at (in place too: Ray then stops or starts replicas), without it a running
     application keeps its count until the autoscaler decides."""
-    app = ray_application({**ray_options, "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1})
+    # The builder's own autoscaling arguments, then Ray's config with the quicker delays.
+    scaling = {name: AUTOSCALING[name] for name in ("min_replicas", "max_replicas", "target_ongoing_requests")}
+    app = ray_application({**ray_options, **scaling})
     config = {**AUTOSCALING, **initial}
     return with_code_version(app._bound_deployment.options(autoscaling_config=config))
 
