@@ -149,3 +149,10 @@ def test_convert_delegates_to_a_converter_sharing_the_models_networks(tts):
     np.testing.assert_array_equal(wav, alone.convert(source, target, seed=2, n_timesteps=2, watermark=False))
     streamed = np.concatenate(list(tts.convert_stream(source, target, seed=2, n_timesteps=2, watermark=False)))
     np.testing.assert_array_equal(streamed, wav)
+
+
+def test_warm_voice_is_a_no_op_for_the_original_models(tts):
+    """Their conditioning is one KV block shared only by prompts of one length: nothing to warm,
+    and nothing reaches vLLM (NoEngine would fail the test)."""
+    assert tts.warm_voice() == 0
+    assert tts.warm_voice(FIXTURE_AUDIO / "voice2_24k.wav") == 0

@@ -339,6 +339,8 @@ def _server_setup(args):
 
     def load_backend(metrics):
         tts = ChatterboxTTS.from_files(_model_files(args.model, args), s3gen_dtype=args.s3gen_dtype, **options)
+        # The built-in voice's first request then skips its conditioning's prefill (Turbo / Nano).
+        tts.warm_voice()
         # Random weights rarely emit the stop token; the demo keeps each chunk short.
         cap = args.max_new_tokens or (DEMO_MAX_NEW_TOKENS if args.model is None else None)
         return SpeechBackend(tts, metrics, max_new_tokens=cap, watermark=settings.watermark)

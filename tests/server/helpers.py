@@ -229,3 +229,13 @@ def assert_openai_error(response: httpx.Response, status: int, param: str | None
     if param != "any":
         assert error["param"] == param, error
     return error
+
+
+def wait_for_lines(server: ServerProcess, predicate, count: int = 1, timeout: float = 30.0) -> list[str]:
+    """The server's log lines that satisfy ``predicate``, once there are ``count`` (or at ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in server.log_lines() if predicate(line)]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.2)

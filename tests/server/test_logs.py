@@ -4,22 +4,12 @@ once /health says ok, one access line per request (uvicorn-style text, or JSON o
 
 import json
 import re
-import time
 
 import httpx
 
-from tests.server.helpers import AUTH
+from tests.server.helpers import AUTH, wait_for_lines
 
 ACCESS_TEXT = re.compile(r'^(INFO|WARNING|ERROR): +127\.0\.0\.1:\d+ - "(\w+) (\S+)" (\d{3}) (.*)$')
-
-
-def wait_for_lines(server, predicate, count: int = 1, timeout: float = 30.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = [line for line in server.log_lines() if predicate(line)]
-        if len(lines) >= count or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.2)
 
 
 def access_fields(line: str) -> dict:

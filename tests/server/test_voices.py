@@ -1,5 +1,7 @@
 """The voices API: upload, list, get, use, delete; limits; persistence across a restart."""
 
+import json
+
 import httpx
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import torch
 
 from tests.server.helpers import (MAX_VOICE_MB, MAX_VOICE_SECONDS, assert_openai_error,
                                   assert_same_audio_up_to_rounding, engine_processes, kill_all, pcm_samples,
-                                  reference_signal, speech, still_alive, wav_bytes)
+                                  reference_signal, speech, still_alive, wait_for_lines, wav_bytes)
 from vllm_chatterbox.voice.voice import Voice
 
 
@@ -144,3 +146,21 @@ def test_voices_survive_a_killed_server_and_deleted_ones_stay_gone(server, refer
         assert after.status_code == 200
         assert_same_audio_up_to_rounding(pcm_samples(after.content), pcm_samples(before.content))
         assert http.delete("/v1/audio/voices/keeper").status_code == 200
+
+
+def test_a_turbo_server_precomputes_a_new_voices_conditioning(turbo_server):
+    """After the upload answers, one T3 request puts the voice's conditioning into vLLM's prefix
+    cache (``ChatterboxTTS.warm_voice``), so the voice's first speech request skips that prefill."""
+    submitted = turbo_server.metric("chatterbox_t3_requests_submitted")
+    with turbo_server.client() as http:
+        # Turbo wants more than 5 s of reference: 6 s make 150 prompt tokens, 151 conditioning rows.
+        created = upload(http, "warmed", wav_bytes(reference_signal(6.0, 16000), 16000))
+        assert created.status_code == 201, created.text
+        try:
+            lines = wait_for_lines(turbo_server, lambda line: "warmed" in line and "pre-computed" in line, timeout=120)
+            assert len(lines) == 1, turbo_server.log_tail()
+            message = json.loads(lines[0])["message"]
+            assert message == "voice 'warmed': 128 T3 prompt rows pre-computed in the prefix cache"
+            assert turbo_server.metric("chatterbox_t3_requests_submitted") == submitted + 1
+        finally:
+            assert http.delete("/v1/audio/voices/warmed").status_code == 200

@@ -3,6 +3,7 @@ the layouts, and the test-model writer."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -145,3 +146,23 @@ def test_cli_make_test_model_variant(tmp_path):
     assert ModelFiles.from_dir(tmp_path / "t").variant == "turbo"
     speak = build_parser().parse_args(["speak", "hi", "-o", "x.wav", "--variant", "nano", "--top-k", "50"])
     assert (speak.variant, speak.top_k, speak.cfg_weight, speak.n_timesteps) == ("nano", 50, None, None)
+
+
+def test_warm_voice_caches_the_conditioning_and_changes_no_token(turbo_tts):
+    """After warm_voice, a new voice's first request reads its conditioning from vLLM's prefix
+    cache and samples the tokens it samples with nothing cached."""
+    builtin = turbo_tts.builtin_voice
+    # A voice no request has used: the built-in one with another speaker embedding.
+    voice = dataclasses.replace(builtin, speaker_emb=builtin.speaker_emb + 0.01)
+    request, = turbo_tts.prepare_t3_requests("The first words of a conversation.", voice, seed=3,
+                                             max_new_tokens=24)
+    cold, = turbo_tts.t3_engine.generate([dataclasses.replace(request, cache_salt="warm-voice-test-cold")])
+    assert cold.num_cached_tokens == 0
+
+    rows = turbo_tts.warm_voice(voice)
+    block = turbo_tts.t3_engine.vllm_config.cache_config.block_size
+    conditioning_rows = 1 + voice.cond_prompt_speech_tokens.shape[1]
+    assert rows == conditioning_rows // block * block > 0
+    warm, = turbo_tts.t3_engine.generate([request])
+    assert warm.num_cached_tokens == rows
+    assert warm.token_ids == cold.token_ids and len(cold.token_ids) == 24

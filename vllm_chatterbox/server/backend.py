@@ -59,6 +59,7 @@ class SpeechBackend:
         self._prepare_lock = threading.Lock()
         self._voice_lock = threading.Lock()
         self._converter = None
+        self._warming: set[asyncio.Task] = set()  # voices being warmed (kept: the loop holds tasks weakly)
         self._recent_tokens: collections.deque[tuple[float, int]] = collections.deque()
         engine = tts.t3_engine
         metrics.t3_requests_unfinished.set_function(lambda: engine.engine.get_num_unfinished_requests())
@@ -131,6 +132,22 @@ class SpeechBackend:
                 return self.tts.voice_from_audio(samples, sample_rate, exaggeration=exaggeration)
 
         return await asyncio.to_thread(build)
+
+    def warm_voice_soon(self, voice: Voice, name: str) -> None:
+        """Put a stored voice's T3 conditioning into vLLM's prefix cache in the background
+        (``ChatterboxTTS.warm_voice``), so its first speech request skips that prefill."""
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._warm_voice, voice, name))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
+
+    def _warm_voice(self, voice: Voice, name: str) -> None:
+        try:
+            rows = self.tts.warm_voice(voice)
+        except Exception as exc:  # noqa: BLE001 - the voice works without it, only its first request is slower
+            logger.warning("voice %r: its T3 conditioning was not pre-computed (%s: %s)", name, type(exc).__name__, exc)
+            return
+        if rows:
+            logger.info("voice %r: %d T3 prompt rows pre-computed in the prefix cache", name, rows)
 
     @property
     def converter(self):

@@ -34,7 +34,8 @@ class ServerMetrics:
         self.t3_tokens_per_second = Gauge("chatterbox_t3_tokens_per_second",
                                           "Speech tokens from T3 per second, over the last 10 s", registry=r)
         self.t3_requests_submitted = Gauge("chatterbox_t3_requests_submitted",
-                                           "T3 requests sent to vLLM since start (one per text chunk)", registry=r)
+                                           "T3 requests sent to vLLM since start (one per text chunk, "
+                                           "one per voice warmed)", registry=r)
         self.t3_requests_unfinished = Gauge("chatterbox_t3_requests_unfinished",
                                             "T3 requests vLLM is running or waiting to run", registry=r)
         self.s3gen_batch_size = Histogram("chatterbox_s3gen_batch_size", "Streams per batched S3Gen call",

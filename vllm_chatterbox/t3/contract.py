@@ -110,3 +110,8 @@ class T3Client(TextEncoder, Protocol):
 
     def streaming_cleaner(self) -> StreamingTokenCleaner:
         """A fresh cleaner for one request's tokens as they arrive."""
+
+    def voice_prefix_request(self, voice: Voice) -> tuple[T3Request, int] | None:
+        """A one-token request whose prompt begins with ``voice``'s conditioning, and how many of
+        its first rows are that conditioning: run, it leaves those rows in vLLM's prefix cache for
+        the voice's later requests. None where later requests could not share them."""

@@ -118,4 +118,5 @@ async def create_voice(
         raise _voice_exists(name) from None
     except OSError as exc:
         raise voice_storage_error(exc, f"store voice {name!r}") from None
+    backend.warm_voice_soon(voice, name)
     return info.to_json()

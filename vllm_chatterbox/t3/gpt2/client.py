@@ -31,6 +31,11 @@ TURBO_DEFAULTS: dict[str, Any] = {
 }
 # Accepted for API compatibility; the original ignores them (warning when > 0).
 IGNORED_PARAMETERS = ("cfg_weight", "exaggeration", "min_p")
+# GPT-2 positions are absolute: equal rows at equal places give equal KV, whatever the length, so
+# every Turbo request shares one prefix-cache namespace.
+CACHE_SALT = "t3-turbo"
+# The text of a voice's warm-up request; any text does, only the conditioning before it is kept.
+WARM_UP_TEXT = "Hello."
 
 
 class GPT2TextEncoder:
@@ -96,8 +101,14 @@ class GPT2T3Client(PromptClient):
 
     def request(self, text_ids: list[int], voice: Voice, params: TurboParams) -> T3Request:
         embeds = self.prompt_builder.prompt_embeds(self.conditioning(voice), text_ids)
-        # GPT-2 positions are absolute: equal rows at equal places give equal KV, whatever the length.
-        return T3Request(prompt_embeds=embeds, cache_salt="t3-turbo", params=params)
+        return T3Request(prompt_embeds=embeds, cache_salt=CACHE_SALT, params=params)
+
+    def voice_prefix_request(self, voice: Voice) -> tuple[T3Request, int]:
+        """One greedy token after the voice's conditioning and a short text: the voice's later
+        requests, whatever their text, find its conditioning rows in vLLM's prefix cache."""
+        conditioning = self.conditioning(voice)
+        params, = self.params(1, {"max_new_tokens": 1, "temperature": 0})
+        return self.request(self.text_token_ids(WARM_UP_TEXT), voice, params), conditioning.shape[0]
 
     def speech_tokens(self, result: T3Result) -> list[int]:
         """What ``tts_turbo.generate`` hands S3Gen: ids < 6561, then three silence tokens."""

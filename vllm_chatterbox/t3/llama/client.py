@@ -73,5 +73,10 @@ class LlamaT3Client(PromptClient):
         """The finished request's tokens, cleaned as the original cleans them for S3Gen."""
         return clean_speech_tokens(result.token_ids, self.cfg)
 
+    def voice_prefix_request(self, voice: Voice) -> None:
+        """None: a request shares cached rows only with prompts of its own length (the salt
+        above), and the conditioning is about one KV block (speaker, perceiver, emotion rows)."""
+        return None
+
     def streaming_cleaner(self) -> LlamaStreamingTokenCleaner:
         return LlamaStreamingTokenCleaner(self.cfg)
