@@ -36,7 +36,9 @@ def vllm_model_dir(t3_weights: Path, cfg: TurboT3Config) -> Path:
         # Speech tokens plus the stop marker (t3/gpt2/sampling.py).
         "vocab_size": cfg.speech_vocab_size + 1,
         "tie_word_embeddings": False,
-        # GPT-2's default end-of-sequence id (50256) lies outside this vocabulary; name the marker.
+        # GPT-2's default begin/end-of-sequence id (50256) lies outside this vocabulary (transformers
+        # says so at every start): prompts are embeddings, so there is no BOS; the end is the marker.
+        "bos_token_id": None,
         "eos_token_id": cfg.speech_vocab_size,
         "torch_dtype": "float32",
         "t3_turbo": asdict(cfg),
