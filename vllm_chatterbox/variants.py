@@ -114,8 +114,8 @@ def _turbo_text(files: ModelFiles, config: ChatterboxConfig) -> GPT2TextEncoder:
 
 
 # Turbo / Nano's pieces: the meanflow decoder's 2 single-row steps cost a tenth of the CFM's 10
-# steps x 2 CFG rows, so small first pieces are cheap and the time to first audio is mostly T3's
-# prefill and first tokens. Join quality does not depend on the sizes: full-size random meanflow
+# steps x 2 CFG rows, so the time to first audio is T3's first tokens plus one pass over the voice's
+# S3Gen prompt and the piece (2 CPU cores: 0.8 s with a 4 s reference, 2 s with 10 s). Join quality does not depend on the sizes: full-size random meanflow
 # S3Gen, 150 tokens, waveform SNR to the one-shot 42.1-42.8 dB and mel mean |delta| 0.060-0.068 for
 # first pieces of 8-15 tokens and overlaps of 4-8 frames (bench/s3gen_stream.py --variant turbo).
 # First audio at one stream, full-size random Turbo, 2 CPU cores (bench/stream.py --variant turbo
