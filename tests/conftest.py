@@ -36,6 +36,23 @@ FORCING_RECORDER = "tests.t3.gpt2.recorder:ForcingRecorder"
 KV_CACHE_BYTES = 256 << 20
 
 
+class NoEngine:
+    """Stands in for the T3 engine (patch ``vllm_chatterbox.tts.T3Engine``) where a test must never
+    reach vLLM: any use but closing fails the test."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    shutdowns = 0
+    cpu_hold = None  # no engine process: nothing to take turns with
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the T3 engine was used ({name})")
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     return make_test_model(tmp_path_factory.mktemp("tiny-model"), "tiny", seed=0)

@@ -6,26 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import NoEngine
 from tests.paths import FIXTURE_AUDIO, FIXTURE_CKPT
 from vllm_chatterbox.config import tiny_config
 
 torch.set_num_threads(1)
-
-
-class NoEngine:
-    """Stands in for the T3 engine: these tests must never reach vLLM."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    shutdowns = 0
-    cpu_hold = None  # no engine process: nothing to take turns with
-
-    def shutdown(self):
-        self.shutdowns += 1
-
-    def __getattr__(self, name):
-        raise AssertionError(f"the T3 engine was used ({name})")
 
 
 @pytest.fixture(scope="module")

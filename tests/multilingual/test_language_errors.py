@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import NoEngine
 import vllm_chatterbox.tts as tts_module
 from vllm_chatterbox.demo_model import make_test_model
 
@@ -26,17 +27,12 @@ def test_multilingual_language_errors(mtl_tts, call, kwargs, message):
     assert mtl_tts.t3_engine.requests_submitted == before, "nothing may reach vLLM"
 
 
-class _NoEngine:
-    def __init__(self, *args, **kwargs):
-        pass
-
-
 @pytest.fixture(scope="module")
 def english_tts(tmp_path_factory):
     """The English tiny model without a vLLM engine: request preparation needs none."""
     directory = make_test_model(tmp_path_factory.mktemp("en"), "tiny", seed=1)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tts_module, "T3Engine", _NoEngine)
+        patch.setattr(tts_module, "T3Engine", NoEngine)
         return tts_module.ChatterboxTTS.from_dir(directory, device="cpu")
 
 
