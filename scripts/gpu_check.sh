@@ -56,8 +56,9 @@ EOF
 # continuous batching, sampling order), the bf16 fast mode's bounds, the Turbo baseline's loop.
 log "tests"
 timeout $(( $(left) * 2 / 5 )) "$PY" -m pytest -q -p no:cacheprovider \
-    tests/t3/test_fixture_equivalence.py tests/t3/test_sampling_distribution.py tests/t3/test_bf16.py \
-    tests/turbo/test_t3.py tests/turbo/test_bf16.py tests/turbo/test_reference.py > "$OUT/tests.log" 2>&1
+    tests/t3/llama/test_fixture_equivalence.py tests/t3/llama/test_sampling_distribution.py \
+    tests/t3/llama/test_bf16.py tests/t3/gpt2/test_t3.py tests/t3/gpt2/test_bf16.py tests/t3/gpt2/test_reference.py \
+    > "$OUT/tests.log" 2>&1
 TESTS_RC=$?
 
 log "latency benchmark"

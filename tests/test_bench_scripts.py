@@ -1,12 +1,14 @@
 """The benchmark scripts still import: a rename in the package must not silently break ``bench/``.
 
 Each script is loaded as a module (its ``main()`` stays behind ``if __name__ == "__main__"``), so
-every import it makes at the top is resolved against today's package.
+every import it makes at the top is resolved against today's package. ``scripts/gpu_check.sh``
+(run only where a GPU is lent) must name test files and benchmarks that exist.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 
 import pytest
@@ -28,3 +30,10 @@ def test_benchmark_imports(script, monkeypatch):
     monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)
     assert callable(getattr(module, "main", None)) or script.name == "common.py"
+
+
+def test_gpu_check_names_existing_tests_and_benchmarks():
+    script = (REPO_ROOT / "scripts" / "gpu_check.sh").read_text()
+    paths = re.findall(r"\b((?:tests|bench)/[\w/]+\.py)\b", script)
+    assert any(p.startswith("tests/") for p in paths) and any(p.startswith("bench/") for p in paths)
+    assert [p for p in paths if not (REPO_ROOT / p).is_file()] == []
