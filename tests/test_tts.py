@@ -141,3 +141,5 @@ def test_warm_voice_is_a_no_op_for_the_original_models(tts):
     and nothing reaches vLLM (NoEngine would fail the test)."""
     assert tts.warm_voice() == 0
     assert tts.warm_voice(FIXTURE_AUDIO / "voice2_24k.wav") == 0
+    with pytest.raises(ValueError, match="voice must be None, a Voice"):
+        tts.warm_voice(123)

@@ -12,6 +12,8 @@ import torch
 
 from tests.conftest import KV_CACHE_BYTES
 from tests.paths import TURBO_AUDIO, TURBO_REF
+from tests.t3.gpt2.recorder import read
+from tests.t3.gpt2.test_t3 import run
 from vllm_chatterbox.model_files import ModelFiles
 from vllm_chatterbox.demo_model import make_test_model
 from vllm_chatterbox.variants import VARIANTS
@@ -148,21 +150,27 @@ def test_cli_make_test_model_variant(tmp_path):
     assert (speak.variant, speak.top_k, speak.cfg_weight, speak.n_timesteps) == ("nano", 50, None, None)
 
 
-def test_warm_voice_caches_the_conditioning_and_changes_no_token(turbo_tts):
+def test_warm_voice_caches_the_conditioning_and_changes_no_token(turbo_tts, tmp_path):
     """After warm_voice, a new voice's first request reads its conditioning from vLLM's prefix
-    cache and samples the tokens it samples with nothing cached."""
+    cache and computes the logits and samples the tokens it does with nothing cached."""
     builtin = turbo_tts.builtin_voice
     # A voice no request has used: the built-in one with another speaker embedding.
     voice = dataclasses.replace(builtin, speaker_emb=builtin.speaker_emb + 0.01)
     request, = turbo_tts.prepare_t3_requests("The first words of a conversation.", voice, seed=3,
                                              max_new_tokens=24)
-    cold, = turbo_tts.t3_engine.generate([dataclasses.replace(request, cache_salt="warm-voice-test-cold")])
+    engine = turbo_tts.t3_engine
+    cold = run(engine, [("cold", dataclasses.replace(request, cache_salt="warm-voice-test-cold"), None, {})],
+               tmp_path)["cold"]
     assert cold.num_cached_tokens == 0
 
     rows = turbo_tts.warm_voice(voice)
-    block = turbo_tts.t3_engine.vllm_config.cache_config.block_size
+    block = engine.vllm_config.cache_config.block_size
     conditioning_rows = 1 + voice.cond_prompt_speech_tokens.shape[1]
     assert rows == conditioning_rows // block * block > 0
-    warm, = turbo_tts.t3_engine.generate([request])
+    warm = run(engine, [("warm", request, None, {})], tmp_path)["warm"]
     assert warm.num_cached_tokens == rows
     assert warm.token_ids == cold.token_ids and len(cold.token_ids) == 24
+    cold_logits, warm_logits = (read(tmp_path, tag, "raw", 24) for tag in ("cold", "warm"))
+    # Raw logits at every step, the prefill's included, bit for bit (measured: equal on this CPU).
+    assert np.abs(cold_logits).max() > 0
+    np.testing.assert_array_equal(warm_logits, cold_logits)
